@@ -1,1 +1,12 @@
-//! placeholder
+//! The FourEyes collector as a library, so tests run the real server in-process (`server::start`
+//! on port 0) and `main.rs` stays a thin flag parser.
+
+pub mod api;
+pub mod ca;
+pub mod config;
+pub mod dev;
+pub mod link;
+pub mod server;
+pub mod state;
+pub mod tls;
+pub mod validate;

@@ -12,6 +12,8 @@ pub mod v1 {
 /// The encoded `FileDescriptorSet` of every `.proto` file, for reflection-style checks and OpenAPI.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
 
+pub mod openapi;
+
 pub use pbjson_types::Timestamp;
 
 /// Converts a wall-clock time to the wire timestamp.

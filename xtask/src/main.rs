@@ -1,1 +1,215 @@
-fn main() {}
+//! `cargo xtask`: the project's chores in Rust rather than shell scattered over the repo.
+//!
+//! - `cargo xtask dev`: build and start `foureyes-collector serve --dev` (the README's first command)
+//! - `cargo xtask ci`: install what the tests need, then format, lint, build and run every test
+//!   (the README's second command; `.ci/run` calls exactly this)
+//! - `cargo xtask bench`: the benchmarks that print comparisons
+#![allow(clippy::print_stdout)]
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the binaries and run the collector in dev mode with a local node.
+    Dev {
+        /// Extra arguments for `foureyes-collector serve --dev`.
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Install test dependencies, then fmt, clippy, build and test everything.
+    Ci {
+        /// Skip installing system packages (they must already be there).
+        #[arg(long)]
+        no_install: bool,
+    },
+    /// Run the benchmarks (release builds) and print their comparisons.
+    Bench,
+}
+
+/// Debian packages the test suite drives for real.
+const APT_PACKAGES: &[&str] = &["iproute2", "nftables", "procps", "iputils-ping"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// A target dir outside the clone, so a fresh clone reuses a warm build.
+fn target_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".cache/foureyes-target")
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root()).env("CARGO_TARGET_DIR", target_dir());
+    c
+}
+
+fn run(what: &str, mut cmd: Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("{what}: cannot start"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+struct Stages(Vec<(String, Duration, bool)>);
+
+impl Stages {
+    fn run(&mut self, name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        println!("\n==> {name}");
+        let t = Instant::now();
+        let r = f();
+        self.0.push((name.to_string(), t.elapsed(), r.is_ok()));
+        println!("<== {name}: {} in {:.1}s", if r.is_ok() { "ok" } else { "FAILED" }, t.elapsed().as_secs_f64());
+        r
+    }
+
+    fn report(&self) {
+        println!("\nStage timings:");
+        for (n, d, ok) in &self.0 {
+            println!("  {:<28} {:>8.1}s  {}", n, d.as_secs_f64(), if *ok { "ok" } else { "FAILED" });
+        }
+    }
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd} >/dev/null 2>&1"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn install() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(false)
+        })
+        .collect();
+    if !missing.is_empty() {
+        println!("installing {}", missing.join(" "));
+        run("apt-get update", {
+            let mut c = Command::new("apt-get");
+            c.arg("update").arg("-qq");
+            c
+        })?;
+        run("apt-get install", {
+            let mut c = Command::new("apt-get");
+            c.args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing);
+            c.env("DEBIAN_FRONTEND", "noninteractive");
+            c
+        })?;
+    } else {
+        println!("system packages present: {}", APT_PACKAGES.join(" "));
+    }
+    for comp in ["rustfmt", "clippy"] {
+        let ok = Command::new("rustup")
+            .args(["component", "list", "--installed"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with(comp)))
+            .unwrap_or(false);
+        if !ok {
+            run("rustup component add", {
+                let mut c = Command::new("rustup");
+                c.args(["component", "add", comp]);
+                c
+            })?;
+        }
+    }
+    if !have("cargo-nextest") {
+        run("cargo install cargo-nextest", {
+            let mut c = Command::new("cargo");
+            c.args(["install", "--locked", "cargo-nextest"]);
+            c
+        })?;
+    }
+    Ok(())
+}
+
+fn ci(no_install: bool) -> Result<()> {
+    let mut st = Stages(Vec::new());
+    let total = Instant::now();
+    let r = (|| -> Result<()> {
+        if !no_install {
+            st.run("install dependencies", install)?;
+        }
+        st.run("cargo fmt --check", || {
+            let mut c = cargo();
+            c.args(["fmt", "--all", "--check"]);
+            run("cargo fmt", c)
+        })?;
+        st.run("cargo clippy", || {
+            let mut c = cargo();
+            c.args(["clippy", "--all-targets", "--locked", "--", "-D", "warnings"]);
+            run("cargo clippy", c)
+        })?;
+        st.run("cargo build --bins", || {
+            // End-to-end tests start these binaries as separate processes.
+            let mut c = cargo();
+            c.args(["build", "--bins", "--locked"]);
+            run("cargo build", c)
+        })?;
+        st.run("tests (nextest)", || {
+            let mut c = cargo();
+            c.args(["nextest", "run", "--locked", "--no-fail-fast", "--failure-output", "final"]);
+            run("cargo nextest", c)
+        })?;
+        st.run("doc tests", || {
+            let mut c = cargo();
+            c.args(["test", "--doc", "--locked"]);
+            run("cargo test --doc", c)
+        })?;
+        Ok(())
+    })();
+    st.report();
+    println!("  {:<28} {:>8.1}s", "total", total.elapsed().as_secs_f64());
+    r
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Dev { args } => {
+            let mut c = cargo();
+            c.args(["build", "--release", "--bins"]);
+            run("cargo build --release", c)?;
+            let bin = target_dir().join("release/foureyes-collector");
+            let mut c = Command::new(&bin);
+            c.args(["serve", "--dev"]).args(args);
+            c.env("FOUREYES_NODE_BIN", target_dir().join("release/foureyes-node"));
+            run("foureyes-collector serve --dev", c)
+        }
+        Cmd::Ci { no_install } => ci(no_install),
+        Cmd::Bench => {
+            let mut c = cargo();
+            c.args(["bench", "-p", "foureyes-store", "-p", "foureyes-probes"]);
+            run("cargo bench", c)
+        }
+    }
+}

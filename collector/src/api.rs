@@ -1,0 +1,376 @@
+//! The REST/JSON API (`/api/v1/...`): canonical proto3 JSON of the proto messages.
+//!
+//! Every handler gets its scope from [`Auth`], the one place that turns a credential into a tenant
+//! scope; nothing here constructs a system scope (a tidy test checks this file for it). An object
+//! of another tenant is indistinguishable from a missing one: 404.
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{FromRequestParts, Path, Query, State},
+    http::{StatusCode, header, request::Parts},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use foureyes_identity::ApiToken;
+use foureyes_proto::{openapi::Route, v1 as pb};
+use foureyes_store::{AgentRow, ResultFilter, Scope, Tenant};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::{state::Collector, validate};
+
+pub fn router(c: Arc<Collector>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/api/v1/agents", get(list_agents))
+        .route("/api/v1/agents/{id}", get(get_agent))
+        .route("/api/v1/agents/{id}/revoke", post(revoke_agent))
+        .route("/api/v1/enrollment-tokens", post(create_enrollment_token))
+        .route("/api/v1/tests", get(list_tests).post(create_test))
+        .route(
+            "/api/v1/tests/{id}",
+            get(get_test).put(update_test).delete(delete_test),
+        )
+        .route("/api/v1/results", get(list_results))
+        .route("/openapi.json", get(openapi))
+        .with_state(c)
+}
+
+/// Every `/api/v1` route, for the OpenAPI document. `tests/e2e.rs` calls each of them from
+/// another tenant, so a route missing here (or there) shows.
+pub const ROUTES: &[Route] = &[
+    Route { method: "get", path: "/api/v1/agents", summary: "List agents", request: None, response: Some("foureyes.v1.ListAgentsResponse"), query: &[] },
+    Route { method: "get", path: "/api/v1/agents/{id}", summary: "Get an agent", request: None, response: Some("foureyes.v1.Agent"), query: &[] },
+    Route { method: "post", path: "/api/v1/agents/{id}/revoke", summary: "Revoke an agent and all its keys; cuts its stream", request: None, response: Some("foureyes.v1.Agent"), query: &[] },
+    Route { method: "post", path: "/api/v1/enrollment-tokens", summary: "Mint a single-use enrollment token (shown once)", request: Some("foureyes.v1.CreateEnrollmentTokenRequest"), response: Some("foureyes.v1.EnrollmentToken"), query: &[] },
+    Route { method: "get", path: "/api/v1/tests", summary: "List tests", request: None, response: Some("foureyes.v1.ListTestsResponse"), query: &[("page_token", "from the previous page"), ("page_size", "1-1000, default 100")] },
+    Route { method: "post", path: "/api/v1/tests", summary: "Create a test", request: Some("foureyes.v1.Test"), response: Some("foureyes.v1.Test"), query: &[] },
+    Route { method: "get", path: "/api/v1/tests/{id}", summary: "Get a test", request: None, response: Some("foureyes.v1.Test"), query: &[] },
+    Route { method: "put", path: "/api/v1/tests/{id}", summary: "Replace a test", request: Some("foureyes.v1.Test"), response: Some("foureyes.v1.Test"), query: &[] },
+    Route { method: "delete", path: "/api/v1/tests/{id}", summary: "Delete a test", request: None, response: None, query: &[] },
+    Route { method: "get", path: "/api/v1/results", summary: "List results and gaps", request: None, response: Some("foureyes.v1.ListResultsResponse"), query: &[("test_id", "filter"), ("agent_id", "filter"), ("from", "RFC 3339 or epoch ms"), ("to", "RFC 3339 or epoch ms"), ("page_token", "from the previous page"), ("page_size", "1-1000, default 100")] },
+];
+
+async fn openapi() -> Response {
+    json(
+        StatusCode::OK,
+        &foureyes_proto::openapi::document("FourEyes API", env!("CARGO_PKG_VERSION"), ROUTES),
+    )
+}
+
+/// An API error as JSON (`{"error": "..."}`).
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn not_found(what: &str) -> Self {
+        Self(StatusCode::NOT_FOUND, format!("{what} not found"))
+    }
+    fn bad_request(msg: impl Into<String>) -> Self {
+        Self(StatusCode::BAD_REQUEST, msg.into())
+    }
+}
+
+impl<E: std::fmt::Display> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        tracing::error!(error = %e, "API internal error");
+        Self(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&pb::ApiError { error: self.1 }).unwrap_or_default();
+        (self.0, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(b) => (status, [(header::CONTENT_TYPE, "application/json")], b).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("request body: {e}")))
+}
+
+/// The caller's tenant, from `Authorization: Bearer <API token>`. The one place auth is decided.
+pub struct Auth(pub Tenant);
+
+impl Auth {
+    pub fn scope(&self) -> Scope {
+        Scope::Tenant(self.0.clone())
+    }
+}
+
+impl FromRequestParts<Arc<Collector>> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        c: &Arc<Collector>,
+    ) -> Result<Self, Self::Rejection> {
+        let unauthorized = || {
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing or invalid API token (Authorization: Bearer fea1...)".into(),
+            )
+        };
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(unauthorized)?;
+        let text = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(unauthorized)?;
+        let token = ApiToken::parse(text).map_err(|_| unauthorized())?;
+        let row = c
+            .auth_lookup(&token.secret_hash())?
+            .ok_or_else(unauthorized)?;
+        Ok(Auth(Tenant {
+            org: row.org,
+            team: row.team,
+        }))
+    }
+}
+
+pub fn agent_to_pb(a: AgentRow, connected: bool) -> pb::Agent {
+    pb::Agent {
+        id: a.id,
+        org: a.org,
+        team: a.team.unwrap_or_default(),
+        kind: a.kind as i32,
+        hostname: a.hostname,
+        version: a.version,
+        connected,
+        revoked: a.revoked,
+        created_at: Some(foureyes_proto::timestamp_from_ms(a.created_at_ms)),
+        last_seen: a.last_seen_ms.map(foureyes_proto::timestamp_from_ms),
+        certificate_not_after: a.cert_not_after_ms.map(foureyes_proto::timestamp_from_ms),
+        clock_offset_ms: a.clock_offset_ms,
+        last_seq: a.last_seq,
+    }
+}
+
+async fn list_agents(State(c): State<Arc<Collector>>, auth: Auth) -> Result<Response, ApiError> {
+    let agents = c
+        .store
+        .list_agents(&auth.scope())?
+        .into_iter()
+        .map(|a| {
+            let connected = c.registry.is_connected(&a.id);
+            agent_to_pb(a, connected)
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &pb::ListAgentsResponse { agents }))
+}
+
+async fn get_agent(
+    State(c): State<Arc<Collector>>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let a = c
+        .store
+        .get_agent(&auth.scope(), &id)?
+        .ok_or_else(|| ApiError::not_found("agent"))?;
+    let connected = c.registry.is_connected(&a.id);
+    Ok(json(StatusCode::OK, &agent_to_pb(a, connected)))
+}
+
+async fn revoke_agent(
+    State(c): State<Arc<Collector>>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if !c.revoke_agent(&auth.scope(), &id)? {
+        return Err(ApiError::not_found("agent"));
+    }
+    let a = c
+        .store
+        .get_agent(&auth.scope(), &id)?
+        .ok_or_else(|| ApiError::not_found("agent"))?;
+    Ok(json(StatusCode::OK, &agent_to_pb(a, false)))
+}
+
+async fn create_enrollment_token(
+    State(c): State<Arc<Collector>>,
+    auth: Auth,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: pb::CreateEnrollmentTokenRequest = if body.is_empty() {
+        Default::default()
+    } else {
+        parse_body(&body)?
+    };
+    let mut tenant = auth.0.clone();
+    if !req.team.is_empty() {
+        match &tenant.team {
+            Some(t) if *t != req.team => {
+                return Err(ApiError(
+                    StatusCode::FORBIDDEN,
+                    "this API token belongs to another team".into(),
+                ));
+            }
+            _ => tenant.team = Some(req.team.clone()),
+        }
+    }
+    let ttl = if req.ttl_seconds == 0 { 3600 } else { req.ttl_seconds };
+    let kind = pb::AgentKind::try_from(req.kind).unwrap_or(pb::AgentKind::Node);
+    let kind = if kind == pb::AgentKind::Unspecified {
+        pb::AgentKind::Node
+    } else {
+        kind
+    };
+    let out = c
+        .mint_enrollment_token(&tenant, kind, std::time::Duration::from_secs(ttl.into()))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(json(StatusCode::CREATED, &out))
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    page_token: Option<String>,
+    page_size: Option<usize>,
+}
+
+fn page_size(s: Option<usize>) -> usize {
+    s.unwrap_or(100).clamp(1, 1000)
+}
+
+async fn list_tests(
+    State(c): State<Arc<Collector>>,
+    auth: Auth,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let limit = page_size(q.page_size);
+    let mut tests = c
+        .store
+        .list_tests(&auth.scope(), q.page_token.as_deref().filter(|s| !s.is_empty()), limit + 1)?;
+    let next_page_token = if tests.len() > limit {
+        tests.truncate(limit);
+        tests.last().map(|t| t.id.clone()).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Ok(json(
+        StatusCode::OK,
+        &pb::ListTestsResponse {
+            tests,
+            next_page_token,
+        },
+    ))
+}
+
+async fn create_test(
+    State(c): State<Arc<Collector>>,
+    auth: Auth,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let test: pb::Test = parse_body(&body)?;
+    let test = validate::test(test).map_err(ApiError::bad_request)?;
+    let created = c
+        .store
+        .create_test(&auth.scope(), test)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    c.registry.tests_changed(&auth.0.org);
+    Ok(json(StatusCode::CREATED, &created))
+}
+
+async fn get_test(
+    State(c): State<Arc<Collector>>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = c
+        .store
+        .get_test(&auth.scope(), &id)?
+        .ok_or_else(|| ApiError::not_found("test"))?;
+    Ok(json(StatusCode::OK, &t))
+}
+
+async fn update_test(
+    State(c): State<Arc<Collector>>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mut test: pb::Test = parse_body(&body)?;
+    test.id = id;
+    let test = validate::test(test).map_err(ApiError::bad_request)?;
+    let t = c
+        .store
+        .update_test(&auth.scope(), test)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?
+        .ok_or_else(|| ApiError::not_found("test"))?;
+    c.registry.tests_changed(&auth.0.org);
+    Ok(json(StatusCode::OK, &t))
+}
+
+async fn delete_test(
+    State(c): State<Arc<Collector>>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if !c.store.delete_test(&auth.scope(), &id)? {
+        return Err(ApiError::not_found("test"));
+    }
+    c.registry.tests_changed(&auth.0.org);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+struct ResultsQuery {
+    test_id: Option<String>,
+    agent_id: Option<String>,
+    /// RFC 3339 time or milliseconds since the epoch.
+    from: Option<String>,
+    to: Option<String>,
+    page_token: Option<String>,
+    page_size: Option<usize>,
+}
+
+fn parse_time(s: &str) -> Result<i64, ApiError> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| ApiError::bad_request(format!("time {s:?}: use RFC 3339 or epoch milliseconds")))?;
+    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+async fn list_results(
+    State(c): State<Arc<Collector>>,
+    auth: Auth,
+    Query(q): Query<ResultsQuery>,
+) -> Result<Response, ApiError> {
+    let filter = ResultFilter {
+        test_id: q.test_id.filter(|s| !s.is_empty()),
+        agent_id: q.agent_id.filter(|s| !s.is_empty()),
+        from_ms: q.from.as_deref().map(parse_time).transpose()?,
+        to_ms: q.to.as_deref().map(parse_time).transpose()?,
+    };
+    let limit = page_size(q.page_size);
+    let cursor = match q.page_token.as_deref().filter(|s| !s.is_empty()) {
+        Some(t) => Some(
+            foureyes_store::ResultCursor::decode(t)
+                .ok_or_else(|| ApiError::bad_request("invalid page_token"))?,
+        ),
+        None => None,
+    };
+    let page = c.store.results(&auth.scope(), &filter, cursor, limit)?;
+    let gaps = c.store.gaps(&auth.scope(), &filter)?;
+    Ok(json(
+        StatusCode::OK,
+        &pb::ListResultsResponse {
+            results: page.results,
+            gaps,
+            next_page_token: page.next.map(|c| c.encode()).unwrap_or_default(),
+        },
+    ))
+}

@@ -1,0 +1,136 @@
+//! Collector configuration: a strict TOML file (unknown keys are errors naming the key and file),
+//! overridden by command-line flags. Secrets never sit in it: it names files or env variables.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    /// Where agents connect (mTLS gRPC). Default 0.0.0.0:7443.
+    pub node_addr: Option<SocketAddr>,
+    /// REST API, dashboard, metrics. Default 127.0.0.1:8080.
+    pub api_addr: Option<SocketAddr>,
+    /// File holding the key-encryption key (hex or base64, 32 bytes). `FOUREYES_KEK` wins over it.
+    pub kek_file: Option<PathBuf>,
+    /// Names agents dial the collector by (DNS names or IPs) for its server certificate.
+    #[serde(default)]
+    pub server_names: Vec<String>,
+    /// Agent certificate lifetime, e.g. "24h". Agents renew at half-life.
+    pub agent_cert_lifetime: Option<String>,
+    /// Operator certificate chain (PEM) and key (PEM) for the HTTPS API. Without them, a
+    /// non-loopback API gets a certificate from the collector's CA.
+    pub api_tls_cert_file: Option<PathBuf>,
+    pub api_tls_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ingest: IngestFileConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestFileConfig {
+    pub capacity_records: Option<usize>,
+    pub max_batch_records: Option<usize>,
+    pub max_delay_ms: Option<u64>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// The resolved configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub node_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    pub kek_file: PathBuf,
+    pub server_names: Vec<String>,
+    pub agent_cert_lifetime: Duration,
+    pub api_tls: Option<(PathBuf, PathBuf)>,
+    pub ingest: foureyes_store::ingest::IngestConfig,
+}
+
+impl Config {
+    pub fn resolve(
+        file: FileConfig,
+        data_dir: Option<PathBuf>,
+        node_addr: Option<SocketAddr>,
+        api_addr: Option<SocketAddr>,
+    ) -> Result<Self, String> {
+        let data_dir = data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("foureyes-data"));
+        let lifetime = match &file.agent_cert_lifetime {
+            Some(s) => humantime::parse_duration(s).map_err(|e| format!("agent_cert_lifetime {s:?}: {e}"))?,
+            None => Duration::from_secs(24 * 3600),
+        };
+        if lifetime < Duration::from_secs(2) {
+            return Err("agent_cert_lifetime must be at least 2s".into());
+        }
+        let api_tls = match (file.api_tls_cert_file, file.api_tls_key_file) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => return Err("api_tls_cert_file and api_tls_key_file go together".into()),
+        };
+        let mut server_names = file.server_names;
+        for n in ["localhost", "127.0.0.1", "::1"] {
+            if !server_names.iter().any(|s| s == n) {
+                server_names.push(n.to_string());
+            }
+        }
+        let mut ingest = foureyes_store::ingest::IngestConfig::default();
+        if let Some(v) = file.ingest.capacity_records {
+            ingest.capacity_records = v;
+        }
+        if let Some(v) = file.ingest.max_batch_records {
+            ingest.max_batch_records = v;
+        }
+        if let Some(v) = file.ingest.max_delay_ms {
+            ingest.max_delay = Duration::from_millis(v);
+        }
+        Ok(Self {
+            kek_file: file.kek_file.unwrap_or_else(|| data_dir.join("kek")),
+            data_dir,
+            node_addr: node_addr
+                .or(file.node_addr)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7443))),
+            api_addr: api_addr
+                .or(file.api_addr)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            server_names,
+            agent_cert_lifetime: lifetime,
+            api_tls,
+            ingest,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_an_error_naming_key_and_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "data_dir = \"x\"\napi_adr = \"127.0.0.1:1\"\n").expect("write");
+        let e = FileConfig::load(&p).expect_err("typo must fail");
+        assert!(e.contains("api_adr") && e.contains("c.toml"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_not_accepted_inline() {
+        let e = toml::from_str::<FileConfig>("kek = \"00\"").expect_err("inline secret");
+        assert!(e.to_string().contains("kek"));
+    }
+}

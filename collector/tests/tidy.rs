@@ -1,0 +1,12 @@
+//! Architecture Invariant: API handlers never construct a system scope; every store call they make
+//! is scoped by the caller's credential (see `api::Auth`).
+
+#[test]
+fn the_api_module_never_constructs_a_system_scope() {
+    let src = include_str!("../src/api.rs");
+    for forbidden in ["collector_internal", "Scope::System", "SystemScope"] {
+        assert!(!src.contains(forbidden), "src/api.rs mentions {forbidden}: API handlers must use Auth's tenant scope");
+    }
+    // The scope the handlers use comes from the credential.
+    assert!(src.contains("fn scope(&self) -> Scope"));
+}

@@ -1,0 +1,300 @@
+//! The disk spool: signed record batches wait here until the collector acknowledges them.
+//!
+//! Each batch is signed when it is spooled, with the key current at that moment, so a batch that
+//! waits out a partition and a key renewal still verifies (the collector keeps earlier public keys).
+//! The spool is bounded by record count; when full it drops the oldest batches and spools a `Gap`
+//! record naming the dropped sequence range: loss is explicit, never silent.
+
+use std::path::Path;
+
+use ed25519_dalek::{Signer, SigningKey};
+use foureyes_proto::v1::{Gap, Record, RecordBatch, SignedBatch, record};
+use prost::Message;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::AgentError;
+
+pub struct Spool {
+    conn: Connection,
+    max_records: u64,
+    records: u64,
+    next_seq: u64,
+    dropped_total: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct SpooledBatch {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub batch: SignedBatch,
+}
+
+fn db(e: rusqlite::Error) -> AgentError {
+    AgentError::Spool(e.to_string())
+}
+
+impl Spool {
+    pub fn open(path: &Path, max_records: u64) -> Result<Self, AgentError> {
+        let conn = Connection::open(path).map_err(db)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+             CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS batches (
+                first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, records INTEGER NOT NULL,
+                body BLOB NOT NULL, signature BLOB NOT NULL, key_id BLOB NOT NULL);",
+        )
+        .map_err(db)?;
+        let next_seq: u64 = conn
+            .query_row("SELECT v FROM meta WHERE k='next_seq'", [], |r| r.get::<_, i64>(0))
+            .optional()
+            .map_err(db)?
+            .map(|v| v as u64)
+            .unwrap_or(1);
+        let records: i64 = conn
+            .query_row("SELECT COALESCE(SUM(records),0) FROM batches", [], |r| r.get(0))
+            .map_err(db)?;
+        Ok(Self {
+            conn,
+            max_records: max_records.max(1),
+            records: records as u64,
+            next_seq,
+            dropped_total: 0,
+        })
+    }
+
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_total
+    }
+
+    /// The collector holds everything up to `acked`: never hand out those numbers again.
+    pub fn ensure_next_seq_above(&mut self, acked: u64) -> Result<(), AgentError> {
+        if self.next_seq <= acked {
+            self.next_seq = acked + 1;
+            self.store_next_seq()?;
+        }
+        Ok(())
+    }
+
+    fn store_next_seq(&self) -> Result<(), AgentError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta(k,v) VALUES('next_seq',?1) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
+                params![self.next_seq as i64],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Numbers, signs and spools `items` as one batch. Returns the sequence range used.
+    pub fn append(
+        &mut self,
+        items: Vec<record::Kind>,
+        key: &SigningKey,
+    ) -> Result<Option<(u64, u64)>, AgentError> {
+        if items.is_empty() {
+            return Ok(None);
+        }
+        let range = self.write_batch(items, key)?;
+        self.enforce_bound(key)?;
+        Ok(Some(range))
+    }
+
+    fn write_batch(
+        &mut self,
+        items: Vec<record::Kind>,
+        key: &SigningKey,
+    ) -> Result<(u64, u64), AgentError> {
+        let first = self.next_seq;
+        let mut records = Vec::with_capacity(items.len());
+        for (i, mut kind) in items.into_iter().enumerate() {
+            let seq = first + i as u64;
+            if let record::Kind::Result(r) = &mut kind {
+                r.seq = seq;
+            }
+            records.push(Record {
+                seq,
+                kind: Some(kind),
+            });
+        }
+        let n = records.len() as u64;
+        let last = first + n - 1;
+        let body = RecordBatch { records }.encode_to_vec();
+        let signature = key.sign(&body).to_bytes().to_vec();
+        let key_id = foureyes_identity::key_id(key.verifying_key().as_bytes()).to_vec();
+        let tx = self.conn.transaction().map_err(db)?;
+        tx.execute(
+            "INSERT INTO batches(first_seq,last_seq,records,body,signature,key_id) VALUES(?1,?2,?3,?4,?5,?6)",
+            params![first as i64, last as i64, n as i64, body, signature, key_id],
+        )
+        .map_err(db)?;
+        tx.execute(
+            "INSERT INTO meta(k,v) VALUES('next_seq',?1) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
+            params![(last + 1) as i64],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        self.next_seq = last + 1;
+        self.records += n;
+        Ok((first, last))
+    }
+
+    fn enforce_bound(&mut self, key: &SigningKey) -> Result<(), AgentError> {
+        if self.records <= self.max_records {
+            return Ok(());
+        }
+        // Drop oldest batches until there is room for the data plus one gap record.
+        let mut dropped_first = None;
+        let mut dropped_last = 0;
+        let mut dropped = 0u64;
+        while self.records + 1 > self.max_records {
+            let oldest: Option<(i64, i64, i64)> = self
+                .conn
+                .query_row(
+                    "SELECT first_seq,last_seq,records FROM batches ORDER BY first_seq LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            let Some((f, l, n)) = oldest else { break };
+            self.conn
+                .execute("DELETE FROM batches WHERE first_seq=?1", params![f])
+                .map_err(db)?;
+            dropped_first.get_or_insert(f as u64);
+            dropped_last = l as u64;
+            dropped += n as u64;
+            self.records -= n as u64;
+        }
+        if let Some(first) = dropped_first {
+            self.dropped_total += dropped;
+            tracing::warn!(first, last = dropped_last, dropped, "spool full: dropped oldest records");
+            self.write_batch(
+                vec![record::Kind::Gap(Gap {
+                    first_seq: first,
+                    last_seq: dropped_last,
+                    count: dropped,
+                    reason: "agent spool full".into(),
+                    ..Default::default()
+                })],
+                key,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Batches with sequence numbers above `after`, oldest first.
+    pub fn pending_after(&self, after: u64, limit: usize) -> Result<Vec<SpooledBatch>, AgentError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT first_seq,last_seq,body,signature,key_id FROM batches WHERE last_seq > ?1 ORDER BY first_seq LIMIT ?2",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![after as i64, limit as i64], |r| {
+                Ok(SpooledBatch {
+                    first_seq: r.get::<_, i64>(0)? as u64,
+                    last_seq: r.get::<_, i64>(1)? as u64,
+                    batch: SignedBatch {
+                        body: r.get(2)?,
+                        signature: r.get(3)?,
+                        key_id: r.get(4)?,
+                    },
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db)
+    }
+
+    /// Drops everything the collector has committed.
+    pub fn ack(&mut self, seq: u64) -> Result<(), AgentError> {
+        let n: i64 = self
+            .conn
+            .query_row(
+                "SELECT COALESCE(SUM(records),0) FROM batches WHERE last_seq <= ?1",
+                params![seq as i64],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if n > 0 {
+            self.conn
+                .execute("DELETE FROM batches WHERE last_seq <= ?1", params![seq as i64])
+                .map_err(db)?;
+            self.records = self.records.saturating_sub(n as u64);
+        }
+        self.ensure_next_seq_above(seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use foureyes_proto::v1::ProbeResult;
+
+    fn key() -> SigningKey {
+        SigningKey::generate(&mut rand::rngs::OsRng)
+    }
+
+    fn result() -> record::Kind {
+        record::Kind::Result(ProbeResult {
+            test_id: "t".into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn sequences_survive_reopen_and_ack_trims() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("s.sqlite");
+        let k = key();
+        {
+            let mut s = Spool::open(&p, 1000).expect("open");
+            assert_eq!(s.append(vec![result(), result()], &k).expect("a"), Some((1, 2)));
+            assert_eq!(s.append(vec![result()], &k).expect("a"), Some((3, 3)));
+        }
+        let mut s = Spool::open(&p, 1000).expect("reopen");
+        assert_eq!(s.next_seq(), 4);
+        assert_eq!(s.records(), 3);
+        s.ack(2).expect("ack");
+        let pending = s.pending_after(0, 10).expect("pending");
+        assert_eq!(pending.len(), 1);
+        assert_eq!((pending[0].first_seq, pending[0].last_seq), (3, 3));
+        // The signature verifies with the key current when spooled.
+        let sig = ed25519_dalek::Signature::from_slice(&pending[0].batch.signature).expect("sig");
+        k.verifying_key().verify_strict(&pending[0].batch.body, &sig).expect("verifies");
+    }
+
+    #[test]
+    fn full_spool_drops_oldest_and_records_a_gap() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let k = key();
+        let mut s = Spool::open(&dir.path().join("s.sqlite"), 10).expect("open");
+        for _ in 0..8 {
+            s.append(vec![result(), result()], &k).expect("append");
+        }
+        assert!(s.records() <= 10);
+        assert!(s.dropped_total() > 0);
+        let pending = s.pending_after(0, 100).expect("pending");
+        let mut covered = std::collections::BTreeSet::new();
+        for b in &pending {
+            let batch = RecordBatch::decode(b.batch.body.as_slice()).expect("decode");
+            for r in batch.records {
+                covered.insert(r.seq);
+                if let Some(record::Kind::Gap(g)) = r.kind {
+                    assert_eq!(g.count, g.last_seq - g.first_seq + 1);
+                    covered.extend(g.first_seq..=g.last_seq);
+                }
+            }
+        }
+        let last = s.next_seq() - 1;
+        assert_eq!(covered, (1..=last).collect(), "every sequence number is data or in a gap");
+    }
+}

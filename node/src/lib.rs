@@ -1,0 +1,153 @@
+//! The probe node: runs its assigned tests on schedule, spools signed results, and keeps going
+//! through a partition with the last assignment set it stored.
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use foureyes_agent::{
+    AgentError,
+    link::{self, LinkOptions, Shared, lock},
+    spool::Spool,
+    state::StateDir,
+};
+use foureyes_proto::v1::{AssignmentSet, ProbeResult, Test, record};
+use tokio::{sync::mpsc, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+pub struct NodeOptions {
+    pub spool_max_records: u64,
+    pub hostname: String,
+}
+
+/// Results queued between the probes and the spool. When it is full, probe tasks wait (a probe
+/// run is late rather than lost); the spool's own bound decides what is dropped, with a gap record.
+const RESULT_QUEUE: usize = 10_000;
+const SPOOL_BATCH_MAX: usize = 1_000;
+const SPOOL_BATCH_DELAY: Duration = Duration::from_millis(200);
+
+pub async fn run(state_dir: &Path, opts: NodeOptions, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let state = Arc::new(StateDir::open(state_dir, false)?);
+    let identity = state.identity()?;
+    if identity.kind != "node" {
+        return Err(AgentError::Config(format!("{} holds a {} identity, not a node", state_dir.display(), identity.kind)));
+    }
+    let creds = state.credentials()?;
+    let spool = Spool::open(&state.spool_path(), opts.spool_max_records)?;
+    let initial = state.load_assignments().unwrap_or_default();
+    tracing::info!(agent = %identity.agent_id, org = %identity.org, tests = initial.tests.len(), spooled = spool.records(), "node starting");
+    let (assign_tx, assign_rx) = tokio::sync::watch::channel(initial);
+    let (connected_tx, _) = tokio::sync::watch::channel(false);
+    let shared = Shared {
+        signing_key: Arc::new(Mutex::new(creds.signing_key()?)),
+        assignments: assign_tx,
+        spool: Arc::new(Mutex::new(spool)),
+        spool_notify: Arc::new(tokio::sync::Notify::new()),
+        connected: connected_tx,
+    };
+    let link_task = tokio::spawn(link::run(
+        state.clone(),
+        shared.clone(),
+        LinkOptions { hostname: opts.hostname.clone(), ..Default::default() },
+        shutdown.clone(),
+    ));
+    let (result_tx, result_rx) = mpsc::channel(RESULT_QUEUE);
+    let spooler = tokio::spawn(spooler(shared.clone(), result_rx));
+    schedule(assign_rx, result_tx, shutdown.clone()).await;
+    // Schedules are stopped; the spooler drains what the probes already produced.
+    let _ = spooler.await;
+    let _ = link_task.await;
+    Ok(())
+}
+
+async fn spooler(shared: Shared, mut rx: mpsc::Receiver<ProbeResult>) {
+    let mut buf: Vec<record::Kind> = Vec::new();
+    loop {
+        let first = match rx.recv().await {
+            Some(r) => r,
+            None => break,
+        };
+        buf.push(record::Kind::Result(first));
+        let deadline = tokio::time::Instant::now() + SPOOL_BATCH_DELAY;
+        while buf.len() < SPOOL_BATCH_MAX {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(r)) => buf.push(record::Kind::Result(r)),
+                _ => break,
+            }
+        }
+        flush(&shared, &mut buf);
+    }
+    flush(&shared, &mut buf);
+}
+
+fn flush(shared: &Shared, buf: &mut Vec<record::Kind>) {
+    if buf.is_empty() {
+        return;
+    }
+    let key = lock(&shared.signing_key).clone();
+    let items = std::mem::take(buf);
+    let n = items.len();
+    if let Err(e) = lock(&shared.spool).append(items, &key) {
+        // A spool that cannot write is a disk problem: say so loudly, the sequence numbers were not
+        // used, so nothing is silently skipped.
+        tracing::error!(error = %e, lost = n, "cannot write results to the spool");
+    }
+    shared.spool_notify.notify_one();
+}
+
+async fn schedule(
+    mut assignments: tokio::sync::watch::Receiver<AssignmentSet>,
+    results: mpsc::Sender<ProbeResult>,
+    shutdown: CancellationToken,
+) {
+    let mut running: HashMap<String, (Test, JoinHandle<()>)> = HashMap::new();
+    loop {
+        let set = assignments.borrow_and_update().clone();
+        running.retain(|id, (test, handle)| {
+            let keep = set.tests.iter().any(|t| t.id == *id && t == test);
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+        for t in set.tests {
+            if !running.contains_key(&t.id) {
+                let handle = tokio::spawn(test_loop(t.clone(), results.clone()));
+                running.insert(t.id.clone(), (t, handle));
+            }
+        }
+        tokio::select! {
+            r = assignments.changed() => if r.is_err() { break },
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    for (_, (_, h)) in running {
+        h.abort();
+    }
+}
+
+async fn test_loop(test: Test, results: mpsc::Sender<ProbeResult>) {
+    let interval = Duration::from_millis(u64::from(test.interval_ms.max(100)));
+    // Spread first runs over the interval so a fleet's probes do not fire in lockstep.
+    let offset = Duration::from_millis(rand_offset(interval.as_millis() as u64));
+    tokio::time::sleep(offset.min(Duration::from_secs(2))).await;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let result = foureyes_probes::run_test(&test).await;
+        if results.send(result).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn rand_offset(max: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(max);
+    h.finish() % max.max(1)
+}
