@@ -24,6 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     pbjson_build::Builder::new()
         .register_descriptors(&bytes)?
+        // Emit default values (false, 0, "") so API consumers see every field explicitly.
+        .emit_fields()
         .build(&[".foureyes"])?;
     Ok(())
 }

@@ -35,6 +35,9 @@ fn setup(e: impl std::fmt::Display) -> DevError {
 pub struct DevSession {
     pub api_token: String,
     pub node: Child,
+    /// Held open for the node's lifetime: the dev node stops when it closes. Kept apart from
+    /// `node` because `Child::wait` closes a child's stdin before waiting.
+    pub node_stdin: Option<tokio::process::ChildStdin>,
     pub dns_addr: std::net::SocketAddr,
 }
 
@@ -159,7 +162,7 @@ pub async fn start(running: &Running, shutdown: CancellationToken) -> Result<Dev
         // The collector address may have changed since the node enrolled (another --node-addr).
         update_collector_addr(&state_dir, &collector_addr).map_err(setup)?;
     }
-    let node = Command::new(&node_bin)
+    let mut node = Command::new(&node_bin)
         .arg("run")
         .arg("--state-dir")
         .arg(&state_dir)
@@ -168,7 +171,8 @@ pub async fn start(running: &Running, shutdown: CancellationToken) -> Result<Dev
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| DevError::Node(format!("{}: {e}", node_bin.display())))?;
-    Ok(DevSession { api_token: token.reveal(), node, dns_addr })
+    let node_stdin = node.stdin.take();
+    Ok(DevSession { api_token: token.reveal(), node, node_stdin, dns_addr })
 }
 
 fn update_collector_addr(state_dir: &std::path::Path, addr: &str) -> Result<(), String> {

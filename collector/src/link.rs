@@ -20,7 +20,7 @@ use foureyes_proto::v1::{
 use foureyes_store::{NewAgent, RedeemError, Scope, SystemScope, ingest::IngestBatch};
 use prost::Message;
 use tokio::{net::TcpListener, sync::mpsc};
-use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 

@@ -211,7 +211,7 @@ async fn serve(cfg: Config, dev_mode: bool) -> Result<()> {
     tracing::info!("shutting down");
     if let Some(mut s) = session.take() {
         // Closing its stdin tells the dev node to stop; give it a moment, then make sure.
-        drop(s.node.stdin.take());
+        drop(s.node_stdin.take());
         if tokio::time::timeout(Duration::from_secs(5), s.node.wait()).await.is_err() {
             let _ = s.node.kill().await;
         }

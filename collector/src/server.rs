@@ -76,7 +76,8 @@ impl Collector {
             );
         }
         let ca = Ca::load_or_create(&cfg.data_dir, &kek).map_err(setup)?;
-        let store = Arc::new(SqliteStore::open(&cfg.data_dir.join(DB_FILE)).map_err(setup)?);
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&cfg.data_dir.join(DB_FILE)).map_err(setup)?);
         let revoked = RevokedKeys::default();
         revoked.replace(
             store

@@ -2,21 +2,16 @@
 
 use std::sync::Arc;
 
-use foureyes_store::{SqliteStore, Store, ingest::Ingest};
+use foureyes_store::{Store, ingest::Ingest};
 
 use crate::{ca::Ca, config::Config, link::Registry, tls::RevokedKeys};
 
 pub struct Collector {
     pub cfg: Config,
-    pub store: Arc<SqliteStore>,
+    /// The store sits behind its trait so another engine can replace SQLite.
+    pub store: Arc<dyn Store>,
     pub ca: Ca,
     pub ingest: Ingest,
     pub registry: Registry,
     pub revoked: RevokedKeys,
-}
-
-impl Collector {
-    pub fn store(&self) -> &dyn Store {
-        &*self.store
-    }
 }

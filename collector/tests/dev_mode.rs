@@ -65,21 +65,35 @@ fn interrupt(dev: &mut Dev) -> std::process::ExitStatus {
     }
 }
 
-fn node_processes(state_dir: &std::path::Path) -> usize {
-    let needle = state_dir.to_string_lossy().to_string();
+/// Pids of `foureyes-node run` processes whose parent is `collector_pid`.
+fn node_children(collector_pid: u32) -> Vec<String> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
         .filter(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .map(|c| {
-                    let s = String::from_utf8_lossy(&c).replace('\0', " ");
-                    s.contains("foureyes-node") && s.contains(" run ") && s.contains(&needle)
-                })
-                .unwrap_or(false)
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).unwrap_or("");
+            let cmd = std::fs::read(e.path().join("cmdline")).map(|c| String::from_utf8_lossy(&c).replace('\0', " ")).unwrap_or_default();
+            ppid == collector_pid.to_string() && cmd.contains("foureyes-node") && cmd.contains(" run ")
         })
-        .count()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect()
+}
+
+fn alive(pid: &str) -> bool {
+    // A zombie is dead for our purposes (its parent has not reaped it yet).
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| !r.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
@@ -103,11 +117,11 @@ fn dev_mode_runs_end_to_end_and_restarts_with_the_same_node() {
             v["results"].as_array()?.iter().any(|r| r["status"] == "STATUS_OK").then_some(())
         });
     }
-    let state_dir = tmp.path().join("foureyes-dev/node");
-    assert_eq!(node_processes(&state_dir), 1);
+    let nodes = node_children(dev.child.id());
+    assert_eq!(nodes.len(), 1, "one local node process");
     let status = interrupt(&mut dev);
     assert!(status.success(), "collector exit status {status}");
-    wait_until("the dev node to stop", Duration::from_secs(10), || (node_processes(&state_dir) == 0).then_some(()));
+    wait_until("the dev node to stop", Duration::from_secs(10), || (!alive(&nodes[0])).then_some(()));
 
     // Second start: same data dir, same node, new token; the old token no longer works.
     let mut dev2 = start_dev(tmp.path());

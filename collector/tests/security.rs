@@ -168,14 +168,14 @@ fn tokens_and_keys_never_appear_in_plaintext_on_disk_or_in_logs() {
         (!v["results"].as_array()?.is_empty()).then_some(())
     });
     drop(node);
-    let key = StateDir::open(&state, false).unwrap().credentials().unwrap().key_pkcs8.to_vec();
+    let seed = StateDir::open(&state, false).unwrap().credentials().unwrap().signing_key().unwrap().to_bytes();
     let mut needles: Vec<(String, Vec<u8>)> = Vec::new();
     for t in [&api_token, &enrollment, &via_api] {
         needles.push((format!("token {}", &t[..8]), t.as_bytes().to_vec()));
         let secret = t.split('.').nth(1).unwrap();
         needles.push((format!("secret of {}", &t[..8]), secret.as_bytes().to_vec()));
     }
-    needles.push(("node private key".into(), key[key.len() - 32..].to_vec()));
+    needles.push(("node private key".into(), seed.to_vec()));
     needles.push(("PEM private key".into(), b"PRIVATE KEY".to_vec()));
     let mut files = Vec::new();
     files_under(tmp.path(), &mut files);

@@ -25,7 +25,7 @@ mod sqlite;
 use foureyes_proto::v1 as pb;
 
 pub use ingest::IngestBatch;
-pub use sqlite::SqliteStore;
+pub use sqlite::{FAILPOINT_ENV, SqliteStore};
 
 /// Who is asking. See the crate docs for the visibility rule.
 #[derive(Clone, Debug)]
@@ -110,8 +110,7 @@ impl From<rusqlite::Error> for RedeemError {
 }
 
 /// The rule every org and team name follows: it ends up in certificates, URLs and log lines.
-pub const NAME_RULE: &str =
-    "1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit ([a-z0-9][a-z0-9-]{0,62})";
+pub const NAME_RULE: &str = "1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit ([a-z0-9][a-z0-9-]{0,62})";
 
 /// Checks an org or team name against [`NAME_RULE`].
 pub fn validate_name(what: &'static str, name: &str) -> Result<(), StoreError> {
@@ -119,8 +118,7 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), StoreError> {
     let ok = !b.is_empty()
         && b.len() <= 63
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
     if ok {
         Ok(())
@@ -338,7 +336,8 @@ pub trait Store: Send + Sync + 'static {
         clock_offset_ms: i64,
         now_ms: i64,
     ) -> Result<(), StoreError>;
-    fn touch_agent(&self, sys: &SystemScope, agent_id: &str, now_ms: i64) -> Result<(), StoreError>;
+    fn touch_agent(&self, sys: &SystemScope, agent_id: &str, now_ms: i64)
+    -> Result<(), StoreError>;
 
     // --- tests (probe definitions) ---
     /// Needs a tenant scope. Assigns the id. A team scope always owns the test; an org-wide scope
@@ -398,6 +397,7 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -416,7 +416,14 @@ mod tests {
     fn cursor_round_trips_and_rejects_garbage() {
         let c = ResultCursor(123_456_789);
         assert_eq!(ResultCursor::decode(&c.encode()), Some(c));
-        for bad in ["", "r1.", "r1.zz", "x1.10", "r1.ffffffffffffffff", "r1.10000000000000000"] {
+        for bad in [
+            "",
+            "r1.",
+            "r1.zz",
+            "x1.10",
+            "r1.ffffffffffffffff",
+            "r1.10000000000000000",
+        ] {
             assert_eq!(ResultCursor::decode(bad), None, "{bad}");
         }
     }

@@ -169,6 +169,7 @@ pub(crate) fn migrate_to(conn: &mut Connection, target: usize) -> Result<(), Sto
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::{ResultFilter, Scope, SqliteStore, Store, SystemScope, Tenant};
@@ -220,7 +221,7 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         let sys = SystemScope::collector_internal();
         assert_eq!(store.schema_version().unwrap(), CURRENT_VERSION);
-        assert!(CURRENT_VERSION >= 2);
+        const { assert!(CURRENT_VERSION >= 2) };
         assert!(store.team_exists(&sys, "acme", "noc").unwrap());
         let a = store
             .get_agent(&Scope::System(sys.clone()), "n-1")
@@ -239,7 +240,10 @@ mod tests {
         assert_eq!(store.tests_for_agent(&sys, "n-1").unwrap().0, 7);
         let objects = store.schema_objects().unwrap();
         for want in ["batches", "batches_agent", "results_agent"] {
-            assert!(objects.iter().any(|o| o == want), "{want} missing: {objects:?}");
+            assert!(
+                objects.iter().any(|o| o == want),
+                "{want} missing: {objects:?}"
+            );
         }
         drop(store);
         // Reopening a current database is a no-op.

@@ -366,13 +366,28 @@ fn icmp_loss_injected_on_router() {
     assert_status(&clean, "STATUS_OK");
 
     chain.inject_loss(10);
-    let v = chain.probe(&["icmp", TARGET, "--count", "200", "--timeout-ms", "1000"]);
-    let loss = v["loss"].as_f64().unwrap_or(0.0);
+    // 10 % drop, 200 echoes: mean 20 lost, sd ~4.2, so 5–15 % is ±2.4 sd and one honest run
+    // falls outside about 1.5 % of the time. Up to three runs must each look like ~10 % loss
+    // (2–25 %, which a broken loss count fails), and one of them must land in 5–15 %: a correct
+    // executor fails that about three times in a million, never 1.5 % of CI runs.
+    let mut v = serde_json::Value::Null;
+    let mut losses = Vec::new();
+    for _ in 0..3 {
+        v = chain.probe(&["icmp", TARGET, "--count", "200", "--timeout-ms", "1000"]);
+        let loss = v["loss"].as_f64().unwrap_or(0.0);
+        assert_eq!(v["icmp"]["sent"].as_u64(), Some(200));
+        assert!((0.02..=0.25).contains(&loss), "loss {loss} is not ~10 %: {v:#}");
+        assert_status(&v, "STATUS_DEGRADED");
+        losses.push(loss);
+        if (0.05..=0.15).contains(&loss) {
+            break;
+        }
+    }
+    assert!(
+        losses.iter().any(|l| (0.05..=0.15).contains(l)),
+        "no run within 5-15 % loss: {losses:?}"
+    );
     let icmp = &v["icmp"];
-    assert_eq!(icmp["sent"].as_u64(), Some(200));
-    // 10 % drop, 200 echoes: mean 20 lost, sd ~4.2; 5–15 % is ±2.4 sd.
-    assert!((0.05..=0.15).contains(&loss), "loss {loss}: {v:#}");
-    assert_status(&v, "STATUS_DEGRADED");
     let received = icmp["received"].as_u64().unwrap_or(0);
     assert_eq!(
         icmp["rttMs"].as_array().map(Vec::len),

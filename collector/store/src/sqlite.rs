@@ -1,0 +1,1162 @@
+//! The SQLite implementation of [`Store`].
+//!
+//! Connections: one writer behind a mutex (SQLite has one writer at a time anyway; taking the lock
+//! in-process is cheaper than spinning on `SQLITE_BUSY`), plus a small pool of reader connections
+//! that WAL lets run next to the writer. Other processes (the admin CLI) use their own connections;
+//! `busy_timeout` covers them.
+//!
+//! Durability: WAL with `synchronous=NORMAL` survives a killed process (every commit is in the WAL
+//! before the call returns) but a power loss may drop the last commits; that is the trade the
+//! measured throughput (stack.md) buys.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
+
+use foureyes_proto::v1::{self as pb, record};
+use prost::Message;
+use rusqlite::{
+    Connection, OptionalExtension, Row, TransactionBehavior, params, params_from_iter, types::Value,
+};
+
+use crate::{
+    AgentKey, AgentRow, ApiTokenRow, BatchOutcome, IngestBatch, MAX_GAPS, NewAgent, RedeemError,
+    ResultCursor, ResultFilter, ResultPage, Scope, Store, StoreError, SystemScope, Tenant,
+    TokenBinding, now_ms, schema, validate_name,
+};
+
+/// Readers kept open between calls; more are opened on demand under load and closed afterwards.
+const IDLE_READERS: usize = 4;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest page a caller can ask for, so one request cannot pull the whole table into memory.
+const MAX_PAGE: usize = 10_000;
+/// Bits of the results key below the millisecond: up to 2^20 rows per millisecond before the key
+/// runs ahead of the clock (it stays unique and ordered either way).
+const KEY_SHIFT: u32 = 20;
+const MAX_KEY_MS: i64 = i64::MAX >> KEY_SHIFT;
+
+/// Env var naming a failpoint; see [`SqliteStore::open`].
+pub const FAILPOINT_ENV: &str = "FOUREYES_FAILPOINT";
+const FAILPOINT_FLUSH: &str = "flush-mid-transaction";
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    /// Set from `FOUREYES_FAILPOINT=flush-mid-transaction` at open: the first flush that wrote rows
+    /// aborts the process before committing. Exists only for the kill -9 durability tests.
+    abort_mid_flush: bool,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a connection leaves it usable: an open transaction rolls back on drop.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn open_conn(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // 32 MiB page cache: the results indexes stay hot during ingest.
+    conn.pragma_update(None, "cache_size", -32_000)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, switches it to WAL and migrates it.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut writer = open_conn(&path)?;
+        let mode: String =
+            writer.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Schema(format!(
+                "{}: cannot switch to WAL (journal_mode is {mode})",
+                path.display()
+            )));
+        }
+        schema::migrate_to(&mut writer, schema::CURRENT_VERSION)?;
+        let abort_mid_flush = std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == FAILPOINT_FLUSH);
+        if abort_mid_flush {
+            tracing::warn!("failpoint {FAILPOINT_FLUSH} armed: the first flush aborts the process");
+        }
+        Ok(Self {
+            path,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            abort_mid_flush,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `PRAGMA user_version`: how many migration steps the database has applied.
+    pub fn schema_version(&self) -> Result<usize, StoreError> {
+        self.read(|c| {
+            let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            Ok(usize::try_from(v).unwrap_or(0))
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn schema_objects(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare("SELECT name FROM sqlite_master ORDER BY name")?;
+            let v = st
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(v)
+        })
+    }
+
+    fn write<T, E>(&self, f: impl FnOnce(&mut Connection) -> Result<T, E>) -> Result<T, E> {
+        let mut conn = lock(&self.writer);
+        f(&mut conn)
+    }
+
+    fn read<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let pooled = lock(&self.readers).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_conn(&self.path)?,
+        };
+        let out = f(&conn);
+        let mut idle = lock(&self.readers);
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+        out
+    }
+}
+
+/// A `WHERE` clause built from a scope and filters, with its positional parameters.
+#[derive(Default)]
+struct Where {
+    clauses: Vec<String>,
+    params: Vec<Value>,
+}
+
+impl Where {
+    /// The one place a scope becomes SQL. See the crate docs for the rule.
+    fn scope(mut self, scope: &Scope, prefix: &str) -> Self {
+        if let Scope::Tenant(t) = scope {
+            self.clauses.push(format!("{prefix}org = ?"));
+            self.params.push(Value::Text(t.org.clone()));
+            if let Some(team) = &t.team {
+                self.clauses.push(format!("{prefix}team = ?"));
+                self.params.push(Value::Text(team.clone()));
+            }
+        }
+        self
+    }
+
+    fn and(mut self, clause: &str, v: impl Into<Value>) -> Self {
+        self.clauses.push(clause.to_string());
+        self.params.push(v.into());
+        self
+    }
+
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+fn tenant_of<'a>(scope: &'a Scope, what: &str) -> Result<&'a Tenant, StoreError> {
+    scope
+        .tenant()
+        .ok_or_else(|| StoreError::Invalid(format!("{what} needs a tenant scope (org and team)")))
+}
+
+fn team_opt(team: String) -> Option<String> {
+    (!team.is_empty()).then_some(team)
+}
+
+fn random_id(prefix: &str) -> String {
+    format!("{prefix}{}", hex::encode(rand::random::<[u8; 8]>()))
+}
+
+fn kind_from_i32(v: i32) -> pb::AgentKind {
+    pb::AgentKind::try_from(v).unwrap_or(pb::AgentKind::Unspecified)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn key_floor(ms: i64) -> i64 {
+    ms.clamp(0, MAX_KEY_MS) << KEY_SHIFT
+}
+
+/// The next results key: the receive time's slot, or one past the last key if that is later (many
+/// rows in one millisecond, or the clock stepped back). Keys never repeat, so cursors stay valid.
+fn next_key(last: i64, received_ms: i64) -> i64 {
+    key_floor(received_ms).max(last.saturating_add(1))
+}
+
+fn org_exists_tx(c: &Connection, org: &str) -> Result<bool, StoreError> {
+    Ok(c.prepare_cached("SELECT 1 FROM orgs WHERE name = ?1")?
+        .exists([org])?)
+}
+
+fn team_exists_tx(c: &Connection, org: &str, team: &str) -> Result<bool, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT 1 FROM teams WHERE org = ?1 AND name = ?2")?
+            .exists([org, team])?,
+    )
+}
+
+/// Fails unless the org (and the team, when non-empty) exists.
+fn ensure_tenant(c: &Connection, org: &str, team: &str) -> Result<(), StoreError> {
+    if !org_exists_tx(c, org)? {
+        return Err(StoreError::NotFound(format!("org {org:?}")));
+    }
+    if !team.is_empty() && !team_exists_tx(c, org, team)? {
+        return Err(StoreError::NotFound(format!(
+            "team {team:?} in org {org:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn bump_assignment_version(c: &Connection, org: &str) -> Result<(), StoreError> {
+    let n = c
+        .prepare_cached(
+            "UPDATE orgs SET assignment_version = assignment_version + 1 WHERE name = ?1",
+        )?
+        .execute([org])?;
+    if n == 0 {
+        return Err(StoreError::NotFound(format!("org {org:?}")));
+    }
+    Ok(())
+}
+
+const API_TOKEN_COLS: &str = "id, org, team, name, created_at_ms, revoked_at_ms IS NOT NULL";
+
+fn api_token_row(r: &Row<'_>) -> rusqlite::Result<ApiTokenRow> {
+    Ok(ApiTokenRow {
+        id: r.get(0)?,
+        org: r.get(1)?,
+        team: team_opt(r.get(2)?),
+        name: r.get(3)?,
+        created_at_ms: r.get(4)?,
+        revoked: r.get(5)?,
+    })
+}
+
+const AGENT_COLS: &str = "a.id, a.org, a.team, a.kind, a.hostname, a.version, a.created_at_ms, \
+    a.last_seen_ms, (SELECT max(k.cert_not_after_ms) FROM agent_keys k WHERE k.agent_id = a.id), \
+    a.revoked_at_ms IS NOT NULL, a.clock_offset_ms, a.last_seq";
+
+fn agent_row(r: &Row<'_>) -> rusqlite::Result<AgentRow> {
+    Ok(AgentRow {
+        id: r.get(0)?,
+        org: r.get(1)?,
+        team: team_opt(r.get(2)?),
+        kind: kind_from_i32(r.get(3)?),
+        hostname: r.get(4)?,
+        version: r.get(5)?,
+        created_at_ms: r.get(6)?,
+        last_seen_ms: r.get(7)?,
+        cert_not_after_ms: r.get(8)?,
+        revoked: r.get(9)?,
+        clock_offset_ms: r.get(10)?,
+        last_seq: u64::try_from(r.get::<_, i64>(11)?).unwrap_or(0),
+    })
+}
+
+fn key_id_of(v: Vec<u8>) -> Option<[u8; 32]> {
+    <[u8; 32]>::try_from(v.as_slice()).ok()
+}
+
+fn decode_test(body: &[u8]) -> Result<pb::Test, StoreError> {
+    Ok(pb::Test::decode(body)?)
+}
+
+fn insert_or_replace_test(
+    c: &Connection,
+    org: &str,
+    test: &pb::Test,
+    insert: bool,
+) -> Result<(), StoreError> {
+    let body = test.encode_to_vec();
+    let sql = if insert {
+        "INSERT INTO tests (id, org, team, updated_at_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)"
+    } else {
+        "UPDATE tests SET team = ?3, updated_at_ms = ?4, body = ?5 WHERE id = ?1 AND org = ?2"
+    };
+    c.prepare_cached(sql)?
+        .execute(params![test.id, org, test.team, now_ms(), body])?;
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn create_org(&self, _sys: &SystemScope, org: &str) -> Result<(), StoreError> {
+        validate_name("org", org)?;
+        self.write(|c| {
+            let n = c.execute(
+                "INSERT INTO orgs (name, created_at_ms) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![org, now_ms()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("org {org:?}")));
+            }
+            tracing::info!(org, "org created");
+            Ok(())
+        })
+    }
+
+    fn create_team(&self, _sys: &SystemScope, org: &str, team: &str) -> Result<(), StoreError> {
+        validate_name("team", team)?;
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if !org_exists_tx(&tx, org)? {
+                return Err(StoreError::NotFound(format!("org {org:?}")));
+            }
+            let n = tx.execute(
+                "INSERT INTO teams (org, name, created_at_ms) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![org, team, now_ms()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("team {team:?} in org {org:?}")));
+            }
+            tx.commit()?;
+            tracing::info!(org, team, "team created");
+            Ok(())
+        })
+    }
+
+    fn org_exists(&self, _sys: &SystemScope, org: &str) -> Result<bool, StoreError> {
+        self.read(|c| org_exists_tx(c, org))
+    }
+
+    fn team_exists(&self, _sys: &SystemScope, org: &str, team: &str) -> Result<bool, StoreError> {
+        self.read(|c| team_exists_tx(c, org, team))
+    }
+
+    fn list_orgs(&self, _sys: &SystemScope) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT name FROM orgs ORDER BY name")?;
+            let v = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            Ok(v)
+        })
+    }
+
+    fn list_teams(&self, _sys: &SystemScope, org: &str) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT name FROM teams WHERE org = ?1 ORDER BY name")?;
+            let v = st
+                .query_map([org], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            Ok(v)
+        })
+    }
+
+    fn create_api_token(
+        &self,
+        scope: &Scope,
+        name: &str,
+        token_hash: &str,
+    ) -> Result<ApiTokenRow, StoreError> {
+        let t = tenant_of(scope, "creating an API token")?;
+        if name.is_empty() || name.chars().count() > 64 {
+            return Err(StoreError::Invalid(
+                "API token name: 1 to 64 characters".into(),
+            ));
+        }
+        let team = t.team.clone().unwrap_or_default();
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            ensure_tenant(&tx, &t.org, &team)?;
+            let row = ApiTokenRow {
+                id: random_id("tok-"),
+                org: t.org.clone(),
+                team: t.team.clone(),
+                name: name.to_string(),
+                created_at_ms: now_ms(),
+                revoked: false,
+            };
+            tx.execute(
+                "INSERT INTO api_tokens (id, org, team, name, token_hash, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    row.id,
+                    row.org,
+                    team,
+                    row.name,
+                    token_hash,
+                    row.created_at_ms
+                ],
+            )?;
+            tx.commit()?;
+            tracing::info!(id = %row.id, org = %row.org, name, "API token created");
+            Ok(row)
+        })
+    }
+
+    fn find_api_token_by_hash(
+        &self,
+        _sys: &SystemScope,
+        token_hash: &str,
+    ) -> Result<Option<ApiTokenRow>, StoreError> {
+        self.read(|c| {
+            let sql = format!("SELECT {API_TOKEN_COLS} FROM api_tokens WHERE token_hash = ?1");
+            Ok(c.prepare_cached(&sql)?
+                .query_row([token_hash], api_token_row)
+                .optional()?)
+        })
+    }
+
+    fn list_api_tokens(&self, scope: &Scope) -> Result<Vec<ApiTokenRow>, StoreError> {
+        let w = Where::default().scope(scope, "");
+        self.read(|c| {
+            let sql = format!(
+                "SELECT {API_TOKEN_COLS} FROM api_tokens{} ORDER BY created_at_ms, id",
+                w.sql()
+            );
+            let mut st = c.prepare_cached(&sql)?;
+            let v = st
+                .query_map(params_from_iter(&w.params), api_token_row)?
+                .collect::<Result<_, _>>()?;
+            Ok(v)
+        })
+    }
+
+    fn revoke_api_token(&self, scope: &Scope, id: &str) -> Result<bool, StoreError> {
+        let w = Where::default()
+            .and("id = ?", id.to_string())
+            .scope(scope, "");
+        self.write(|c| {
+            let sql = format!(
+                "UPDATE api_tokens SET revoked_at_ms = coalesce(revoked_at_ms, {}){}",
+                now_ms(),
+                w.sql()
+            );
+            let n = c.execute(&sql, params_from_iter(&w.params))?;
+            if n > 0 {
+                tracing::info!(id, "API token revoked");
+            }
+            Ok(n > 0)
+        })
+    }
+
+    fn revoke_api_tokens_named(&self, scope: &Scope, name: &str) -> Result<usize, StoreError> {
+        let w = Where::default()
+            .and("name = ?", name.to_string())
+            .scope(scope, "");
+        self.write(|c| {
+            let sql = format!(
+                "UPDATE api_tokens SET revoked_at_ms = {}{} AND revoked_at_ms IS NULL",
+                now_ms(),
+                w.sql()
+            );
+            Ok(c.execute(&sql, params_from_iter(&w.params))?)
+        })
+    }
+
+    fn create_enrollment_token(
+        &self,
+        scope: &Scope,
+        token_hash: &str,
+        kind: pb::AgentKind,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let t = tenant_of(scope, "creating an enrollment token")?;
+        let team = t.team.clone().unwrap_or_default();
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            ensure_tenant(&tx, &t.org, &team)?;
+            tx.execute(
+                "INSERT INTO enrollment_tokens (token_hash, org, team, kind, created_at_ms, expires_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![token_hash, t.org, team, kind as i32, now_ms(), expires_at_ms],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn redeem_enrollment_token(
+        &self,
+        _sys: &SystemScope,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<TokenBinding, RedeemError> {
+        self.write(|c| {
+            // The whole decision is this one statement: SQLite runs it under the write lock, so of
+            // any number of concurrent redemptions exactly one sees `used_at_ms IS NULL`.
+            let won = c
+                .prepare_cached(
+                    "UPDATE enrollment_tokens SET used_at_ms = ?2
+                     WHERE token_hash = ?1 AND used_at_ms IS NULL AND expires_at_ms > ?2
+                     RETURNING org, team, kind",
+                )?
+                .query_row(params![token_hash, now_ms], |r| {
+                    Ok(TokenBinding {
+                        org: r.get(0)?,
+                        team: team_opt(r.get(1)?),
+                        kind: kind_from_i32(r.get(2)?),
+                    })
+                })
+                .optional()?;
+            if let Some(b) = won {
+                return Ok(b);
+            }
+            // Only to say why: the token stays unusable whatever this read sees.
+            let state = c
+                .prepare_cached(
+                    "SELECT used_at_ms IS NOT NULL FROM enrollment_tokens WHERE token_hash = ?1",
+                )?
+                .query_row([token_hash], |r| r.get::<_, bool>(0))
+                .optional()?;
+            Err(match state {
+                None => RedeemError::Unknown,
+                Some(true) => RedeemError::AlreadyUsed,
+                Some(false) => RedeemError::Expired,
+            })
+        })
+    }
+
+    fn create_agent(&self, _sys: &SystemScope, a: NewAgent) -> Result<(), StoreError> {
+        self.write(|c| {
+            let n = c.execute(
+                "INSERT INTO agents (id, org, team, kind, hostname, version, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                params![
+                    a.id,
+                    a.org,
+                    a.team.clone().unwrap_or_default(),
+                    a.kind as i32,
+                    a.hostname,
+                    a.version,
+                    a.created_at_ms
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("agent {:?}", a.id)));
+            }
+            Ok(())
+        })
+    }
+
+    fn add_agent_key(
+        &self,
+        _sys: &SystemScope,
+        agent_id: &str,
+        key_id: [u8; 32],
+        public_key: Vec<u8>,
+        cert_serial: Vec<u8>,
+        cert_not_after_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let agent_revoked: Option<Option<i64>> = tx
+                .query_row(
+                    "SELECT revoked_at_ms FROM agents WHERE id = ?1",
+                    [agent_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(agent_revoked) = agent_revoked else {
+                return Err(StoreError::NotFound(format!("agent {agent_id:?}")));
+            };
+            let owner: Option<String> = tx
+                .query_row(
+                    "SELECT agent_id FROM agent_keys WHERE key_id = ?1",
+                    [key_id.as_slice()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match owner {
+                Some(o) if o != agent_id => {
+                    return Err(StoreError::Conflict(format!(
+                        "key {} (held by another agent)",
+                        hex::encode(key_id)
+                    )));
+                }
+                Some(_) => {
+                    tx.execute(
+                        "UPDATE agent_keys SET cert_serial = ?2, cert_not_after_ms = ?3 WHERE key_id = ?1",
+                        params![key_id.as_slice(), cert_serial, cert_not_after_ms],
+                    )?;
+                }
+                None => {
+                    // A key added to a revoked agent is born revoked.
+                    tx.execute(
+                        "INSERT INTO agent_keys (key_id, agent_id, public_key, cert_serial,
+                             cert_not_after_ms, added_at_ms, revoked_at_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![
+                            key_id.as_slice(),
+                            agent_id,
+                            public_key,
+                            cert_serial,
+                            cert_not_after_ms,
+                            now_ms(),
+                            agent_revoked
+                        ],
+                    )?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn agent_keys(&self, _sys: &SystemScope, agent_id: &str) -> Result<Vec<AgentKey>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT key_id, public_key, cert_serial, cert_not_after_ms, added_at_ms,
+                        revoked_at_ms IS NOT NULL
+                 FROM agent_keys WHERE agent_id = ?1 ORDER BY added_at_ms, rowid",
+            )?;
+            let rows = st.query_map([agent_id], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    AgentKey {
+                        key_id: [0; 32],
+                        public_key: r.get(1)?,
+                        cert_serial: r.get(2)?,
+                        cert_not_after_ms: r.get(3)?,
+                        added_at_ms: r.get(4)?,
+                        revoked: r.get(5)?,
+                    },
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (kid, mut key) = row?;
+                if let Some(kid) = key_id_of(kid) {
+                    key.key_id = kid;
+                    out.push(key);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn key_owner(
+        &self,
+        _sys: &SystemScope,
+        key_id: &[u8; 32],
+    ) -> Result<Option<(String, bool)>, StoreError> {
+        self.read(|c| {
+            Ok(c.prepare_cached(
+                "SELECT k.agent_id, k.revoked_at_ms IS NOT NULL OR a.revoked_at_ms IS NOT NULL
+                 FROM agent_keys k LEFT JOIN agents a ON a.id = k.agent_id WHERE k.key_id = ?1",
+            )?
+            .query_row([key_id.as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+        })
+    }
+
+    fn revoked_key_ids(&self, _sys: &SystemScope) -> Result<Vec<[u8; 32]>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT k.key_id FROM agent_keys k LEFT JOIN agents a ON a.id = k.agent_id
+                 WHERE k.revoked_at_ms IS NOT NULL OR a.revoked_at_ms IS NOT NULL",
+            )?;
+            let v = st
+                .query_map([], |r| r.get::<_, Vec<u8>>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(v.into_iter().filter_map(key_id_of).collect())
+        })
+    }
+
+    fn revoked_agent_ids(&self, _sys: &SystemScope) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id FROM agents WHERE revoked_at_ms IS NOT NULL ORDER BY id",
+            )?;
+            let v = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            Ok(v)
+        })
+    }
+
+    fn get_agent(&self, scope: &Scope, id: &str) -> Result<Option<AgentRow>, StoreError> {
+        let w = Where::default()
+            .and("a.id = ?", id.to_string())
+            .scope(scope, "a.");
+        self.read(|c| {
+            let sql = format!("SELECT {AGENT_COLS} FROM agents a{}", w.sql());
+            Ok(c.prepare_cached(&sql)?
+                .query_row(params_from_iter(&w.params), agent_row)
+                .optional()?)
+        })
+    }
+
+    fn list_agents(&self, scope: &Scope) -> Result<Vec<AgentRow>, StoreError> {
+        let w = Where::default().scope(scope, "a.");
+        self.read(|c| {
+            let sql = format!("SELECT {AGENT_COLS} FROM agents a{} ORDER BY a.id", w.sql());
+            let mut st = c.prepare_cached(&sql)?;
+            let v = st
+                .query_map(params_from_iter(&w.params), agent_row)?
+                .collect::<Result<_, _>>()?;
+            Ok(v)
+        })
+    }
+
+    fn revoke_agent(&self, scope: &Scope, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let w = Where::default()
+            .and("id = ?", id.to_string())
+            .scope(scope, "");
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let sql = format!(
+                "UPDATE agents SET revoked_at_ms = coalesce(revoked_at_ms, {now_ms}){}",
+                w.sql()
+            );
+            if tx.execute(&sql, params_from_iter(&w.params))? == 0 {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE agent_keys SET revoked_at_ms = coalesce(revoked_at_ms, ?2) WHERE agent_id = ?1",
+                params![id, now_ms],
+            )?;
+            tx.commit()?;
+            tracing::info!(agent = id, "agent and its keys revoked in the store");
+            Ok(true)
+        })
+    }
+
+    fn record_hello(
+        &self,
+        _sys: &SystemScope,
+        agent_id: &str,
+        hostname: &str,
+        version: &str,
+        clock_offset_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(|c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE agents SET hostname = ?2, version = ?3, clock_offset_ms = ?4,
+                         last_seen_ms = ?5 WHERE id = ?1",
+                )?
+                .execute(params![
+                    agent_id,
+                    hostname,
+                    version,
+                    clock_offset_ms,
+                    now_ms
+                ])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("agent {agent_id:?}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn touch_agent(
+        &self,
+        _sys: &SystemScope,
+        agent_id: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(|c| {
+            c.prepare_cached(
+                "UPDATE agents SET last_seen_ms = max(coalesce(last_seen_ms, 0), ?2) WHERE id = ?1",
+            )?
+            .execute(params![agent_id, now_ms])?;
+            Ok(())
+        })
+    }
+
+    fn create_test(&self, scope: &Scope, mut test: pb::Test) -> Result<pb::Test, StoreError> {
+        let t = tenant_of(scope, "creating a test")?;
+        test.team = match &t.team {
+            Some(team) => team.clone(),
+            None => test.team,
+        };
+        test.id = random_id("t-");
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            ensure_tenant(&tx, &t.org, &test.team)?;
+            insert_or_replace_test(&tx, &t.org, &test, true)?;
+            bump_assignment_version(&tx, &t.org)?;
+            tx.commit()?;
+            Ok(test)
+        })
+    }
+
+    fn update_test(
+        &self,
+        scope: &Scope,
+        mut test: pb::Test,
+    ) -> Result<Option<pb::Test>, StoreError> {
+        let w = Where::default()
+            .and("id = ?", test.id.clone())
+            .scope(scope, "");
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let sql = format!("SELECT org FROM tests{}", w.sql());
+            let Some(org) = tx
+                .query_row(&sql, params_from_iter(&w.params), |r| r.get::<_, String>(0))
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            if let Some(Tenant {
+                team: Some(team), ..
+            }) = scope.tenant()
+            {
+                test.team = team.clone();
+            }
+            ensure_tenant(&tx, &org, &test.team)?;
+            insert_or_replace_test(&tx, &org, &test, false)?;
+            bump_assignment_version(&tx, &org)?;
+            tx.commit()?;
+            Ok(Some(test))
+        })
+    }
+
+    fn delete_test(&self, scope: &Scope, id: &str) -> Result<bool, StoreError> {
+        let w = Where::default()
+            .and("id = ?", id.to_string())
+            .scope(scope, "");
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let sql = format!("DELETE FROM tests{} RETURNING org", w.sql());
+            let Some(org) = tx
+                .query_row(&sql, params_from_iter(&w.params), |r| r.get::<_, String>(0))
+                .optional()?
+            else {
+                return Ok(false);
+            };
+            bump_assignment_version(&tx, &org)?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    fn get_test(&self, scope: &Scope, id: &str) -> Result<Option<pb::Test>, StoreError> {
+        let w = Where::default()
+            .and("id = ?", id.to_string())
+            .scope(scope, "");
+        self.read(|c| {
+            let sql = format!("SELECT body FROM tests{}", w.sql());
+            let body: Option<Vec<u8>> = c
+                .prepare_cached(&sql)?
+                .query_row(params_from_iter(&w.params), |r| r.get(0))
+                .optional()?;
+            body.map(|b| decode_test(&b)).transpose()
+        })
+    }
+
+    fn list_tests(
+        &self,
+        scope: &Scope,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<pb::Test>, StoreError> {
+        let mut w = Where::default().scope(scope, "");
+        if let Some(after) = after_id {
+            w = w.and("id > ?", after.to_string());
+        }
+        let limit = limit.clamp(1, MAX_PAGE) as i64;
+        self.read(|c| {
+            let sql = format!(
+                "SELECT body FROM tests{} ORDER BY id LIMIT {limit}",
+                w.sql()
+            );
+            let mut st = c.prepare_cached(&sql)?;
+            let bodies = st
+                .query_map(params_from_iter(&w.params), |r| r.get::<_, Vec<u8>>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            bodies.iter().map(|b| decode_test(b)).collect()
+        })
+    }
+
+    fn tests_for_agent(
+        &self,
+        _sys: &SystemScope,
+        agent_id: &str,
+    ) -> Result<(u64, Vec<pb::Test>), StoreError> {
+        self.read(|c| {
+            // One snapshot for the version and the tests, so a version never labels another set.
+            let tx = c.unchecked_transaction()?;
+            let Some((org, team, kind, version)) = tx
+                .query_row(
+                    "SELECT a.org, a.team, a.kind, coalesce(o.assignment_version, 0)
+                     FROM agents a LEFT JOIN orgs o ON o.name = a.org WHERE a.id = ?1",
+                    [agent_id],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i32>(2)?,
+                            r.get::<_, i64>(3)?,
+                        ))
+                    },
+                )
+                .optional()?
+            else {
+                return Err(StoreError::NotFound(format!("agent {agent_id:?}")));
+            };
+            let version = u64::try_from(version).unwrap_or(0);
+            if kind_from_i32(kind) != pb::AgentKind::Node {
+                return Ok((version, Vec::new()));
+            }
+            let mut st = tx.prepare_cached(
+                "SELECT body FROM tests WHERE org = ?1 AND (team = '' OR team = ?2) ORDER BY id",
+            )?;
+            let bodies = st
+                .query_map([&org, &team], |r| r.get::<_, Vec<u8>>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut tests = Vec::new();
+            for b in bodies {
+                let t = decode_test(&b)?;
+                if t.agent_ids.is_empty() || t.agent_ids.iter().any(|a| a == agent_id) {
+                    tests.push(t);
+                }
+            }
+            Ok((version, tests))
+        })
+    }
+
+    fn results(
+        &self,
+        scope: &Scope,
+        filter: &ResultFilter,
+        after: Option<ResultCursor>,
+        limit: usize,
+    ) -> Result<ResultPage, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut w = Where::default().scope(scope, "");
+        if let Some(t) = &filter.test_id {
+            w = w.and("test_id = ?", t.clone());
+        }
+        if let Some(a) = &filter.agent_id {
+            w = w.and("agent_id = ?", a.clone());
+        }
+        if let Some(f) = filter.from_ms {
+            w = w.and("key >= ?", key_floor(f));
+        }
+        if let Some(t) = filter.to_ms {
+            w = w.and("key < ?", key_floor(t));
+        }
+        if let Some(c) = after {
+            w = w.and("key > ?", c.0);
+        }
+        self.read(|c| {
+            let sql = format!(
+                "SELECT key, agent_id, seq, received_ms, body FROM results{} ORDER BY key LIMIT {}",
+                w.sql(),
+                limit + 1
+            );
+            let mut st = c.prepare_cached(&sql)?;
+            let mut rows = st.query(params_from_iter(&w.params))?;
+            let mut page = ResultPage::default();
+            let mut last_key = None;
+            while let Some(r) = rows.next()? {
+                if page.results.len() == limit {
+                    page.next = last_key.map(ResultCursor);
+                    break;
+                }
+                let key: i64 = r.get(0)?;
+                let body: Vec<u8> = r.get(4)?;
+                let mut res = pb::ProbeResult::decode(body.as_slice())?;
+                // The columns are the collector's truth; the body already agrees, this keeps it so.
+                res.agent_id = r.get(1)?;
+                res.seq = u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0);
+                res.received_at = Some(foureyes_proto::timestamp_from_ms(r.get(3)?));
+                page.results.push(res);
+                last_key = Some(key);
+            }
+            Ok(page)
+        })
+    }
+
+    fn gaps(&self, scope: &Scope, filter: &ResultFilter) -> Result<Vec<pb::Gap>, StoreError> {
+        let mut w = Where::default().scope(scope, "");
+        if let Some(a) = &filter.agent_id {
+            w = w.and("agent_id = ?", a.clone());
+        }
+        if let Some(f) = filter.from_ms {
+            w = w.and("received_ms >= ?", f);
+        }
+        if let Some(t) = filter.to_ms {
+            w = w.and("received_ms < ?", t);
+        }
+        self.read(|c| {
+            let sql = format!(
+                "SELECT agent_id, first_seq, last_seq, count, reason, received_ms FROM gaps{}
+                 ORDER BY id LIMIT {MAX_GAPS}",
+                w.sql()
+            );
+            let mut st = c.prepare_cached(&sql)?;
+            let v = st
+                .query_map(params_from_iter(&w.params), |r| {
+                    Ok(pb::Gap {
+                        agent_id: r.get(0)?,
+                        first_seq: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                        last_seq: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                        count: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                        reason: r.get(4)?,
+                        received_at: Some(foureyes_proto::timestamp_from_ms(r.get(5)?)),
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(v)
+        })
+    }
+
+    fn write_batches(
+        &self,
+        _sys: &SystemScope,
+        batches: &[IngestBatch],
+    ) -> Result<Vec<BatchOutcome>, StoreError> {
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut out = Vec::with_capacity(batches.len());
+            let mut written = 0u64;
+            {
+                // Read inside the transaction: another process may have written since our last flush.
+                let mut last_key: i64 =
+                    tx.query_row("SELECT coalesce(max(key), 0) FROM results", [], |r| r.get(0))?;
+                let mut get_wm = tx.prepare_cached("SELECT last_seq FROM agents WHERE id = ?1")?;
+                let mut ins_result = tx.prepare_cached(
+                    "INSERT INTO results (key, org, team, agent_id, test_id, seq, status, latency_ms,
+                         loss, sent_ms, received_ms, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )?;
+                let mut ins_gap = tx.prepare_cached(
+                    "INSERT INTO gaps (org, team, agent_id, seq, first_seq, last_seq, count, reason,
+                         received_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?;
+                let mut ins_batch = tx.prepare_cached(
+                    "INSERT INTO batches (agent_id, key_id, first_seq, last_seq, received_ms, body,
+                         signature)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                let mut set_wm = tx.prepare_cached(
+                    "UPDATE agents SET last_seq = ?2,
+                         last_seen_ms = max(coalesce(last_seen_ms, 0), ?3) WHERE id = ?1",
+                )?;
+                let mut buf = Vec::with_capacity(512);
+                for b in batches {
+                    let Some(start) = get_wm
+                        .query_row([&b.agent_id], |r| r.get::<_, i64>(0))
+                        .optional()?
+                    else {
+                        tracing::warn!(agent = %b.agent_id, "batch from an agent the store does not know");
+                        out.push(BatchOutcome::UnknownAgent);
+                        continue;
+                    };
+                    let start = u64::try_from(start).unwrap_or(0);
+                    let received_ms = b.received_ms.clamp(0, MAX_KEY_MS);
+                    let received_at = foureyes_proto::timestamp_from_ms(received_ms);
+                    let (mut wm, mut rows, mut duplicates) = (start, 0u64, 0u64);
+                    // The link checks that records ascend; comparing with the running watermark
+                    // keeps a record from being stored twice even if they did not.
+                    for rec in &b.records {
+                        if rec.seq <= wm {
+                            duplicates += 1;
+                            continue;
+                        }
+                        if rec.seq > i64::MAX as u64 {
+                            tracing::warn!(agent = %b.agent_id, seq = rec.seq, "sequence number out of range, record dropped");
+                            duplicates += 1;
+                            continue;
+                        }
+                        let seq = rec.seq as i64;
+                        match &rec.kind {
+                            Some(record::Kind::Result(r)) => {
+                                let mut r = r.clone();
+                                r.agent_id.clone_from(&b.agent_id);
+                                r.received_at = Some(received_at);
+                                r.seq = rec.seq;
+                                buf.clear();
+                                r.encode(&mut buf)
+                                    .map_err(|e| StoreError::Invalid(format!("encode: {e}")))?;
+                                last_key = next_key(last_key, received_ms);
+                                ins_result.execute(params![
+                                    last_key,
+                                    b.org,
+                                    b.team,
+                                    b.agent_id,
+                                    r.test_id,
+                                    seq,
+                                    r.status,
+                                    r.latency_ms,
+                                    r.loss,
+                                    r.sent_at.as_ref().map(foureyes_proto::timestamp_ms),
+                                    received_ms,
+                                    buf
+                                ])?;
+                                rows += 1;
+                            }
+                            Some(record::Kind::Gap(g)) => {
+                                ins_gap.execute(params![
+                                    b.org,
+                                    b.team,
+                                    b.agent_id,
+                                    seq,
+                                    to_i64(g.first_seq),
+                                    to_i64(g.last_seq),
+                                    to_i64(g.count),
+                                    g.reason,
+                                    received_ms
+                                ])?;
+                                rows += 1;
+                            }
+                            // Nothing to keep, but the sequence number is spent all the same.
+                            None => {}
+                        }
+                        wm = rec.seq;
+                    }
+                    if wm > start {
+                        let first = b.records.iter().map(|r| r.seq).min().unwrap_or(0);
+                        let last = b.records.iter().map(|r| r.seq).max().unwrap_or(0);
+                        ins_batch.execute(params![
+                            b.agent_id,
+                            b.key_id,
+                            to_i64(first),
+                            to_i64(last),
+                            received_ms,
+                            b.body,
+                            b.signature
+                        ])?;
+                    }
+                    // Also for pure replays: a resend is a sign of life.
+                    set_wm.execute(params![b.agent_id, wm as i64, received_ms])?;
+                    written += rows;
+                    out.push(BatchOutcome::Stored {
+                        watermark: wm,
+                        rows,
+                        duplicates,
+                    });
+                }
+            }
+            if self.abort_mid_flush && written > 0 {
+                tracing::error!(rows = written, "failpoint {FAILPOINT_FLUSH}: aborting before commit");
+                std::process::abort();
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+}
