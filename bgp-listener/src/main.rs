@@ -10,7 +10,11 @@ use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "foureyes-bgp-listener", version, about = "FourEyes receive-only BGP listener")]
+#[command(
+    name = "foureyes-bgp-listener",
+    version,
+    about = "FourEyes receive-only BGP listener"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -24,7 +28,11 @@ enum Cmd {
         collector: String,
         #[arg(long, env = "FOUREYES_ENROLL_TOKEN", hide_env_values = true)]
         token: String,
-        #[arg(long, env = "FOUREYES_STATE_DIR", default_value = "/var/lib/foureyes/listener")]
+        #[arg(
+            long,
+            env = "FOUREYES_STATE_DIR",
+            default_value = "/var/lib/foureyes/listener"
+        )]
         state_dir: PathBuf,
     },
     /// Run the peers and BMP station of a config file (not built yet).
@@ -55,15 +63,26 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().cmd {
-        Cmd::Enroll { collector, token, state_dir } => {
+        Cmd::Enroll {
+            collector,
+            token,
+            state_dir,
+        } => {
             let state = foureyes_agent::state::StateDir::open(&state_dir, true)?;
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
             let e = foureyes_agent::enroll::enroll(&collector, &token, &state, host.trim()).await?;
-            println!("enrolled as {} in org {}; state in {}", e.agent_id, e.org, state_dir.display());
+            println!(
+                "enrolled as {} in org {}; state in {}",
+                e.agent_id,
+                e.org,
+                state_dir.display()
+            );
             Ok(())
         }
         Cmd::Run { .. } | Cmd::Watch { .. } | Cmd::Replay { .. } => {
-            bail!("BGP sessions, BMP, watch and replay are not built yet (see the listener issue); only `enroll` works in this version")
+            bail!(
+                "BGP sessions, BMP, watch and replay are not built yet (see the listener issue); only `enroll` works in this version"
+            )
         }
     }
 }

@@ -41,16 +41,96 @@ pub fn router(c: Arc<Collector>) -> Router {
 /// Every `/api/v1` route, for the OpenAPI document. `tests/e2e.rs` calls each of them from
 /// another tenant, so a route missing here (or there) shows.
 pub const ROUTES: &[Route] = &[
-    Route { method: "get", path: "/api/v1/agents", summary: "List agents", request: None, response: Some("foureyes.v1.ListAgentsResponse"), query: &[] },
-    Route { method: "get", path: "/api/v1/agents/{id}", summary: "Get an agent", request: None, response: Some("foureyes.v1.Agent"), query: &[] },
-    Route { method: "post", path: "/api/v1/agents/{id}/revoke", summary: "Revoke an agent and all its keys; cuts its stream", request: None, response: Some("foureyes.v1.Agent"), query: &[] },
-    Route { method: "post", path: "/api/v1/enrollment-tokens", summary: "Mint a single-use enrollment token (shown once)", request: Some("foureyes.v1.CreateEnrollmentTokenRequest"), response: Some("foureyes.v1.EnrollmentToken"), query: &[] },
-    Route { method: "get", path: "/api/v1/tests", summary: "List tests", request: None, response: Some("foureyes.v1.ListTestsResponse"), query: &[("page_token", "from the previous page"), ("page_size", "1-1000, default 100")] },
-    Route { method: "post", path: "/api/v1/tests", summary: "Create a test", request: Some("foureyes.v1.Test"), response: Some("foureyes.v1.Test"), query: &[] },
-    Route { method: "get", path: "/api/v1/tests/{id}", summary: "Get a test", request: None, response: Some("foureyes.v1.Test"), query: &[] },
-    Route { method: "put", path: "/api/v1/tests/{id}", summary: "Replace a test", request: Some("foureyes.v1.Test"), response: Some("foureyes.v1.Test"), query: &[] },
-    Route { method: "delete", path: "/api/v1/tests/{id}", summary: "Delete a test", request: None, response: None, query: &[] },
-    Route { method: "get", path: "/api/v1/results", summary: "List results and gaps", request: None, response: Some("foureyes.v1.ListResultsResponse"), query: &[("test_id", "filter"), ("agent_id", "filter"), ("from", "RFC 3339 or epoch ms"), ("to", "RFC 3339 or epoch ms"), ("page_token", "from the previous page"), ("page_size", "1-1000, default 100")] },
+    Route {
+        method: "get",
+        path: "/api/v1/agents",
+        summary: "List agents",
+        request: None,
+        response: Some("foureyes.v1.ListAgentsResponse"),
+        query: &[],
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/agents/{id}",
+        summary: "Get an agent",
+        request: None,
+        response: Some("foureyes.v1.Agent"),
+        query: &[],
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/agents/{id}/revoke",
+        summary: "Revoke an agent and all its keys; cuts its stream",
+        request: None,
+        response: Some("foureyes.v1.Agent"),
+        query: &[],
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/enrollment-tokens",
+        summary: "Mint a single-use enrollment token (shown once)",
+        request: Some("foureyes.v1.CreateEnrollmentTokenRequest"),
+        response: Some("foureyes.v1.EnrollmentToken"),
+        query: &[],
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/tests",
+        summary: "List tests",
+        request: None,
+        response: Some("foureyes.v1.ListTestsResponse"),
+        query: &[
+            ("page_token", "from the previous page"),
+            ("page_size", "1-1000, default 100"),
+        ],
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/tests",
+        summary: "Create a test",
+        request: Some("foureyes.v1.Test"),
+        response: Some("foureyes.v1.Test"),
+        query: &[],
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/tests/{id}",
+        summary: "Get a test",
+        request: None,
+        response: Some("foureyes.v1.Test"),
+        query: &[],
+    },
+    Route {
+        method: "put",
+        path: "/api/v1/tests/{id}",
+        summary: "Replace a test",
+        request: Some("foureyes.v1.Test"),
+        response: Some("foureyes.v1.Test"),
+        query: &[],
+    },
+    Route {
+        method: "delete",
+        path: "/api/v1/tests/{id}",
+        summary: "Delete a test",
+        request: None,
+        response: None,
+        query: &[],
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/results",
+        summary: "List results and gaps",
+        request: None,
+        response: Some("foureyes.v1.ListResultsResponse"),
+        query: &[
+            ("test_id", "filter"),
+            ("agent_id", "filter"),
+            ("from", "RFC 3339 or epoch ms"),
+            ("to", "RFC 3339 or epoch ms"),
+            ("page_token", "from the previous page"),
+            ("page_size", "1-1000, default 100"),
+        ],
+    },
 ];
 
 async fn openapi() -> Response {
@@ -220,7 +300,11 @@ async fn create_enrollment_token(
             _ => tenant.team = Some(req.team.clone()),
         }
     }
-    let ttl = if req.ttl_seconds == 0 { 3600 } else { req.ttl_seconds };
+    let ttl = if req.ttl_seconds == 0 {
+        3600
+    } else {
+        req.ttl_seconds
+    };
     let kind = pb::AgentKind::try_from(req.kind).unwrap_or(pb::AgentKind::Node);
     let kind = if kind == pb::AgentKind::Unspecified {
         pb::AgentKind::Node
@@ -249,9 +333,11 @@ async fn list_tests(
     Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
     let limit = page_size(q.page_size);
-    let mut tests = c
-        .store
-        .list_tests(&auth.scope(), q.page_token.as_deref().filter(|s| !s.is_empty()), limit + 1)?;
+    let mut tests = c.store.list_tests(
+        &auth.scope(),
+        q.page_token.as_deref().filter(|s| !s.is_empty()),
+        limit + 1,
+    )?;
     let next_page_token = if tests.len() > limit {
         tests.truncate(limit);
         tests.last().map(|t| t.id.clone()).unwrap_or_default()
@@ -340,7 +426,9 @@ fn parse_time(s: &str) -> Result<i64, ApiError> {
         return Ok(ms);
     }
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| ApiError::bad_request(format!("time {s:?}: use RFC 3339 or epoch milliseconds")))?;
+        .map_err(|_| {
+            ApiError::bad_request(format!("time {s:?}: use RFC 3339 or epoch milliseconds"))
+        })?;
     Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 

@@ -10,8 +10,7 @@ use std::{path::Path, time::Duration};
 use foureyes_identity::{AgentIdentity, Kek, fingerprint, write_private};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
 use time::OffsetDateTime;
@@ -58,7 +57,8 @@ impl Ca {
                     )
                 })?;
                 let key = KeyPair::try_from(key_der.as_slice())?;
-                let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(cert_der.clone()), key)?;
+                let issuer =
+                    Issuer::from_ca_cert_der(&CertificateDer::from(cert_der.clone()), key)?;
                 Ok(Self { cert_der, issuer })
             }
             (false, false) => {
@@ -66,7 +66,10 @@ impl Ca {
                 let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
                 let mut params = CertificateParams::default();
                 let mut dn = DistinguishedName::new();
-                dn.push(DnType::CommonName, format!("FourEyes collector CA {}", short_id()));
+                dn.push(
+                    DnType::CommonName,
+                    format!("FourEyes collector CA {}", short_id()),
+                );
                 dn.push(DnType::OrganizationName, "FourEyes");
                 params.distinguished_name = dn;
                 params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -104,10 +107,9 @@ impl Ca {
         identity: &AgentIdentity,
         lifetime: Duration,
     ) -> Result<Vec<u8>, CaError> {
-        let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(
-            csr_der,
-        ))
-        .map_err(|e| CaError::BadCsr(e.to_string()))?;
+        let csr =
+            CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+                .map_err(|e| CaError::BadCsr(e.to_string()))?;
         if csr.public_key.algorithm() != &rcgen::PKCS_ED25519 {
             return Err(CaError::BadCsr("agent keys must be ed25519".into()));
         }
@@ -213,8 +215,15 @@ mod tests {
         assert!(!cert.is_ca());
         let bc = cert.basic_constraints().expect("bc");
         assert!(bc.is_none_or(|b| !b.value.ca));
-        let san = cert.subject_alternative_name().expect("san").expect("present");
-        assert_eq!(san.value.general_names.len(), 1, "only the collector's URI SAN");
+        let san = cert
+            .subject_alternative_name()
+            .expect("san")
+            .expect("present");
+        assert_eq!(
+            san.value.general_names.len(),
+            1,
+            "only the collector's URI SAN"
+        );
         let ku = cert.key_usage().expect("ku").expect("present");
         assert!(ku.value.digital_signature() && !ku.value.key_cert_sign());
         let eku = cert.extended_key_usage().expect("eku").expect("present");
@@ -225,19 +234,31 @@ mod tests {
     fn csr_with_a_bad_signature_is_refused() {
         let (_d, ca) = ca();
         let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("key");
-        let csr = CertificateParams::default().serialize_request(&key).expect("csr");
+        let csr = CertificateParams::default()
+            .serialize_request(&key)
+            .expect("csr");
         let mut der = csr.der().to_vec();
         let last = der.len() - 1;
         der[last] ^= 0xff;
-        assert!(ca.issue_agent(&der, &ident("acme"), Duration::from_secs(60)).is_err());
+        assert!(
+            ca.issue_agent(&der, &ident("acme"), Duration::from_secs(60))
+                .is_err()
+        );
     }
 
     #[test]
     fn reload_with_wrong_kek_fails_and_right_kek_works() {
         let dir = tempfile::tempdir().expect("tmp");
         let kek = Kek::generate();
-        let fp = Ca::load_or_create(dir.path(), &kek).expect("ca").fingerprint();
-        assert_eq!(Ca::load_or_create(dir.path(), &kek).expect("reload").fingerprint(), fp);
+        let fp = Ca::load_or_create(dir.path(), &kek)
+            .expect("ca")
+            .fingerprint();
+        assert_eq!(
+            Ca::load_or_create(dir.path(), &kek)
+                .expect("reload")
+                .fingerprint(),
+            fp
+        );
         assert!(Ca::load_or_create(dir.path(), &Kek::generate()).is_err());
         let key = std::fs::read(dir.path().join(CA_KEY_FILE)).expect("key file");
         assert!(!key.windows(10).any(|w| w == b"PRIVATE KE"));

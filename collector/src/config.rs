@@ -71,7 +71,8 @@ impl Config {
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("foureyes-data"));
         let lifetime = match &file.agent_cert_lifetime {
-            Some(s) => humantime::parse_duration(s).map_err(|e| format!("agent_cert_lifetime {s:?}: {e}"))?,
+            Some(s) => humantime::parse_duration(s)
+                .map_err(|e| format!("agent_cert_lifetime {s:?}: {e}"))?,
             None => Duration::from_secs(24 * 3600),
         };
         if lifetime < Duration::from_secs(2) {

@@ -47,7 +47,9 @@ pub fn node_binary() -> Result<PathBuf, DevError> {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe().map_err(setup)?;
-    let dir = exe.parent().ok_or_else(|| setup("no executable directory"))?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| setup("no executable directory"))?;
     // Integration tests run from target/debug/deps; the binaries sit one level up.
     for d in [dir, dir.parent().unwrap_or(dir)] {
         let p = d.join("foureyes-node");
@@ -71,17 +73,57 @@ fn dev_tests(api_port: u16, dns: std::net::SocketAddr) -> Vec<pb::Test> {
         ..Default::default()
     };
     vec![
-        t("dev: ping localhost", 10_000, 5, Kind::Icmp(pb::IcmpConfig { host: "127.0.0.1".into(), ..Default::default() })),
-        t("dev: collector API port (TCP)", 10_000, 1, Kind::Tcp(pb::TcpConfig { host: "127.0.0.1".into(), port: api_port.into(), ..Default::default() })),
-        t("dev: collector health (HTTP)", 10_000, 1, Kind::Http(pb::HttpConfig { url: format!("http://127.0.0.1:{api_port}/healthz"), expect_status: 200, ..Default::default() })),
-        t("dev: local resolver (DNS)", 10_000, 1, Kind::Dns(pb::DnsConfig {
-            server: dns.ip().to_string(),
-            port: dns.port().into(),
-            query_name: DEV_DNS_NAME.into(),
-            expect_answer: "127.0.0.1".into(),
-            ..Default::default()
-        })),
-        t("dev: traceroute localhost", 30_000, 1, Kind::Traceroute(pb::TracerouteConfig { host: "127.0.0.1".into(), max_hops: 5, ..Default::default() })),
+        t(
+            "dev: ping localhost",
+            10_000,
+            5,
+            Kind::Icmp(pb::IcmpConfig {
+                host: "127.0.0.1".into(),
+                ..Default::default()
+            }),
+        ),
+        t(
+            "dev: collector API port (TCP)",
+            10_000,
+            1,
+            Kind::Tcp(pb::TcpConfig {
+                host: "127.0.0.1".into(),
+                port: api_port.into(),
+                ..Default::default()
+            }),
+        ),
+        t(
+            "dev: collector health (HTTP)",
+            10_000,
+            1,
+            Kind::Http(pb::HttpConfig {
+                url: format!("http://127.0.0.1:{api_port}/healthz"),
+                expect_status: 200,
+                ..Default::default()
+            }),
+        ),
+        t(
+            "dev: local resolver (DNS)",
+            10_000,
+            1,
+            Kind::Dns(pb::DnsConfig {
+                server: dns.ip().to_string(),
+                port: dns.port().into(),
+                query_name: DEV_DNS_NAME.into(),
+                expect_answer: "127.0.0.1".into(),
+                ..Default::default()
+            }),
+        ),
+        t(
+            "dev: traceroute localhost",
+            30_000,
+            1,
+            Kind::Traceroute(pb::TracerouteConfig {
+                host: "127.0.0.1".into(),
+                max_hops: 5,
+                ..Default::default()
+            }),
+        ),
     ]
 }
 
@@ -92,14 +134,29 @@ pub async fn start(running: &Running, shutdown: CancellationToken) -> Result<Dev
     if !c.store.org_exists(&sys, DEV_ORG).map_err(setup)? {
         c.store.create_org(&sys, DEV_ORG).map_err(setup)?;
     }
-    if !c.store.team_exists(&sys, DEV_ORG, DEV_TEAM).map_err(setup)? {
-        c.store.create_team(&sys, DEV_ORG, DEV_TEAM).map_err(setup)?;
+    if !c
+        .store
+        .team_exists(&sys, DEV_ORG, DEV_TEAM)
+        .map_err(setup)?
+    {
+        c.store
+            .create_team(&sys, DEV_ORG, DEV_TEAM)
+            .map_err(setup)?;
     }
-    let org_scope = Scope::Tenant(Tenant { org: DEV_ORG.into(), team: None });
-    let team = Tenant { org: DEV_ORG.into(), team: Some(DEV_TEAM.into()) };
+    let org_scope = Scope::Tenant(Tenant {
+        org: DEV_ORG.into(),
+        team: None,
+    });
+    let team = Tenant {
+        org: DEV_ORG.into(),
+        team: Some(DEV_TEAM.into()),
+    };
     let team_scope = Scope::Tenant(team.clone());
 
-    let revoked = c.store.revoke_api_tokens_named(&org_scope, DEV_TOKEN_NAME).map_err(setup)?;
+    let revoked = c
+        .store
+        .revoke_api_tokens_named(&org_scope, DEV_TOKEN_NAME)
+        .map_err(setup)?;
     if revoked > 0 {
         tracing::info!(revoked, "previous dev API token revoked");
     }
@@ -109,12 +166,19 @@ pub async fn start(running: &Running, shutdown: CancellationToken) -> Result<Dev
         .map_err(setup)?;
 
     // Resolver for the DNS test: answers only for the dev name, on loopback.
-    let dns_socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.map_err(setup)?;
+    let dns_socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .map_err(setup)?;
     let dns_addr = dns_socket.local_addr().map_err(setup)?;
     let sd = shutdown.clone();
     tokio::spawn(async move {
-        let records = vec![(DEV_DNS_NAME.to_string(), std::net::IpAddr::from([127, 0, 0, 1]))];
-        if let Err(e) = foureyes_probes::dev_dns::serve(dns_socket, records, sd.cancelled_owned()).await {
+        let records = vec![(
+            DEV_DNS_NAME.to_string(),
+            std::net::IpAddr::from([127, 0, 0, 1]),
+        )];
+        if let Err(e) =
+            foureyes_probes::dev_dns::serve(dns_socket, records, sd.cancelled_owned()).await
+        {
             tracing::error!(error = %e, "dev DNS resolver stopped");
         }
     });
@@ -172,7 +236,12 @@ pub async fn start(running: &Running, shutdown: CancellationToken) -> Result<Dev
         .spawn()
         .map_err(|e| DevError::Node(format!("{}: {e}", node_bin.display())))?;
     let node_stdin = node.stdin.take();
-    Ok(DevSession { api_token: token.reveal(), node, node_stdin, dns_addr })
+    Ok(DevSession {
+        api_token: token.reveal(),
+        node,
+        node_stdin,
+        dns_addr,
+    })
 }
 
 fn update_collector_addr(state_dir: &std::path::Path, addr: &str) -> Result<(), String> {

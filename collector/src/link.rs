@@ -151,7 +151,9 @@ impl Enrollment for EnrollmentService {
             .map_err(internal)?
         {
             tracing::warn!(?peer, "enrollment with a revoked key refused");
-            return Err(Status::permission_denied("this key belongs to a revoked agent"));
+            return Err(Status::permission_denied(
+                "this key belongs to a revoked agent",
+            ));
         }
         let binding = match c
             .store
@@ -162,7 +164,9 @@ impl Enrollment for EnrollmentService {
                 return Err(Status::permission_denied("unknown enrollment token"));
             }
             Err(RedeemError::AlreadyUsed) => {
-                return Err(Status::permission_denied("enrollment token was already used"));
+                return Err(Status::permission_denied(
+                    "enrollment token was already used",
+                ));
             }
             Err(RedeemError::Expired) => {
                 return Err(Status::permission_denied("enrollment token has expired"));
@@ -180,10 +184,9 @@ impl Enrollment for EnrollmentService {
             kind,
             id: format!("{prefix}-{}", uuid::Uuid::new_v4().simple()),
         };
-        let cert = c
-            .ca
-            .issue_agent(&req.csr_der, &identity, c.cfg.agent_cert_lifetime)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let cert =
+            c.ca.issue_agent(&req.csr_der, &identity, c.cfg.agent_cert_lifetime)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (_, facts) = AgentIdentity::from_certificate(&cert).map_err(internal)?;
         let hostname: String = req.hostname.chars().take(253).collect();
         let version: String = req.version.chars().take(64).collect();
@@ -281,7 +284,9 @@ impl AgentLink for LinkService {
             msg: Some(agent_message::Msg::Hello(hello)),
         }) = first
         else {
-            return Err(Status::invalid_argument("the first message must be a hello"));
+            return Err(Status::invalid_argument(
+                "the first message must be a hello",
+            ));
         };
         if hello.agent_id != identity.id {
             tracing::warn!(cert = %identity.id, claimed = %hello.agent_id, "forged hello refused");
@@ -320,7 +325,16 @@ impl AgentLink for LinkService {
         };
         tokio::spawn(async move {
             let agent_id = identity.id.clone();
-            let result = drive(&c, identity, inbound, &tx, welcome, cancel.clone(), tests_changed).await;
+            let result = drive(
+                &c,
+                identity,
+                inbound,
+                &tx,
+                welcome,
+                cancel.clone(),
+                tests_changed,
+            )
+            .await;
             c.registry.unregister(&agent_id, conn);
             match result {
                 Ok(()) => tracing::info!(agent = %agent_id, "agent disconnected"),
@@ -360,7 +374,10 @@ async fn drive(
     let mut current: Vec<pb::Test> = Vec::new();
     let mut version = 0;
     if identity.kind == AgentKind::Node {
-        let (v, tests) = c.store.tests_for_agent(&sys, &identity.id).map_err(internal)?;
+        let (v, tests) = c
+            .store
+            .tests_for_agent(&sys, &identity.id)
+            .map_err(internal)?;
         send(
             tx,
             collector_message::Msg::Assignments(AssignmentSet {
@@ -448,7 +465,9 @@ async fn ingest_batch(
     let batch = RecordBatch::decode(b.body.as_slice())
         .map_err(|e| Status::invalid_argument(format!("batch body: {e}")))?;
     if !batch.records.windows(2).all(|w| w[0].seq < w[1].seq) {
-        return Err(Status::invalid_argument("batch records must ascend by sequence number"));
+        return Err(Status::invalid_argument(
+            "batch records must ascend by sequence number",
+        ));
     }
     c.ingest
         .submit(IngestBatch {
@@ -490,7 +509,9 @@ pub async fn serve(
             tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => { let _ = conn_tx.send(Ok::<_, std::io::Error>(tls)).await; }
+                    Ok(Ok(tls)) => {
+                        let _ = conn_tx.send(Ok::<_, std::io::Error>(tls)).await;
+                    }
                     Ok(Err(e)) => tracing::info!(%peer, error = %e, "agent TLS handshake refused"),
                     Err(_) => tracing::info!(%peer, "agent TLS handshake timed out"),
                 }
@@ -500,7 +521,9 @@ pub async fn serve(
     let incoming = ReceiverStream::new(conn_rx);
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(pb::enrollment_server::EnrollmentServer::new(EnrollmentService(c.clone())))
+        .add_service(pb::enrollment_server::EnrollmentServer::new(
+            EnrollmentService(c.clone()),
+        ))
         .add_service(
             pb::agent_link_server::AgentLinkServer::new(LinkService(c))
                 .max_decoding_message_size(64 << 20),

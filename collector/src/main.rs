@@ -15,7 +15,11 @@ use foureyes_store::{Scope, Store, SystemScope, Tenant};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "foureyes-collector", version, about = "FourEyes collector: CA, agent link, store, API")]
+#[command(
+    name = "foureyes-collector",
+    version,
+    about = "FourEyes collector: CA, agent link, store, API"
+)]
 struct Cli {
     /// Collector config file (TOML).
     #[arg(long, global = true, env = "FOUREYES_CONFIG")]
@@ -144,15 +148,25 @@ fn init_tracing() {
         .init();
 }
 
-fn config(cli: &Cli, node_addr: Option<SocketAddr>, api_addr: Option<SocketAddr>, dev: bool) -> Result<Config> {
+fn config(
+    cli: &Cli,
+    node_addr: Option<SocketAddr>,
+    api_addr: Option<SocketAddr>,
+    dev: bool,
+) -> Result<Config> {
     let file = match &cli.config {
         Some(p) => FileConfig::load(p).map_err(anyhow::Error::msg)?,
         None => FileConfig::default(),
     };
-    let data_dir = cli.data_dir.clone().or_else(|| dev.then(|| PathBuf::from("foureyes-dev")));
+    let data_dir = cli
+        .data_dir
+        .clone()
+        .or_else(|| dev.then(|| PathBuf::from("foureyes-dev")));
     let (node_addr, api_addr) = if dev {
         (
-            node_addr.or(file.node_addr).or(Some(SocketAddr::from(([127, 0, 0, 1], 7443)))),
+            node_addr
+                .or(file.node_addr)
+                .or(Some(SocketAddr::from(([127, 0, 0, 1], 7443)))),
             api_addr.or(file.api_addr),
         )
     } else {
@@ -166,7 +180,10 @@ fn sys() -> SystemScope {
 }
 
 fn tenant(org: &str, team: Option<&str>) -> Tenant {
-    Tenant { org: org.to_string(), team: team.map(str::to_string) }
+    Tenant {
+        org: org.to_string(),
+        team: team.map(str::to_string),
+    }
 }
 
 #[tokio::main]
@@ -174,7 +191,11 @@ async fn main() -> Result<()> {
     init_tracing();
     let cli = Cli::parse();
     match &cli.cmd {
-        Cmd::Serve { node_addr, api_addr, dev } => serve(config(&cli, *node_addr, *api_addr, *dev)?, *dev).await,
+        Cmd::Serve {
+            node_addr,
+            api_addr,
+            dev,
+        } => serve(config(&cli, *node_addr, *api_addr, *dev)?, *dev).await,
         cmd => admin(&cli, cmd),
     }
 }
@@ -185,15 +206,25 @@ async fn serve(cfg: Config, dev_mode: bool) -> Result<()> {
     let mut session = if dev_mode {
         let s = dev::start(&running, shutdown.clone()).await?;
         println!();
-        println!("FourEyes is running (dev mode, org `{}`, team `{}`).", dev::DEV_ORG, dev::DEV_TEAM);
+        println!(
+            "FourEyes is running (dev mode, org `{}`, team `{}`).",
+            dev::DEV_ORG,
+            dev::DEV_TEAM
+        );
         println!("  Dashboard/API:  {}/", running.api_url);
         println!("  API token:      {}", s.api_token);
         println!("  Agent port:     {}", running.node_addr);
-        println!("  Data dir:       {}", running.collector.cfg.data_dir.display());
+        println!(
+            "  Data dir:       {}",
+            running.collector.cfg.data_dir.display()
+        );
         println!();
         println!("Try:");
         println!("  export TOKEN={}", s.api_token);
-        println!("  curl -H \"Authorization: Bearer $TOKEN\" {}/api/v1/results?page_size=5", running.api_url);
+        println!(
+            "  curl -H \"Authorization: Bearer $TOKEN\" {}/api/v1/results?page_size=5",
+            running.api_url
+        );
         println!();
         println!("Ctrl-C stops the collector and the local node.");
         Some(s)
@@ -212,7 +243,10 @@ async fn serve(cfg: Config, dev_mode: bool) -> Result<()> {
     if let Some(mut s) = session.take() {
         // Closing its stdin tells the dev node to stop; give it a moment, then make sure.
         drop(s.node_stdin.take());
-        if tokio::time::timeout(Duration::from_secs(5), s.node.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), s.node.wait())
+            .await
+            .is_err()
+        {
             let _ = s.node.kill().await;
         }
     }
@@ -226,7 +260,9 @@ fn admin(cli: &Cli, cmd: &Cmd) -> Result<()> {
     let store = server::open_store(&cfg.data_dir)?;
     match cmd {
         Cmd::Serve { .. } => unreachable!("handled in main"),
-        Cmd::Org { cmd: OrgCmd::Create { org } } => {
+        Cmd::Org {
+            cmd: OrgCmd::Create { org },
+        } => {
             store.create_org(&sys(), org)?;
             println!("org {org} created");
         }
@@ -235,11 +271,21 @@ fn admin(cli: &Cli, cmd: &Cmd) -> Result<()> {
                 println!("{o}");
             }
         }
-        Cmd::Team { cmd: TeamCmd::Create { org, team } } => {
+        Cmd::Team {
+            cmd: TeamCmd::Create { org, team },
+        } => {
             store.create_team(&sys(), org, team)?;
             println!("team {org}/{team} created");
         }
-        Cmd::Token { cmd: TokenCmd::Create { org, team, ttl, kind } } => {
+        Cmd::Token {
+            cmd:
+                TokenCmd::Create {
+                    org,
+                    team,
+                    ttl,
+                    kind,
+                },
+        } => {
             check_tenant(&store, org, team.as_deref())?;
             let fp = server::ca_fingerprint(&cfg.data_dir)?;
             let kind = match kind {
@@ -247,46 +293,94 @@ fn admin(cli: &Cli, cmd: &Cmd) -> Result<()> {
                 Kind::Listener => pb::AgentKind::Listener,
             };
             let t = server::mint_token(&store, fp, &tenant(org, team.as_deref()), kind, *ttl)?;
-            eprintln!("Enrollment token (single use, shown once, expires in {}):", humantime::format_duration(*ttl));
+            eprintln!(
+                "Enrollment token (single use, shown once, expires in {}):",
+                humantime::format_duration(*ttl)
+            );
             println!("{}", t.token);
         }
-        Cmd::Agent { cmd: AgentCmd::List { org } } => {
+        Cmd::Agent {
+            cmd: AgentCmd::List { org },
+        } => {
             let scope = match org {
                 Some(o) => Scope::Tenant(tenant(o, None)),
                 None => Scope::System(sys()),
             };
-            println!("{:<36} {:<10} {:<12} {:<9} {:<8} {:<24} HOSTNAME", "ID", "ORG", "TEAM", "KIND", "STATE", "LAST SEEN");
+            println!(
+                "{:<36} {:<10} {:<12} {:<9} {:<8} {:<24} HOSTNAME",
+                "ID", "ORG", "TEAM", "KIND", "STATE", "LAST SEEN"
+            );
             for a in store.list_agents(&scope)? {
                 let state = if a.revoked { "revoked" } else { "active" };
                 let seen = a.last_seen_ms.map(fmt_ms).unwrap_or_else(|| "never".into());
-                let kind = if a.kind == pb::AgentKind::Listener { "listener" } else { "node" };
-                println!("{:<36} {:<10} {:<12} {:<9} {:<8} {:<24} {}", a.id, a.org, a.team.as_deref().unwrap_or("-"), kind, state, seen, a.hostname);
+                let kind = if a.kind == pb::AgentKind::Listener {
+                    "listener"
+                } else {
+                    "node"
+                };
+                println!(
+                    "{:<36} {:<10} {:<12} {:<9} {:<8} {:<24} {}",
+                    a.id,
+                    a.org,
+                    a.team.as_deref().unwrap_or("-"),
+                    kind,
+                    state,
+                    seen,
+                    a.hostname
+                );
             }
         }
-        Cmd::Agent { cmd: AgentCmd::Revoke { id } } => {
+        Cmd::Agent {
+            cmd: AgentCmd::Revoke { id },
+        } => {
             if !store.revoke_agent(&Scope::System(sys()), id, server::now_ms())? {
                 bail!("no agent {id}");
             }
             println!("agent {id} revoked (a running collector cuts its stream within a second)");
         }
-        Cmd::Apitoken { cmd: ApiTokenCmd::Create { org, team, name } } => {
+        Cmd::Apitoken {
+            cmd: ApiTokenCmd::Create { org, team, name },
+        } => {
             check_tenant(&store, org, team.as_deref())?;
             let t = ApiToken::generate();
-            let row = store.create_api_token(&Scope::Tenant(tenant(org, team.as_deref())), name, &t.secret_hash())?;
-            eprintln!("API token {} for {org}{} (shown once):", row.id, team.as_deref().map(|t| format!("/{t}")).unwrap_or_default());
+            let row = store.create_api_token(
+                &Scope::Tenant(tenant(org, team.as_deref())),
+                name,
+                &t.secret_hash(),
+            )?;
+            eprintln!(
+                "API token {} for {org}{} (shown once):",
+                row.id,
+                team.as_deref().map(|t| format!("/{t}")).unwrap_or_default()
+            );
             println!("{}", t.reveal());
         }
-        Cmd::Apitoken { cmd: ApiTokenCmd::List { org } } => {
+        Cmd::Apitoken {
+            cmd: ApiTokenCmd::List { org },
+        } => {
             let scope = match org {
                 Some(o) => Scope::Tenant(tenant(o, None)),
                 None => Scope::System(sys()),
             };
-            println!("{:<20} {:<10} {:<12} {:<20} {:<8} CREATED", "ID", "ORG", "TEAM", "NAME", "STATE");
+            println!(
+                "{:<20} {:<10} {:<12} {:<20} {:<8} CREATED",
+                "ID", "ORG", "TEAM", "NAME", "STATE"
+            );
             for t in store.list_api_tokens(&scope)? {
-                println!("{:<20} {:<10} {:<12} {:<20} {:<8} {}", t.id, t.org, t.team.as_deref().unwrap_or("-"), t.name, if t.revoked { "revoked" } else { "active" }, fmt_ms(t.created_at_ms));
+                println!(
+                    "{:<20} {:<10} {:<12} {:<20} {:<8} {}",
+                    t.id,
+                    t.org,
+                    t.team.as_deref().unwrap_or("-"),
+                    t.name,
+                    if t.revoked { "revoked" } else { "active" },
+                    fmt_ms(t.created_at_ms)
+                );
             }
         }
-        Cmd::Apitoken { cmd: ApiTokenCmd::Revoke { id, org } } => {
+        Cmd::Apitoken {
+            cmd: ApiTokenCmd::Revoke { id, org },
+        } => {
             if !store.revoke_api_token(&Scope::Tenant(tenant(org, None)), id)? {
                 bail!("no API token {id} in org {org}");
             }
@@ -303,7 +397,9 @@ fn check_tenant(store: &dyn Store, org: &str, team: Option<&str>) -> Result<()> 
     if let Some(team) = team
         && !store.team_exists(&sys(), org, team)?
     {
-        bail!("no team {team:?} in org {org:?}: create it with `foureyes-collector team create {org} {team}`");
+        bail!(
+            "no team {team:?} in org {org:?}: create it with `foureyes-collector team create {org} {team}`"
+        );
     }
     Ok(())
 }
@@ -311,6 +407,9 @@ fn check_tenant(store: &dyn Store, org: &str, team: Option<&str>) -> Result<()> 
 fn fmt_ms(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| ms.to_string())
 }

@@ -30,7 +30,10 @@ pub enum ServerError {
     #[error("{0}")]
     Setup(String),
     #[error("cannot listen on {addr}: {err}")]
-    Bind { addr: SocketAddr, err: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        err: std::io::Error,
+    },
 }
 
 fn setup(e: impl std::fmt::Display) -> ServerError {
@@ -38,8 +41,7 @@ fn setup(e: impl std::fmt::Display) -> ServerError {
 }
 
 pub fn ensure_data_dir(dir: &Path) -> Result<(), ServerError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| setup(format!("data dir {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| setup(format!("data dir {}: {e}", dir.display())))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -52,7 +54,7 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), ServerError> {
 /// Opens the store without the CA key: enough for admin commands.
 pub fn open_store(data_dir: &Path) -> Result<SqliteStore, ServerError> {
     ensure_data_dir(data_dir)?;
-    SqliteStore::open(&data_dir.join(DB_FILE)).map_err(setup)
+    SqliteStore::open(data_dir.join(DB_FILE)).map_err(setup)
 }
 
 pub fn ca_fingerprint(data_dir: &Path) -> Result<[u8; 32], ServerError> {
@@ -77,7 +79,7 @@ impl Collector {
         }
         let ca = Ca::load_or_create(&cfg.data_dir, &kek).map_err(setup)?;
         let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&cfg.data_dir.join(DB_FILE)).map_err(setup)?);
+            Arc::new(SqliteStore::open(cfg.data_dir.join(DB_FILE)).map_err(setup)?);
         let revoked = RevokedKeys::default();
         revoked.replace(
             store
@@ -255,9 +257,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         tracing::warn!(error = %e, "cannot write {ADDR_FILE}");
     }
     tracing::info!(%node_addr, %api_url, "collector listening");
-    let done = tokio::spawn(async move {
-        while tasks.join_next().await.is_some() {}
-    });
+    let done = tokio::spawn(async move { while tasks.join_next().await.is_some() {} });
     Ok(Running {
         collector: c,
         node_addr,
@@ -323,9 +323,10 @@ async fn serve_api(
                 return;
             };
             let svc = hyper_util::service::TowerToHyperService::new(router);
-            let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
         });
     }
 }

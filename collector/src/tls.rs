@@ -75,7 +75,9 @@ impl ClientCertVerifier for RevocationCheckingVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let ok = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
         let (_, facts) = foureyes_identity::AgentIdentity::from_certificate(end_entity)
             .map_err(|e| rustls::Error::General(e.to_string()))?;
         if self.revoked.0.contains(&facts.key_id) {

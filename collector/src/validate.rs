@@ -7,7 +7,9 @@ const MIN_INTERVAL_MS: u32 = 100;
 
 fn host(h: &str, what: &str) -> Result<(), String> {
     if h.is_empty() || h.len() > 253 {
-        return Err(format!("{what}: a hostname or IP address is required (at most 253 characters)"));
+        return Err(format!(
+            "{what}: a hostname or IP address is required (at most 253 characters)"
+        ));
     }
     if h.parse::<std::net::IpAddr>().is_ok() {
         return Ok(());
@@ -15,10 +17,17 @@ fn host(h: &str, what: &str) -> Result<(), String> {
     let ok = h.split('.').all(|l| {
         !l.is_empty()
             && l.len() <= 63
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             && !l.starts_with('-')
     });
-    if ok { Ok(()) } else { Err(format!("{what}: {h:?} is not a valid hostname or IP address")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: {h:?} is not a valid hostname or IP address"
+        ))
+    }
 }
 
 fn dns_name(n: &str, what: &str) -> Result<(), String> {
@@ -27,7 +36,9 @@ fn dns_name(n: &str, what: &str) -> Result<(), String> {
 
 fn label(s: &str, what: &str, max: usize) -> Result<(), String> {
     if s.len() > max || s.chars().any(|c| c.is_control()) {
-        return Err(format!("{what}: at most {max} characters, no control characters"));
+        return Err(format!(
+            "{what}: at most {max} characters, no control characters"
+        ));
     }
     Ok(())
 }
@@ -77,7 +88,10 @@ pub fn test(mut t: pb::Test) -> Result<pb::Test, String> {
             let hostpart = if let Some(v6) = authority.strip_prefix('[') {
                 v6.split(']').next().unwrap_or_default()
             } else {
-                authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority)
+                authority
+                    .rsplit_once(':')
+                    .map(|(h, _)| h)
+                    .unwrap_or(authority)
             };
             host(hostpart, "http.url host")?;
             if !c.ca_certificate_der.is_empty()
@@ -118,10 +132,33 @@ mod tests {
     #[test]
     fn rejects_what_no_executor_runs() {
         assert!(test(pb::Test::default()).is_err());
-        assert!(test(with(Kind::Icmp(pb::IcmpConfig { host: "a b;rm -rf /".into(), ..Default::default() }))).is_err());
-        assert!(test(with(Kind::Http(pb::HttpConfig { url: "file:///etc/passwd".into(), ..Default::default() }))).is_err());
-        assert!(test(with(Kind::Tcp(pb::TcpConfig { host: "x".into(), port: 70000, ..Default::default() }))).is_err());
-        let ok = test(with(Kind::Http(pb::HttpConfig { url: "http://[::1]:8080/healthz".into(), ..Default::default() }))).expect("ok");
+        assert!(
+            test(with(Kind::Icmp(pb::IcmpConfig {
+                host: "a b;rm -rf /".into(),
+                ..Default::default()
+            })))
+            .is_err()
+        );
+        assert!(
+            test(with(Kind::Http(pb::HttpConfig {
+                url: "file:///etc/passwd".into(),
+                ..Default::default()
+            })))
+            .is_err()
+        );
+        assert!(
+            test(with(Kind::Tcp(pb::TcpConfig {
+                host: "x".into(),
+                port: 70000,
+                ..Default::default()
+            })))
+            .is_err()
+        );
+        let ok = test(with(Kind::Http(pb::HttpConfig {
+            url: "http://[::1]:8080/healthz".into(),
+            ..Default::default()
+        })))
+        .expect("ok");
         assert_eq!(ok.interval_ms, 60_000);
         assert_eq!(ok.timeout_ms, 2_000);
     }

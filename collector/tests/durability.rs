@@ -23,20 +23,36 @@ fn kill_dash_nine_five_times_loses_nothing_and_stores_nothing_twice() {
     let closed = free_port();
     let mut ids = Vec::new();
     for i in 0..120 {
-        let t = api.post("/api/v1/tests", json!({"name": format!("load {i}"), "intervalMs": 100, "timeoutMs": 500,
-            "config": {"tcp": {"host": "127.0.0.1", "port": closed}}}));
+        let t = api.post(
+            "/api/v1/tests",
+            json!({"name": format!("load {i}"), "intervalMs": 100, "timeoutMs": 500,
+            "config": {"tcp": {"host": "127.0.0.1", "port": closed}}}),
+        );
         ids.push(t["id"].as_str().unwrap().to_string());
     }
     let state = tmp.path().join("node");
-    assert!(enroll(&c.node_addr, &c.enrollment_token("acme", "noc", "10m"), &state).status.success());
+    assert!(
+        enroll(
+            &c.node_addr,
+            &c.enrollment_token("acme", "noc", "10m"),
+            &state
+        )
+        .status
+        .success()
+    );
     let node = run_node(&state, tmp.path().join("node.log"));
     let agent_id = wait_until("the node to connect", Duration::from_secs(20), || {
         let a = api.get("/api/v1/agents");
-        (a["agents"][0]["connected"] == json!(true)).then(|| a["agents"][0]["id"].as_str().unwrap().to_string())
+        (a["agents"][0]["connected"] == json!(true))
+            .then(|| a["agents"][0]["id"].as_str().unwrap().to_string())
     });
 
     let last_seq = |api: &Api| -> u64 {
-        api.get("/api/v1/agents")["agents"][0]["lastSeq"].as_str().unwrap_or("0").parse().unwrap()
+        api.get("/api/v1/agents")["agents"][0]["lastSeq"]
+            .as_str()
+            .unwrap_or("0")
+            .parse()
+            .unwrap()
     };
     let mut rate_checked = false;
     for round in 0..5 {
@@ -46,15 +62,26 @@ fn kill_dash_nine_five_times_loses_nothing_and_stores_nothing_twice() {
         if !rate_checked && round > 0 {
             // Catch-up after a restart plus live load: the stored rate must exceed 1,000/s.
             println!("stored {} results in 3 s", after - before);
-            assert!(after - before >= 3_000, "node produced too little load: {}", after - before);
+            assert!(
+                after - before >= 3_000,
+                "node produced too little load: {}",
+                after - before
+            );
             rate_checked = true;
         }
         c.proc.kill9();
         std::thread::sleep(Duration::from_millis(500));
         if round == 2 {
             // This collector aborts inside its first flush transaction, by itself.
-            let mut f = Collector::start(tmp.path(), node_port, "", &[("FOUREYES_FAILPOINT", "flush-mid-transaction")]);
-            wait_until("the failpoint to fire", Duration::from_secs(30), || (!f.proc.is_running()).then_some(()));
+            let mut f = Collector::start(
+                tmp.path(),
+                node_port,
+                "",
+                &[("FOUREYES_FAILPOINT", "flush-mid-transaction")],
+            );
+            wait_until("the failpoint to fire", Duration::from_secs(30), || {
+                (!f.proc.is_running()).then_some(())
+            });
             f.proc.kill9();
         }
         c = Collector::start(tmp.path(), node_port, "", &[]);
@@ -78,9 +105,12 @@ fn kill_dash_nine_five_times_loses_nothing_and_stores_nothing_twice() {
     drop(node);
     drop(c);
 
-    let store = SqliteStore::open(&tmp.path().join("data/foureyes.sqlite")).unwrap();
+    let store = SqliteStore::open(tmp.path().join("data/foureyes.sqlite")).unwrap();
     let scope = Scope::System(SystemScope::collector_internal());
-    let filter = ResultFilter { agent_id: Some(agent_id.clone()), ..Default::default() };
+    let filter = ResultFilter {
+        agent_id: Some(agent_id.clone()),
+        ..Default::default()
+    };
     let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
     let mut cursor = None;
     loop {
@@ -98,7 +128,10 @@ fn kill_dash_nine_five_times_loses_nothing_and_stores_nothing_twice() {
     assert!(gaps.is_empty(), "unexpected gap records: {gaps:?}");
     let dupes: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(dupes.is_empty(), "stored twice: {dupes:?}");
-    let missing: Vec<u64> = (1..=final_seq).filter(|s| !seen.contains_key(s)).take(20).collect();
+    let missing: Vec<u64> = (1..=final_seq)
+        .filter(|s| !seen.contains_key(s))
+        .take(20)
+        .collect();
     println!("final seq {final_seq}, results stored {}", seen.len());
     assert!(missing.is_empty(), "missing sequence numbers: {missing:?}");
     assert_eq!(seen.len() as u64, final_seq);

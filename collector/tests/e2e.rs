@@ -24,7 +24,10 @@ fn start_dns(rt: &tokio::runtime::Runtime) -> std::net::SocketAddr {
         let addr = sock.local_addr().unwrap();
         tokio::spawn(foureyes_probes::dev_dns::serve(
             sock,
-            vec![("probe.example.test".to_string(), "127.0.0.9".parse().unwrap())],
+            vec![(
+                "probe.example.test".to_string(),
+                "127.0.0.9".parse().unwrap(),
+            )],
             std::future::pending::<()>(),
         ));
         addr
@@ -44,12 +47,19 @@ fn node_enrolls_and_results_for_every_executor_come_back_from_the_api() {
     let enrollment = c.enrollment_token("acme", "noc", "10m");
     let state = tmp.path().join("node");
     let out = enroll(&c.node_addr, &enrollment, &state);
-    assert!(out.status.success(), "enroll: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "enroll: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let mut ids = Vec::new();
     for t in tests_for_every_executor(api_port, dns) {
         let created = api.post("/api/v1/tests", t);
-        ids.push((created["name"].as_str().unwrap().to_string(), created["id"].as_str().unwrap().to_string()));
+        ids.push((
+            created["name"].as_str().unwrap().to_string(),
+            created["id"].as_str().unwrap().to_string(),
+        ));
     }
     let mut node = run_node(&state, tmp.path().join("node.log"));
 
@@ -64,13 +74,31 @@ fn node_enrolls_and_results_for_every_executor_come_back_from_the_api() {
     assert_eq!(agents[0]["team"], "noc");
 
     for (name, id) in &ids {
-        let r = wait_until(&format!("an OK result for the {name} test"), Duration::from_secs(60), || {
-            let v = api.get(&format!("/api/v1/results?test_id={id}&page_size=20"));
-            v["results"].as_array()?.iter().find(|r| r["status"] == "STATUS_OK").cloned()
-        });
-        assert_eq!(r["agentId"], json!(agent_id), "{name}: collector fills in the agent id");
-        assert!(r["receivedAt"].is_string() && r["sentAt"].is_string(), "{name}: {r}");
-        assert!(r["seq"].as_str().unwrap().parse::<u64>().unwrap() >= 1, "{name}: {r}");
+        let r = wait_until(
+            &format!("an OK result for the {name} test"),
+            Duration::from_secs(60),
+            || {
+                let v = api.get(&format!("/api/v1/results?test_id={id}&page_size=20"));
+                v["results"]
+                    .as_array()?
+                    .iter()
+                    .find(|r| r["status"] == "STATUS_OK")
+                    .cloned()
+            },
+        );
+        assert_eq!(
+            r["agentId"],
+            json!(agent_id),
+            "{name}: collector fills in the agent id"
+        );
+        assert!(
+            r["receivedAt"].is_string() && r["sentAt"].is_string(),
+            "{name}: {r}"
+        );
+        assert!(
+            r["seq"].as_str().unwrap().parse::<u64>().unwrap() >= 1,
+            "{name}: {r}"
+        );
         match name.as_str() {
             "icmp" => assert_eq!(r["icmp"]["received"], json!(3), "{r}"),
             "http" => assert_eq!(r["http"]["statusCode"], json!(200), "{r}"),
@@ -90,16 +118,28 @@ fn enrollment_refuses_reused_expired_and_foreign_ca_tokens() {
 
     let token = c.enrollment_token("acme", "noc", "10m");
     let first = enroll(&c.node_addr, &token, &tmp.path().join("a"));
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     let reused = enroll(&c.node_addr, &token, &tmp.path().join("b"));
     assert!(!reused.status.success());
-    assert!(String::from_utf8_lossy(&reused.stderr).contains("already used"), "{}", String::from_utf8_lossy(&reused.stderr));
+    assert!(
+        String::from_utf8_lossy(&reused.stderr).contains("already used"),
+        "{}",
+        String::from_utf8_lossy(&reused.stderr)
+    );
 
     let short = c.enrollment_token("acme", "noc", "1s");
     std::thread::sleep(Duration::from_millis(2100));
     let expired = enroll(&c.node_addr, &short, &tmp.path().join("c"));
     assert!(!expired.status.success());
-    assert!(String::from_utf8_lossy(&expired.stderr).contains("expired"), "{}", String::from_utf8_lossy(&expired.stderr));
+    assert!(
+        String::from_utf8_lossy(&expired.stderr).contains("expired"),
+        "{}",
+        String::from_utf8_lossy(&expired.stderr)
+    );
 
     // Same secret, another CA's fingerprint: the node must refuse in the TLS handshake, before it
     // sends the CSR, so the token stays unspent.
@@ -111,8 +151,15 @@ fn enrollment_refuses_reused_expired_and_foreign_ca_tokens() {
     let err = String::from_utf8_lossy(&pinned.stderr);
     assert!(err.contains("fingerprint"), "{err}");
     let after = enroll(&c.node_addr, &good, &tmp.path().join("e"));
-    assert!(after.status.success(), "token must be unspent: {}", String::from_utf8_lossy(&after.stderr));
-    assert!(!c.proc.log_text().contains(&good), "token text in the collector log");
+    assert!(
+        after.status.success(),
+        "token must be unspent: {}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    assert!(
+        !c.proc.log_text().contains(&good),
+        "token text in the collector log"
+    );
 }
 
 #[test]
@@ -129,7 +176,12 @@ fn one_hundred_concurrent_redemptions_give_exactly_one_agent() {
             std::thread::spawn(move || enroll(&addr, &token, &state).status.success())
         })
         .collect();
-    let ok = handles.into_iter().filter(|_| true).map(|h| h.join().unwrap()).filter(|s| *s).count();
+    let ok = handles
+        .into_iter()
+        .filter(|_| true)
+        .map(|h| h.join().unwrap())
+        .filter(|s| *s)
+        .count();
     assert_eq!(ok, 1);
     let agents = Api::new(&c.api, &api_token).get("/api/v1/agents");
     assert_eq!(agents["agents"].as_array().unwrap().len(), 1);
@@ -141,11 +193,25 @@ fn tenants_see_nothing_of_each_other() {
     let c = Collector::start(tmp.path(), 0, "", &[]);
     let a = Api::new(&c.api, &c.tenant("alpha", "noc"));
     let b = Api::new(&c.api, &c.tenant("bravo", "noc"));
-    let t = a.post("/api/v1/tests", json!({"name": "a-only", "config": {"tcp": {"host": "127.0.0.1", "port": 9}}}));
+    let t = a.post(
+        "/api/v1/tests",
+        json!({"name": "a-only", "config": {"tcp": {"host": "127.0.0.1", "port": 9}}}),
+    );
     let tid = t["id"].as_str().unwrap();
     let state = tmp.path().join("node");
-    assert!(enroll(&c.node_addr, &c.enrollment_token("alpha", "noc", "10m"), &state).status.success());
-    let aid = a.get("/api/v1/agents")["agents"][0]["id"].as_str().unwrap().to_string();
+    assert!(
+        enroll(
+            &c.node_addr,
+            &c.enrollment_token("alpha", "noc", "10m"),
+            &state
+        )
+        .status
+        .success()
+    );
+    let aid = a.get("/api/v1/agents")["agents"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // Every route the API documents, called with org B's token and org A's ids.
     let doc = b.get("/openapi.json");
@@ -157,15 +223,24 @@ fn tenants_see_nothing_of_each_other() {
             let m = method.to_uppercase();
             if path.contains("{id}") {
                 let id = if path.contains("agents") { &aid } else { tid };
-                let body = (m == "PUT").then(|| json!({"name": "x", "config": {"tcp": {"host": "127.0.0.1", "port": 9}}}));
+                let body = (m == "PUT").then(
+                    || json!({"name": "x", "config": {"tcp": {"host": "127.0.0.1", "port": 9}}}),
+                );
                 let (s, v) = b.call(&m, &path.replace("{id}", id), body);
                 assert_eq!(s, 404, "{m} {path} with org A's id from org B: {v}");
             } else if m == "GET" {
-                let url = if path.ends_with("results") { format!("{path}?test_id={tid}") } else { path.clone() };
+                let url = if path.ends_with("results") {
+                    format!("{path}?test_id={tid}")
+                } else {
+                    path.clone()
+                };
                 let (s, v) = b.call("GET", &url, None);
                 assert_eq!(s, 200, "{m} {path}: {v}");
                 let text = v.to_string();
-                assert!(!text.contains(tid) && !text.contains(&aid) && !text.contains("alpha"), "{path} leaks org A: {text}");
+                assert!(
+                    !text.contains(tid) && !text.contains(&aid) && !text.contains("alpha"),
+                    "{path} leaks org A: {text}"
+                );
             } else {
                 // Creating routes act in B's own org; nothing of A is reachable through them.
                 continue;
@@ -176,7 +251,10 @@ fn tenants_see_nothing_of_each_other() {
     assert!(checked >= 8, "only {checked} routes checked");
     // And A still has everything.
     assert_eq!(a.get(&format!("/api/v1/tests/{tid}"))["name"], "a-only");
-    assert_eq!(a.get(&format!("/api/v1/agents/{aid}"))["revoked"], json!(false));
+    assert_eq!(
+        a.get(&format!("/api/v1/agents/{aid}"))["revoked"],
+        json!(false)
+    );
     let (s, _) = Api::new(&c.api, "fea1.bogus").call("GET", "/api/v1/tests", None);
     assert_eq!(s, 401);
 }
@@ -194,14 +272,29 @@ fn the_node_never_listens_during_enroll_run_and_partition() {
     let state = tmp.path().join("node");
     // Enroll: sample the process while it runs.
     let mut cmd = std::process::Command::new(bin("foureyes-node"));
-    cmd.arg("enroll").arg("--collector").arg(&c.node_addr).arg("--state-dir").arg(&state)
-        .env("FOUREYES_ENROLL_TOKEN", c.enrollment_token("acme", "noc", "10m"));
+    cmd.arg("enroll")
+        .arg("--collector")
+        .arg(&c.node_addr)
+        .arg("--state-dir")
+        .arg(&state)
+        .env(
+            "FOUREYES_ENROLL_TOKEN",
+            c.enrollment_token("acme", "noc", "10m"),
+        );
     let mut enroll_proc = Proc::spawn(cmd, tmp.path().join("enroll.log"));
     while enroll_proc.is_running() {
-        assert_eq!(listening_sockets(enroll_proc.pid()), vec![], "enroll listens");
+        assert_eq!(
+            listening_sockets(enroll_proc.pid()),
+            vec![],
+            "enroll listens"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(state.join("identity.json").exists(), "{}", enroll_proc.log_text());
+    assert!(
+        state.join("identity.json").exists(),
+        "{}",
+        enroll_proc.log_text()
+    );
 
     let mut node = run_node(&state, tmp.path().join("node.log"));
     let sample = |node: &mut Proc, secs: u64| {
@@ -210,10 +303,17 @@ fn the_node_never_listens_during_enroll_run_and_partition() {
             assert!(node.is_running(), "{}", node.log_text());
             let all = sockets_of(node.pid());
             seen_sockets = seen_sockets.max(all.len());
-            assert_eq!(listening_sockets(node.pid()), vec![], "node listens; all sockets: {all:?}");
+            assert_eq!(
+                listening_sockets(node.pid()),
+                vec![],
+                "node listens; all sockets: {all:?}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(seen_sockets > 0, "the sampler saw no sockets at all: it would not catch a listener");
+        assert!(
+            seen_sockets > 0,
+            "the sampler saw no sockets at all: it would not catch a listener"
+        );
     };
     sample(&mut node, 5);
     // Partition: the collector goes away; the node keeps probing and reconnecting, still outbound.

@@ -15,8 +15,16 @@ use serde_json::json;
 
 fn enrolled_node(c: &Collector, root: &Path) -> std::path::PathBuf {
     let state = root.join("node");
-    let out = enroll(&c.node_addr, &c.enrollment_token("acme", "noc", "10m"), &state);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = enroll(
+        &c.node_addr,
+        &c.enrollment_token("acme", "noc", "10m"),
+        &state,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     state
 }
 
@@ -35,7 +43,10 @@ async fn open_session(state: &Path, claimed_id: Option<&str>) -> Result<(), toni
         })),
     };
     let mut client = AgentLinkClient::new(ch);
-    let mut stream = client.session(tokio_stream::iter(vec![hello])).await?.into_inner();
+    let mut stream = client
+        .session(tokio_stream::iter(vec![hello]))
+        .await?
+        .into_inner();
     // The first message back must be the welcome.
     match stream.message().await? {
         Some(_) => Ok(()),
@@ -51,13 +62,22 @@ fn a_forged_hello_is_refused_and_the_real_one_accepted() {
     c.tenant("acme", "noc");
     let a = enrolled_node(&c, tmp.path());
     let b = tmp.path().join("other");
-    assert!(enroll(&c.node_addr, &c.enrollment_token("acme", "noc", "10m"), &b).status.success());
-    let other_id = StateDir::open(&b, false).unwrap().identity().unwrap().agent_id;
+    assert!(
+        enroll(&c.node_addr, &c.enrollment_token("acme", "noc", "10m"), &b)
+            .status
+            .success()
+    );
+    let other_id = StateDir::open(&b, false)
+        .unwrap()
+        .identity()
+        .unwrap()
+        .agent_id;
 
     let forged = rt.block_on(open_session(&a, Some(&other_id)));
     let err = forged.expect_err("a hello naming another agent must be refused");
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
-    rt.block_on(open_session(&a, None)).expect("the certificate's own id is accepted");
+    rt.block_on(open_session(&a, None))
+        .expect("the certificate's own id is accepted");
 }
 
 #[test]
@@ -67,11 +87,22 @@ fn certificates_renew_at_half_life_with_a_new_key() {
     let api = Api::new(&c.api, &c.tenant("acme", "noc"));
     api.post("/api/v1/tests", json!({"name": "t", "intervalMs": 500, "config": {"tcp": {"host": "127.0.0.1", "port": 9}}}));
     let state = enrolled_node(&c, tmp.path());
-    let first_key = StateDir::open(&state, false).unwrap().credentials().unwrap().facts().unwrap().key_id;
+    let first_key = StateDir::open(&state, false)
+        .unwrap()
+        .credentials()
+        .unwrap()
+        .facts()
+        .unwrap()
+        .key_id;
     let node = run_node(&state, tmp.path().join("node.log"));
     let first = wait_until("the node to connect", Duration::from_secs(20), || {
         let a = api.get("/api/v1/agents");
-        (a["agents"][0]["connected"] == json!(true)).then(|| a["agents"][0]["certificateNotAfter"].as_str().unwrap().to_string())
+        (a["agents"][0]["connected"] == json!(true)).then(|| {
+            a["agents"][0]["certificateNotAfter"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
     });
     let renewed = wait_until("a renewed certificate", Duration::from_secs(30), || {
         let a = api.get("/api/v1/agents");
@@ -79,12 +110,26 @@ fn certificates_renew_at_half_life_with_a_new_key() {
         (na > first).then_some(na)
     });
     assert!(renewed > first);
-    let creds = StateDir::open(&state, false).unwrap().credentials().unwrap();
-    assert_ne!(creds.facts().unwrap().key_id, first_key, "renewal must use a new key");
+    let creds = StateDir::open(&state, false)
+        .unwrap()
+        .credentials()
+        .unwrap();
+    assert_ne!(
+        creds.facts().unwrap().key_id,
+        first_key,
+        "renewal must use a new key"
+    );
     // Results signed with the new key are accepted.
-    let seq_at_renewal = api.get("/api/v1/agents")["agents"][0]["lastSeq"].as_str().unwrap_or("0").parse::<u64>().unwrap();
+    let seq_at_renewal = api.get("/api/v1/agents")["agents"][0]["lastSeq"]
+        .as_str()
+        .unwrap_or("0")
+        .parse::<u64>()
+        .unwrap();
     wait_until("results after renewal", Duration::from_secs(20), || {
-        let s = api.get("/api/v1/agents")["agents"][0]["lastSeq"].as_str()?.parse::<u64>().ok()?;
+        let s = api.get("/api/v1/agents")["agents"][0]["lastSeq"]
+            .as_str()?
+            .parse::<u64>()
+            .ok()?;
         (s > seq_at_renewal + 2).then_some(())
     });
     assert!(node.log_text().contains("renewed"), "{}", node.log_text());
@@ -100,7 +145,8 @@ fn revoke_cuts_the_stream_and_refuses_reconnect_and_reenrollment() {
     let mut node = run_node(&state, tmp.path().join("node.log"));
     let id = wait_until("the node to connect", Duration::from_secs(20), || {
         let a = api.get("/api/v1/agents");
-        (a["agents"][0]["connected"] == json!(true)).then(|| a["agents"][0]["id"].as_str().unwrap().to_string())
+        (a["agents"][0]["connected"] == json!(true))
+            .then(|| a["agents"][0]["id"].as_str().unwrap().to_string())
     });
     let revoked = api.post(&format!("/api/v1/agents/{id}/revoke"), json!({}));
     assert_eq!(revoked["revoked"], json!(true));
@@ -108,11 +154,17 @@ fn revoke_cuts_the_stream_and_refuses_reconnect_and_reenrollment() {
         (api.get(&format!("/api/v1/agents/{id}"))["connected"] == json!(false)).then_some(())
     });
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(api.get(&format!("/api/v1/agents/{id}"))["connected"], json!(false), "revoked agent reconnected");
+    assert_eq!(
+        api.get(&format!("/api/v1/agents/{id}"))["connected"],
+        json!(false),
+        "revoked agent reconnected"
+    );
     assert!(node.is_running());
 
     // A connect with the revoked certificate is refused.
-    let err = rt.block_on(open_session(&state, None)).expect_err("revoked certificate must be refused");
+    let err = rt
+        .block_on(open_session(&state, None))
+        .expect_err("revoked certificate must be refused");
     println!("revoked connect: {err}");
 
     // An enrollment request carrying the revoked key is refused, and does not spend the token.
@@ -120,12 +172,22 @@ fn revoke_cuts_the_stream_and_refuses_reconnect_and_reenrollment() {
     let s = StateDir::open(&state, false).unwrap();
     let creds = s.credentials().unwrap();
     let key = rcgen::KeyPair::try_from(creds.key_pkcs8.as_slice()).unwrap();
-    let csr = rcgen::CertificateParams::default().serialize_request(&key).unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap();
     let res = rt.block_on(async {
-        let fp = foureyes_identity::EnrollmentToken::parse(&token).unwrap().ca_fingerprint;
-        let ch = channel::connect(&c.node_addr, tls::enrollment_config(fp).unwrap()).await.unwrap();
+        let fp = foureyes_identity::EnrollmentToken::parse(&token)
+            .unwrap()
+            .ca_fingerprint;
+        let ch = channel::connect(&c.node_addr, tls::enrollment_config(fp).unwrap())
+            .await
+            .unwrap();
         EnrollmentClient::new(ch)
-            .enroll(EnrollRequest { token: token.clone(), csr_der: csr.der().to_vec(), ..Default::default() })
+            .enroll(EnrollRequest {
+                token: token.clone(),
+                csr_der: csr.der().to_vec(),
+                ..Default::default()
+            })
             .await
     });
     let err = res.expect_err("enrollment with a revoked key");
@@ -134,10 +196,20 @@ fn revoke_cuts_the_stream_and_refuses_reconnect_and_reenrollment() {
     // The same host enrolling again with a new key gets a new agent id.
     let again = tmp.path().join("again");
     assert!(enroll(&c.node_addr, &token, &again).status.success());
-    let new_id = StateDir::open(&again, false).unwrap().identity().unwrap().agent_id;
+    let new_id = StateDir::open(&again, false)
+        .unwrap()
+        .identity()
+        .unwrap()
+        .agent_id;
     assert_ne!(new_id, id);
     node.kill9();
-    assert!(node.log_text().contains("revoked") || node.log_text().contains("Revoked") || node.log_text().contains("refused"), "{}", node.log_text());
+    assert!(
+        node.log_text().contains("revoked")
+            || node.log_text().contains("Revoked")
+            || node.log_text().contains("refused"),
+        "{}",
+        node.log_text()
+    );
 }
 
 fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
@@ -159,7 +231,10 @@ fn tokens_and_keys_never_appear_in_plaintext_on_disk_or_in_logs() {
     let api = Api::new(&c.api, &api_token);
     api.post("/api/v1/tests", json!({"name": "t", "intervalMs": 300, "config": {"tcp": {"host": "127.0.0.1", "port": 9}}}));
     let enrollment = c.enrollment_token("acme", "noc", "10m");
-    let via_api = api.post("/api/v1/enrollment-tokens", json!({"ttlSeconds": 60}))["token"].as_str().unwrap().to_string();
+    let via_api = api.post("/api/v1/enrollment-tokens", json!({"ttlSeconds": 60}))["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let state = tmp.path().join("node");
     assert!(enroll(&c.node_addr, &enrollment, &state).status.success());
     let node = run_node(&state, tmp.path().join("node.log"));
@@ -168,7 +243,13 @@ fn tokens_and_keys_never_appear_in_plaintext_on_disk_or_in_logs() {
         (!v["results"].as_array()?.is_empty()).then_some(())
     });
     drop(node);
-    let seed = StateDir::open(&state, false).unwrap().credentials().unwrap().signing_key().unwrap().to_bytes();
+    let seed = StateDir::open(&state, false)
+        .unwrap()
+        .credentials()
+        .unwrap()
+        .signing_key()
+        .unwrap()
+        .to_bytes();
     let mut needles: Vec<(String, Vec<u8>)> = Vec::new();
     for t in [&api_token, &enrollment, &via_api] {
         needles.push((format!("token {}", &t[..8]), t.as_bytes().to_vec()));
@@ -186,7 +267,11 @@ fn tokens_and_keys_never_appear_in_plaintext_on_disk_or_in_logs() {
         }
         let data = std::fs::read(&f).unwrap();
         for (what, n) in &needles {
-            assert!(!data.windows(n.len()).any(|w| w == n.as_slice()), "{what} found in {}", f.display());
+            assert!(
+                !data.windows(n.len()).any(|w| w == n.as_slice()),
+                "{what} found in {}",
+                f.display()
+            );
         }
     }
 }

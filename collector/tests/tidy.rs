@@ -5,7 +5,10 @@
 fn the_api_module_never_constructs_a_system_scope() {
     let src = include_str!("../src/api.rs");
     for forbidden in ["collector_internal", "Scope::System", "SystemScope"] {
-        assert!(!src.contains(forbidden), "src/api.rs mentions {forbidden}: API handlers must use Auth's tenant scope");
+        assert!(
+            !src.contains(forbidden),
+            "src/api.rs mentions {forbidden}: API handlers must use Auth's tenant scope"
+        );
     }
     // The scope the handlers use comes from the credential.
     assert!(src.contains("fn scope(&self) -> Scope"));

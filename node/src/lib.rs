@@ -29,11 +29,19 @@ const RESULT_QUEUE: usize = 10_000;
 const SPOOL_BATCH_MAX: usize = 1_000;
 const SPOOL_BATCH_DELAY: Duration = Duration::from_millis(200);
 
-pub async fn run(state_dir: &Path, opts: NodeOptions, shutdown: CancellationToken) -> Result<(), AgentError> {
+pub async fn run(
+    state_dir: &Path,
+    opts: NodeOptions,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
     let state = Arc::new(StateDir::open(state_dir, false)?);
     let identity = state.identity()?;
     if identity.kind != "node" {
-        return Err(AgentError::Config(format!("{} holds a {} identity, not a node", state_dir.display(), identity.kind)));
+        return Err(AgentError::Config(format!(
+            "{} holds a {} identity, not a node",
+            state_dir.display(),
+            identity.kind
+        )));
     }
     let creds = state.credentials()?;
     let spool = Spool::open(&state.spool_path(), opts.spool_max_records)?;
@@ -51,7 +59,10 @@ pub async fn run(state_dir: &Path, opts: NodeOptions, shutdown: CancellationToke
     let link_task = tokio::spawn(link::run(
         state.clone(),
         shared.clone(),
-        LinkOptions { hostname: opts.hostname.clone(), ..Default::default() },
+        LinkOptions {
+            hostname: opts.hostname.clone(),
+            ..Default::default()
+        },
         shutdown.clone(),
     ));
     let (result_tx, result_rx) = mpsc::channel(RESULT_QUEUE);

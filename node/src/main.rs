@@ -10,7 +10,11 @@ use tokio_util::sync::CancellationToken;
 mod probe_cmd;
 
 #[derive(Parser)]
-#[command(name = "foureyes-node", version, about = "FourEyes probe node (outbound-only)")]
+#[command(
+    name = "foureyes-node",
+    version,
+    about = "FourEyes probe node (outbound-only)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -50,7 +54,9 @@ enum Cmd {
 
 fn default_state_dir() -> PathBuf {
     use std::os::unix::fs::MetadataExt;
-    let root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
     if root {
         PathBuf::from("/var/lib/foureyes/node")
     } else {
@@ -77,11 +83,19 @@ async fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Enroll { collector, token, token_file, state_dir } => {
+        Cmd::Enroll {
+            collector,
+            token,
+            token_file,
+            state_dir,
+        } => {
             let token = match (token, token_file) {
                 (Some(t), _) => t,
-                (None, Some(f)) => std::fs::read_to_string(&f).with_context(|| format!("token file {}", f.display()))?,
-                (None, None) => anyhow::bail!("give --token, --token-file or FOUREYES_ENROLL_TOKEN"),
+                (None, Some(f)) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("token file {}", f.display()))?,
+                (None, None) => {
+                    anyhow::bail!("give --token, --token-file or FOUREYES_ENROLL_TOKEN")
+                }
             };
             let dir = state_dir.unwrap_or_else(default_state_dir);
             let state = foureyes_agent::state::StateDir::open(&dir, true)?;
@@ -95,15 +109,21 @@ async fn main() -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Run { state_dir, spool_max_records, exit_on_stdin_eof } => {
+        Cmd::Run {
+            state_dir,
+            spool_max_records,
+            exit_on_stdin_eof,
+        } => {
             let dir = state_dir.unwrap_or_else(default_state_dir);
             let shutdown = CancellationToken::new();
             let sd = shutdown.clone();
             tokio::spawn(async move {
-                let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(t) => t,
-                    Err(_) => return,
-                };
+                let mut term =
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(t) => t,
+                        Err(_) => return,
+                    };
                 let stdin_eof = async {
                     if exit_on_stdin_eof {
                         let mut buf = [0u8; 64];
@@ -125,7 +145,15 @@ async fn main() -> Result<()> {
                 }
                 sd.cancel();
             });
-            foureyes_node::run(&dir, foureyes_node::NodeOptions { spool_max_records, hostname: hostname() }, shutdown).await?;
+            foureyes_node::run(
+                &dir,
+                foureyes_node::NodeOptions {
+                    spool_max_records,
+                    hostname: hostname(),
+                },
+                shutdown,
+            )
+            .await?;
             Ok(())
         }
         Cmd::Probe(args) => probe_cmd::run(args).await,

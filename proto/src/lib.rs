@@ -18,9 +18,7 @@ pub use pbjson_types::Timestamp;
 
 /// Converts a wall-clock time to the wire timestamp.
 pub fn timestamp(t: std::time::SystemTime) -> Timestamp {
-    let d = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     Timestamp {
         seconds: d.as_secs() as i64,
         nanos: d.subsec_nanos() as i32,

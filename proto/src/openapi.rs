@@ -30,7 +30,9 @@ fn schema_ref(full: &str) -> Value {
 fn field_schema(f: &prost_types::FieldDescriptorProto) -> Value {
     let scalar = match f.r#type() {
         Type::Double | Type::Float => json!({"type": "number"}),
-        Type::Int32 | Type::Sint32 | Type::Sfixed32 => json!({"type": "integer", "format": "int32"}),
+        Type::Int32 | Type::Sint32 | Type::Sfixed32 => {
+            json!({"type": "integer", "format": "int32"})
+        }
         Type::Uint32 | Type::Fixed32 => json!({"type": "integer", "format": "int64", "minimum": 0}),
         Type::Int64 | Type::Sint64 | Type::Sfixed64 => json!({"type": "string", "format": "int64"}),
         Type::Uint64 | Type::Fixed64 => json!({"type": "string", "format": "uint64"}),
@@ -100,7 +102,11 @@ fn add_enum(full: &str, e: &prost_types::EnumDescriptorProto, out: &mut BTreeMap
 pub fn document(title: &str, version: &str, routes: &[Route]) -> Value {
     let fds = FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET).unwrap_or_default();
     let mut schemas = BTreeMap::new();
-    for file in fds.file.iter().filter(|f| f.package().starts_with("foureyes")) {
+    for file in fds
+        .file
+        .iter()
+        .filter(|f| f.package().starts_with("foureyes"))
+    {
         let prefix = format!(".{}", file.package());
         add_messages(&prefix, &file.message_type, &mut schemas);
         for e in &file.enum_type {
@@ -132,7 +138,11 @@ pub fn document(title: &str, version: &str, routes: &[Route]) -> Value {
         let mut responses = Map::new();
         match r.response {
             Some(resp) => {
-                let code = if r.method == "post" && r.request.is_some() { "201" } else { "200" };
+                let code = if r.method == "post" && r.request.is_some() {
+                    "201"
+                } else {
+                    "200"
+                };
                 responses.insert(
                     code.into(),
                     json!({"description": "OK", "content": {"application/json": {"schema": schema_ref(resp)}}}),
@@ -142,7 +152,11 @@ pub fn document(title: &str, version: &str, routes: &[Route]) -> Value {
                 responses.insert("204".into(), json!({"description": "No content"}));
             }
         }
-        for (code, what) in [("400", "Bad request"), ("401", "Missing or invalid token"), ("404", "Not found (or another tenant's)")] {
+        for (code, what) in [
+            ("400", "Bad request"),
+            ("401", "Missing or invalid token"),
+            ("404", "Not found (or another tenant's)"),
+        ] {
             responses.insert(
                 code.into(),
                 json!({"description": what, "content": {"application/json": {"schema": schema_ref("foureyes.v1.ApiError")}}}),
@@ -178,7 +192,11 @@ mod tests {
         assert_eq!(result["seq"]["type"], "string", "uint64 is a JSON string");
         assert_eq!(result["sentAt"]["format"], "date-time");
         assert_eq!(result["testId"]["type"], "string");
-        assert!(s["foureyes.v1.Status"]["enum"].as_array().is_some_and(|e| e.iter().any(|v| v == "STATUS_OK")));
+        assert!(
+            s["foureyes.v1.Status"]["enum"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|v| v == "STATUS_OK"))
+        );
         assert!(s["foureyes.v1.ProbeConfig"]["x-oneof"].is_array());
     }
 }

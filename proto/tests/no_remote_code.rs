@@ -26,7 +26,10 @@ enum Kind {
     X509Der,
 }
 
-const NODE_BOUND_ROOTS: &[&str] = &[".foureyes.v1.CollectorMessage", ".foureyes.v1.EnrollResponse"];
+const NODE_BOUND_ROOTS: &[&str] = &[
+    ".foureyes.v1.CollectorMessage",
+    ".foureyes.v1.EnrollResponse",
+];
 
 const ALLOWLIST: &[(&str, Kind)] = &[
     ("foureyes.v1.Welcome.agent_id", Kind::Label),
@@ -34,7 +37,10 @@ const ALLOWLIST: &[(&str, Kind)] = &[
     ("foureyes.v1.RenewResponse.certificate_der", Kind::X509Der),
     ("foureyes.v1.EnrollResponse.agent_id", Kind::Label),
     ("foureyes.v1.EnrollResponse.certificate_der", Kind::X509Der),
-    ("foureyes.v1.EnrollResponse.ca_certificate_der", Kind::X509Der),
+    (
+        "foureyes.v1.EnrollResponse.ca_certificate_der",
+        Kind::X509Der,
+    ),
     ("foureyes.v1.EnrollResponse.org", Kind::Label),
     ("foureyes.v1.EnrollResponse.team", Kind::Label),
     ("foureyes.v1.Test.id", Kind::Label),
@@ -108,10 +114,13 @@ fn walk(fds: &FileDescriptorSet, roots: &[&str]) -> (Vec<String>, BTreeSet<Strin
                         violations.push(format!("{full}: forbidden type {ty}"));
                         continue;
                     }
-                    if messages.get(&ty).is_some_and(|m| {
-                        m.options.as_ref().is_some_and(|o| o.map_entry())
-                    }) {
-                        violations.push(format!("{full}: map fields are not allowed on node-bound messages"));
+                    if messages
+                        .get(&ty)
+                        .is_some_and(|m| m.options.as_ref().is_some_and(|o| o.map_entry()))
+                    {
+                        violations.push(format!(
+                            "{full}: map fields are not allowed on node-bound messages"
+                        ));
                         continue;
                     }
                     stack.push(ty);
@@ -139,10 +148,17 @@ fn real_descriptors() -> FileDescriptorSet {
 #[test]
 fn node_bound_messages_carry_only_reviewed_typed_fields() {
     let (violations, seen) = walk(&real_descriptors(), NODE_BOUND_ROOTS);
-    assert!(violations.is_empty(), "remote-code channel risk:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "remote-code channel risk:\n{}",
+        violations.join("\n")
+    );
     // Every allowlist entry must still exist: a stale entry would hide a renamed field.
     for (field, kind) in ALLOWLIST {
-        assert!(seen.contains(*field), "allowlist names {field} ({kind:?}) which is no longer node-bound");
+        assert!(
+            seen.contains(*field),
+            "allowlist names {field} ({kind:?}) which is no longer node-bound"
+        );
     }
 }
 
@@ -176,7 +192,10 @@ message Env { map<string, string> vars = 1; }
         "bad.Config.settings",
         "bad.Env.vars",
     ] {
-        assert!(text.contains(needle), "walker missed {needle}; it reported:\n{text}");
+        assert!(
+            text.contains(needle),
+            "walker missed {needle}; it reported:\n{text}"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -186,9 +205,15 @@ fn probe_config_is_a_closed_oneof() {
     // The node runs only what one of these typed configs describes.
     let fds = real_descriptors();
     let messages = index(&fds);
-    let cfg = messages.get(".foureyes.v1.ProbeConfig").expect("ProbeConfig");
+    let cfg = messages
+        .get(".foureyes.v1.ProbeConfig")
+        .expect("ProbeConfig");
     assert_eq!(cfg.oneof_decl.len(), 1);
-    let kinds: Vec<_> = cfg.field.iter().map(|f| f.type_name().to_string()).collect();
+    let kinds: Vec<_> = cfg
+        .field
+        .iter()
+        .map(|f| f.type_name().to_string())
+        .collect();
     assert_eq!(
         kinds,
         [

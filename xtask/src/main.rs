@@ -54,7 +54,9 @@ fn target_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".cache/foureyes-target")
 }
 
@@ -65,7 +67,9 @@ fn cargo() -> Command {
 }
 
 fn run(what: &str, mut cmd: Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("{what}: cannot start"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("{what}: cannot start"))?;
     if !status.success() {
         bail!("{what} failed ({status})");
     }
@@ -80,14 +84,23 @@ impl Stages {
         let t = Instant::now();
         let r = f();
         self.0.push((name.to_string(), t.elapsed(), r.is_ok()));
-        println!("<== {name}: {} in {:.1}s", if r.is_ok() { "ok" } else { "FAILED" }, t.elapsed().as_secs_f64());
+        println!(
+            "<== {name}: {} in {:.1}s",
+            if r.is_ok() { "ok" } else { "FAILED" },
+            t.elapsed().as_secs_f64()
+        );
         r
     }
 
     fn report(&self) {
         println!("\nStage timings:");
         for (n, d, ok) in &self.0 {
-            println!("  {:<28} {:>8.1}s  {}", n, d.as_secs_f64(), if *ok { "ok" } else { "FAILED" });
+            println!(
+                "  {:<28} {:>8.1}s  {}",
+                n,
+                d.as_secs_f64(),
+                if *ok { "ok" } else { "FAILED" }
+            );
         }
     }
 }
@@ -122,7 +135,8 @@ fn install() -> Result<()> {
         })?;
         run("apt-get install", {
             let mut c = Command::new("apt-get");
-            c.args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing);
+            c.args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing);
             c.env("DEBIAN_FRONTEND", "noninteractive");
             c
         })?;
@@ -133,7 +147,11 @@ fn install() -> Result<()> {
         let ok = Command::new("rustup")
             .args(["component", "list", "--installed"])
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with(comp)))
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l.starts_with(comp))
+            })
             .unwrap_or(false);
         if !ok {
             run("rustup component add", {
@@ -167,7 +185,14 @@ fn ci(no_install: bool) -> Result<()> {
         })?;
         st.run("cargo clippy", || {
             let mut c = cargo();
-            c.args(["clippy", "--all-targets", "--locked", "--", "-D", "warnings"]);
+            c.args([
+                "clippy",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ]);
             run("cargo clippy", c)
         })?;
         st.run("cargo build --bins", || {
@@ -178,7 +203,14 @@ fn ci(no_install: bool) -> Result<()> {
         })?;
         st.run("tests (nextest)", || {
             let mut c = cargo();
-            c.args(["nextest", "run", "--locked", "--no-fail-fast", "--failure-output", "final"]);
+            c.args([
+                "nextest",
+                "run",
+                "--locked",
+                "--no-fail-fast",
+                "--failure-output",
+                "final",
+            ]);
             run("cargo nextest", c)
         })?;
         st.run("doc tests", || {
@@ -202,7 +234,10 @@ fn main() -> Result<()> {
             let bin = target_dir().join("release/foureyes-collector");
             let mut c = Command::new(&bin);
             c.args(["serve", "--dev"]).args(args);
-            c.env("FOUREYES_NODE_BIN", target_dir().join("release/foureyes-node"));
+            c.env(
+                "FOUREYES_NODE_BIN",
+                target_dir().join("release/foureyes-node"),
+            );
             run("foureyes-collector serve --dev", c)
         }
         Cmd::Ci { no_install } => ci(no_install),

@@ -53,7 +53,9 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(mut cmd: Command, log: PathBuf) -> Self {
         let f = std::fs::File::create(&log).unwrap();
-        cmd.stdout(f.try_clone().unwrap()).stderr(f).stdin(Stdio::null());
+        cmd.stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .stdin(Stdio::null());
         let child = cmd.spawn().unwrap();
         Self { child, log }
     }
@@ -157,7 +159,9 @@ impl Collector {
     }
 
     pub fn enrollment_token(&self, org: &str, team: &str, ttl: &str) -> String {
-        self.admin(&["token", "create", "--org", org, "--team", team, "--ttl", ttl])
+        self.admin(&[
+            "token", "create", "--org", org, "--team", team, "--ttl", ttl,
+        ])
     }
 }
 
@@ -175,7 +179,10 @@ pub fn enroll(collector_addr: &str, token: &str, state: &Path) -> std::process::
 
 pub fn run_node(state: &Path, log: PathBuf) -> Proc {
     let mut cmd = Command::new(bin("foureyes-node"));
-    cmd.arg("run").arg("--state-dir").arg(state).env("RUST_LOG", "info");
+    cmd.arg("run")
+        .arg("--state-dir")
+        .arg(state)
+        .env("RUST_LOG", "info");
     Proc::spawn(cmd, log)
 }
 
@@ -187,7 +194,10 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: &str, token: &str) -> Self {
-        Self { base: base.to_string(), token: token.to_string() }
+        Self {
+            base: base.to_string(),
+            token: token.to_string(),
+        }
     }
 
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -205,7 +215,11 @@ impl Api {
         };
         let status = resp.status();
         let text = resp.into_string().unwrap_or_default();
-        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, v)
     }
 
@@ -237,7 +251,9 @@ pub fn sockets_of(pid: u32) -> Vec<(String, String, String)> {
     }
     let mut out = Vec::new();
     for proto in ["tcp", "tcp6", "udp", "udp6", "raw", "raw6", "icmp", "icmp6"] {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{proto}")) else { continue };
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{proto}")) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() > 9 && inodes.contains(f[9]) {
@@ -254,7 +270,8 @@ pub fn listening_sockets(pid: u32) -> Vec<(String, String, String)> {
     sockets_of(pid)
         .into_iter()
         .filter(|(proto, local, state)| {
-            let wildcard = local.starts_with("00000000:") || local.starts_with("00000000000000000000000000000000:");
+            let wildcard = local.starts_with("00000000:")
+                || local.starts_with("00000000000000000000000000000000:");
             match proto.as_str() {
                 "tcp" | "tcp6" => state == "0A",
                 "udp" | "udp6" => wildcard,

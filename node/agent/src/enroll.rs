@@ -11,18 +11,27 @@ use crate::{
     tls,
 };
 
+/// A freshly generated key pair with a CSR for it.
+pub struct NewKey {
+    /// PKCS#8 private key; never leaves the agent except sealed in its state dir.
+    pub pkcs8: Zeroizing<Vec<u8>>,
+    pub csr_der: Vec<u8>,
+    /// Raw ed25519 public key, to check the certificate the collector returns.
+    pub public_key: Vec<u8>,
+}
+
 /// A fresh ed25519 key and a CSR for it.
-pub fn new_key_and_csr() -> Result<(Zeroizing<Vec<u8>>, Vec<u8>, Vec<u8>), AgentError> {
+pub fn new_key_and_csr() -> Result<NewKey, AgentError> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)
         .map_err(|e| AgentError::State(format!("key generation: {e}")))?;
     let csr = CertificateParams::default()
         .serialize_request(&key)
         .map_err(|e| AgentError::State(format!("CSR: {e}")))?;
-    Ok((
-        Zeroizing::new(key.serialize_der()),
-        csr.der().to_vec(),
-        key.public_key_raw().to_vec(),
-    ))
+    Ok(NewKey {
+        pkcs8: Zeroizing::new(key.serialize_der()),
+        csr_der: csr.der().to_vec(),
+        public_key: key.public_key_raw().to_vec(),
+    })
 }
 
 pub struct Enrolled {
@@ -43,9 +52,13 @@ pub async fn enroll(
             state.path().display()
         )));
     }
-    let token = EnrollmentToken::parse(token_text)
-        .map_err(|e| AgentError::Config(e.to_string()))?;
-    let (key, csr, public_key) = new_key_and_csr()?;
+    let token =
+        EnrollmentToken::parse(token_text).map_err(|e| AgentError::Config(e.to_string()))?;
+    let NewKey {
+        pkcs8: key,
+        csr_der: csr,
+        public_key,
+    } = new_key_and_csr()?;
     let cfg = tls::enrollment_config(token.ca_fingerprint)
         .map_err(|e| AgentError::Connect(e.to_string()))?;
     let channel = channel::connect(collector, cfg).await?;
@@ -65,10 +78,16 @@ pub async fn enroll(
             "collector returned a CA that does not match the token's fingerprint".into(),
         ));
     }
-    let id = tls::validate_agent_certificate(&resp.ca_certificate_der, &resp.certificate_der, &public_key)
-        .map_err(AgentError::Refused)?;
+    let id = tls::validate_agent_certificate(
+        &resp.ca_certificate_der,
+        &resp.certificate_der,
+        &public_key,
+    )
+    .map_err(AgentError::Refused)?;
     if id.id != resp.agent_id {
-        return Err(AgentError::Refused("certificate names another agent id".into()));
+        return Err(AgentError::Refused(
+            "certificate names another agent id".into(),
+        ));
     }
     state.save_enrollment(
         &IdentityFile {

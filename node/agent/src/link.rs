@@ -163,7 +163,11 @@ async fn session(
             }
         }
         if pending_renewal.is_none() && sent_upto.is_some() && half_life_reached(&creds) {
-            let (key, csr, public_key) = enroll::new_key_and_csr()?;
+            let enroll::NewKey {
+                pkcs8: key,
+                csr_der: csr,
+                public_key,
+            } = enroll::new_key_and_csr()?;
             tx.send(AgentMessage {
                 msg: Some(agent_message::Msg::Renew(RenewRequest { csr_der: csr })),
             })

@@ -45,13 +45,17 @@ impl Spool {
         )
         .map_err(db)?;
         let next_seq: u64 = conn
-            .query_row("SELECT v FROM meta WHERE k='next_seq'", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT v FROM meta WHERE k='next_seq'", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .optional()
             .map_err(db)?
             .map(|v| v as u64)
             .unwrap_or(1);
         let records: i64 = conn
-            .query_row("SELECT COALESCE(SUM(records),0) FROM batches", [], |r| r.get(0))
+            .query_row("SELECT COALESCE(SUM(records),0) FROM batches", [], |r| {
+                r.get(0)
+            })
             .map_err(db)?;
         Ok(Self {
             conn,
@@ -175,7 +179,12 @@ impl Spool {
         }
         if let Some(first) = dropped_first {
             self.dropped_total += dropped;
-            tracing::warn!(first, last = dropped_last, dropped, "spool full: dropped oldest records");
+            tracing::warn!(
+                first,
+                last = dropped_last,
+                dropped,
+                "spool full: dropped oldest records"
+            );
             self.write_batch(
                 vec![record::Kind::Gap(Gap {
                     first_seq: first,
@@ -226,7 +235,10 @@ impl Spool {
             .map_err(db)?;
         if n > 0 {
             self.conn
-                .execute("DELETE FROM batches WHERE last_seq <= ?1", params![seq as i64])
+                .execute(
+                    "DELETE FROM batches WHERE last_seq <= ?1",
+                    params![seq as i64],
+                )
                 .map_err(db)?;
             self.records = self.records.saturating_sub(n as u64);
         }
@@ -257,7 +269,10 @@ mod tests {
         let k = key();
         {
             let mut s = Spool::open(&p, 1000).expect("open");
-            assert_eq!(s.append(vec![result(), result()], &k).expect("a"), Some((1, 2)));
+            assert_eq!(
+                s.append(vec![result(), result()], &k).expect("a"),
+                Some((1, 2))
+            );
             assert_eq!(s.append(vec![result()], &k).expect("a"), Some((3, 3)));
         }
         let mut s = Spool::open(&p, 1000).expect("reopen");
@@ -269,7 +284,9 @@ mod tests {
         assert_eq!((pending[0].first_seq, pending[0].last_seq), (3, 3));
         // The signature verifies with the key current when spooled.
         let sig = ed25519_dalek::Signature::from_slice(&pending[0].batch.signature).expect("sig");
-        k.verifying_key().verify_strict(&pending[0].batch.body, &sig).expect("verifies");
+        k.verifying_key()
+            .verify_strict(&pending[0].batch.body, &sig)
+            .expect("verifies");
     }
 
     #[test]
@@ -295,6 +312,10 @@ mod tests {
             }
         }
         let last = s.next_seq() - 1;
-        assert_eq!(covered, (1..=last).collect(), "every sequence number is data or in a gap");
+        assert_eq!(
+            covered,
+            (1..=last).collect(),
+            "every sequence number is data or in a gap"
+        );
     }
 }

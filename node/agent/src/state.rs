@@ -112,11 +112,11 @@ impl StateDir {
 
     pub fn credentials(&self) -> Result<Credentials, AgentError> {
         let sealed = std::fs::read(self.dir.join("credentials.sealed"))?;
-        let plain = self
-            .kek
-            .open(&sealed)
-            .map_err(|_| AgentError::State("cannot unseal credentials: wrong FOUREYES_AGENT_KEK?".into()))?;
-        Credentials::decode(&plain).ok_or_else(|| AgentError::State("credentials file is corrupt".into()))
+        let plain = self.kek.open(&sealed).map_err(|_| {
+            AgentError::State("cannot unseal credentials: wrong FOUREYES_AGENT_KEK?".into())
+        })?;
+        Credentials::decode(&plain)
+            .ok_or_else(|| AgentError::State("credentials file is corrupt".into()))
     }
 
     pub fn save_credentials(&self, c: &Credentials) -> Result<(), AgentError> {
@@ -133,8 +133,8 @@ impl StateDir {
     ) -> Result<(), AgentError> {
         std::fs::write(self.dir.join("ca.crt.der"), ca_der)?;
         self.save_credentials(creds)?;
-        let json = serde_json::to_vec_pretty(identity)
-            .map_err(|e| AgentError::State(e.to_string()))?;
+        let json =
+            serde_json::to_vec_pretty(identity).map_err(|e| AgentError::State(e.to_string()))?;
         // identity.json last: its presence is what marks the state dir as enrolled.
         write_private(&self.dir.join("identity.json"), &json)?;
         Ok(())
@@ -145,7 +145,10 @@ impl StateDir {
         foureyes_proto::v1::AssignmentSet::decode(b.as_slice()).ok()
     }
 
-    pub fn save_assignments(&self, set: &foureyes_proto::v1::AssignmentSet) -> Result<(), AgentError> {
+    pub fn save_assignments(
+        &self,
+        set: &foureyes_proto::v1::AssignmentSet,
+    ) -> Result<(), AgentError> {
         write_private(&self.dir.join("assignments.pb"), &set.encode_to_vec())?;
         Ok(())
     }

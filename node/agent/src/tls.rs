@@ -12,9 +12,7 @@ use rustls::{
     },
     crypto::CryptoProvider,
 };
-use rustls_pki_types::{
-    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime,
-};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -48,9 +46,10 @@ impl ServerCertVerifier for PinnedCaVerifier {
             })?;
         let mut roots = RootCertStore::empty();
         roots.add(ca.clone().into_owned())?;
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
         inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
     }
 
@@ -141,7 +140,7 @@ pub fn validate_agent_certificate(
     if cert.public_key().subject_public_key.data.as_ref() != expected_public_key {
         return Err("certificate is for another key".into());
     }
-    let (id, _) = foureyes_identity::AgentIdentity::from_certificate(cert_der)
-        .map_err(|e| e.to_string())?;
+    let (id, _) =
+        foureyes_identity::AgentIdentity::from_certificate(cert_der).map_err(|e| e.to_string())?;
     Ok(id)
 }

@@ -376,7 +376,10 @@ fn icmp_loss_injected_on_router() {
         v = chain.probe(&["icmp", TARGET, "--count", "200", "--timeout-ms", "1000"]);
         let loss = v["loss"].as_f64().unwrap_or(0.0);
         assert_eq!(v["icmp"]["sent"].as_u64(), Some(200));
-        assert!((0.02..=0.25).contains(&loss), "loss {loss} is not ~10 %: {v:#}");
+        assert!(
+            (0.02..=0.25).contains(&loss),
+            "loss {loss} is not ~10 %: {v:#}"
+        );
         assert_status(&v, "STATUS_DEGRADED");
         losses.push(loss);
         if (0.05..=0.15).contains(&loss) {

@@ -21,7 +21,9 @@ pub enum IdentityError {
     MalformedToken(&'static str),
     #[error("malformed agent identity URI {0:?}")]
     MalformedUri(String),
-    #[error("invalid name {0:?}: use 1-63 characters a-z, 0-9 and '-', starting with a letter or digit")]
+    #[error(
+        "invalid name {0:?}: use 1-63 characters a-z, 0-9 and '-', starting with a letter or digit"
+    )]
     InvalidName(String),
     #[error("sealed data is corrupt or the key-encryption key is wrong")]
     Unseal,
@@ -141,7 +143,9 @@ impl ApiToken {
         let rest = s
             .trim()
             .strip_prefix("fea1.")
-            .ok_or(IdentityError::MalformedToken("an API token starts with `fea1.`"))?;
+            .ok_or(IdentityError::MalformedToken(
+                "an API token starts with `fea1.`",
+            ))?;
         Ok(Self {
             secret: decode32(Some(rest), "secret")?,
         })
@@ -354,7 +358,9 @@ impl Kek {
     }
 
     pub fn open(&self, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, IdentityError> {
-        let rest = sealed.strip_prefix(b"FESEAL1").ok_or(IdentityError::Unseal)?;
+        let rest = sealed
+            .strip_prefix(b"FESEAL1")
+            .ok_or(IdentityError::Unseal)?;
         if rest.len() < 24 + 16 {
             return Err(IdentityError::Unseal);
         }
@@ -449,6 +455,8 @@ mod tests {
             let mode = std::fs::metadata(&f).expect("meta").permissions().mode();
             assert_eq!(mode & 0o077, 0);
         }
-        assert!(Kek::load_or_create("FOUREYES_TEST_UNSET_KEK", &dir.path().join("x"), false).is_err());
+        assert!(
+            Kek::load_or_create("FOUREYES_TEST_UNSET_KEK", &dir.path().join("x"), false).is_err()
+        );
     }
 }
