@@ -141,6 +141,36 @@ fn run_ingest(work: &[Vec<IngestBatch>], cfg: &IngestConfig) -> (f64, u64) {
     (rows as f64 / secs, m.flushes)
 }
 
+/// `Store::write_batches` called directly with 10k-row groups: ingest minus the pipeline.
+fn run_direct(work: &[Vec<IngestBatch>]) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("direct.sqlite")).unwrap();
+    let sys = SystemScope::collector_internal();
+    store.create_org(&sys, "acme").unwrap();
+    store.create_team(&sys, "acme", "noc").unwrap();
+    for a in 0..work.len() {
+        store
+            .create_agent(&sys, NewAgent { id: format!("n-{a:04}"), org: "acme".into(), team: Some("noc".into()),
+                kind: pb::AgentKind::Node, hostname: "b".into(), version: "0".into(), created_at_ms: 0 })
+            .unwrap();
+    }
+    let max_batches = work.iter().map(Vec::len).max().unwrap_or(0);
+    let mut order = Vec::new();
+    for i in 0..max_batches {
+        for batches in work {
+            if let Some(b) = batches.get(i) {
+                order.push(b.clone());
+            }
+        }
+    }
+    let rows: usize = order.iter().map(|b| b.records.len()).sum();
+    let started = Instant::now();
+    for group in order.chunks(RAW_TX_ROWS / AGENT_BATCH) {
+        store.write_batches(&sys, group).unwrap();
+    }
+    rows as f64 / started.elapsed().as_secs_f64()
+}
+
 const RESULTS_TABLE: &str = "CREATE TABLE results (
     key INTEGER PRIMARY KEY, org TEXT NOT NULL, team TEXT NOT NULL, agent_id TEXT NOT NULL,
     test_id TEXT NOT NULL, seq INTEGER NOT NULL, status INTEGER NOT NULL, latency_ms REAL NOT NULL,
@@ -153,7 +183,18 @@ const RESULTS_TABLE_WITHOUT_ROWID: &str = "CREATE TABLE results (
     PRIMARY KEY (received_ms, agent_id, seq)) WITHOUT ROWID";
 
 /// The ceiling: pre-encoded rows, one prepared statement, 10k-row transactions, no index.
-fn run_raw(work: &[Vec<IngestBatch>], without_rowid: bool) -> f64 {
+#[derive(Clone, Copy)]
+enum Raw {
+    Plain,
+    WithoutRowid,
+    /// Plus the store's two results indexes.
+    Indexed,
+    /// Plus the indexes and the signed-batch copy (what ingest writes).
+    IndexedWithBatches,
+}
+
+fn run_raw(work: &[Vec<IngestBatch>], mode: Raw) -> f64 {
+    let without_rowid = matches!(mode, Raw::WithoutRowid);
     let dir = tempfile::tempdir().unwrap();
     let mut conn = Connection::open(dir.path().join("raw.sqlite")).unwrap();
     let _: String = conn
@@ -162,6 +203,20 @@ fn run_raw(work: &[Vec<IngestBatch>], without_rowid: bool) -> f64 {
     conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
     conn.execute_batch(if without_rowid { RESULTS_TABLE_WITHOUT_ROWID } else { RESULTS_TABLE })
         .unwrap();
+    if matches!(mode, Raw::Indexed | Raw::IndexedWithBatches) {
+        conn.execute_batch(
+            "CREATE INDEX results_test ON results (test_id, key);
+             CREATE INDEX results_agent ON results (agent_id, key);
+             CREATE TABLE batches (id INTEGER PRIMARY KEY, agent_id TEXT NOT NULL, key_id BLOB NOT NULL,
+                 first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, received_ms INTEGER NOT NULL,
+                 body BLOB NOT NULL, signature BLOB NOT NULL);
+             CREATE INDEX batches_agent ON batches (agent_id, first_seq);",
+        )
+        .unwrap();
+    }
+    let with_batches = matches!(mode, Raw::IndexedWithBatches);
+    let batch_every = AGENT_BATCH;
+    let sample = &work[0][0];
     // Everything the store would write per row, prepared before the clock starts.
     struct Row {
         agent: String,
@@ -222,6 +277,14 @@ fn run_raw(work: &[Vec<IngestBatch>], without_rowid: bool) -> f64 {
                 }
             }
         }
+        if with_batches {
+            let mut st = tx
+                .prepare_cached("INSERT INTO batches (agent_id, key_id, first_seq, last_seq, received_ms, body, signature) VALUES (?1, ?2, 1, 500, 0, ?3, ?4)")
+                .unwrap();
+            for _ in 0..chunk.len() / batch_every {
+                st.execute(params![sample.agent_id, sample.key_id, sample.body, sample.signature]).unwrap();
+            }
+        }
         tx.commit().unwrap();
     }
     rows.len() as f64 / started.elapsed().as_secs_f64()
@@ -249,9 +312,15 @@ fn main() {
     let (mut best_raw, mut best_ingest, mut best_wr) = (0f64, 0f64, 0f64);
     let mut flushes = 0;
     for round in 1..=ROUNDS {
-        let raw = run_raw(&work, false);
+        let raw = run_raw(&work, Raw::Plain);
         let (ing, f) = run_ingest(&work, &cfg);
-        let wr = run_raw(&work, true);
+        let wr = run_raw(&work, Raw::WithoutRowid);
+        if std::env::var_os("BENCH_BREAKDOWN").is_some() {
+            let ix = run_raw(&work, Raw::Indexed);
+            let ixb = run_raw(&work, Raw::IndexedWithBatches);
+            let direct = run_direct(&work);
+            println!("  breakdown: raw+indexes {ix:.0} | raw+indexes+batch copy {ixb:.0} | store.write_batches direct {direct:.0} rows/s");
+        }
         println!(
             "  round {round}: raw INTEGER key {raw:>10.0} rows/s | raw WITHOUT ROWID {wr:>10.0} rows/s | ingest {ing:>10.0} rows/s ({f} flushes)"
         );

@@ -1,5 +1,7 @@
 //! Executors against real sockets on loopback: listeners, servers and the dev DNS responder are
 //! spun up in the test; nothing leaves the host.
+// Local targets for the probes: listening here is the test's job, not the agent's.
+#![allow(clippy::disallowed_methods)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -17,6 +17,8 @@
 //! Servers inside a namespace and the datagram-ping check are this test binary re-executed under
 //! `ip netns exec` running one of the `helper_*` tests, which are `#[ignore]`d so they only run
 //! when asked for by name.
+// The harness starts `ip`, `nft` and the node binary and serves targets inside namespaces.
+#![allow(clippy::disallowed_methods)]
 
 // The helper server signals readiness on stdout, which its parent reads.
 #![allow(clippy::print_stdout)]
