@@ -80,6 +80,7 @@ async fn main() -> Result<()> {
                 .unwrap_or_else(|_| "info,h2=warn,hyper=warn,tower=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.cmd {

@@ -37,11 +37,14 @@ impl Spool {
     pub fn open(path: &Path, max_records: u64) -> Result<Self, AgentError> {
         let conn = Connection::open(path).map_err(db)?;
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+            // FULL: after a power loss the sequence counter must not go back and reuse numbers
+            // the collector already holds (it would drop the new results as duplicates).
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
              CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS batches (
                 first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, records INTEGER NOT NULL,
-                body BLOB NOT NULL, signature BLOB NOT NULL, key_id BLOB NOT NULL);",
+                body BLOB NOT NULL, signature BLOB NOT NULL, key_id BLOB NOT NULL,
+                is_gap INTEGER NOT NULL DEFAULT 0);",
         )
         .map_err(db)?;
         let next_seq: u64 = conn
@@ -106,7 +109,7 @@ impl Spool {
         if items.is_empty() {
             return Ok(None);
         }
-        let range = self.write_batch(items, key)?;
+        let range = self.write_batch(items, key, false)?;
         self.enforce_bound(key)?;
         Ok(Some(range))
     }
@@ -115,6 +118,7 @@ impl Spool {
         &mut self,
         items: Vec<record::Kind>,
         key: &SigningKey,
+        is_gap: bool,
     ) -> Result<(u64, u64), AgentError> {
         let first = self.next_seq;
         let mut records = Vec::with_capacity(items.len());
@@ -135,8 +139,8 @@ impl Spool {
         let key_id = foureyes_identity::key_id(key.verifying_key().as_bytes()).to_vec();
         let tx = self.conn.transaction().map_err(db)?;
         tx.execute(
-            "INSERT INTO batches(first_seq,last_seq,records,body,signature,key_id) VALUES(?1,?2,?3,?4,?5,?6)",
-            params![first as i64, last as i64, n as i64, body, signature, key_id],
+            "INSERT INTO batches(first_seq,last_seq,records,body,signature,key_id,is_gap) VALUES(?1,?2,?3,?4,?5,?6,?7)",
+            params![first as i64, last as i64, n as i64, body, signature, key_id, is_gap],
         )
         .map_err(db)?;
         tx.execute(
@@ -154,15 +158,18 @@ impl Spool {
         if self.records <= self.max_records {
             return Ok(());
         }
-        // Drop oldest batches until there is room for the data plus one gap record.
-        let mut dropped_first = None;
-        let mut dropped_last = 0;
-        let mut dropped = 0u64;
-        while self.records + 1 > self.max_records {
+        // Drop the oldest data batches down to 90 % of the bound, so a long partition yields a
+        // few large gap records rather than one per flush. Gap records themselves are never
+        // dropped (one record each): the loss they report must reach the collector. Each
+        // contiguous run of dropped sequence numbers becomes one gap, so a gap's count always
+        // equals its range and the gaps plus the stored records tile every sequence number.
+        let target = self.max_records - self.max_records / 10;
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        while self.records + 1 > target {
             let oldest: Option<(i64, i64, i64)> = self
                 .conn
                 .query_row(
-                    "SELECT first_seq,last_seq,records FROM batches ORDER BY first_seq LIMIT 1",
+                    "SELECT first_seq,last_seq,records FROM batches WHERE is_gap=0 ORDER BY first_seq LIMIT 1",
                     [],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
@@ -172,30 +179,37 @@ impl Spool {
             self.conn
                 .execute("DELETE FROM batches WHERE first_seq=?1", params![f])
                 .map_err(db)?;
-            dropped_first.get_or_insert(f as u64);
-            dropped_last = l as u64;
-            dropped += n as u64;
+            let (f, l) = (f as u64, l as u64);
+            match runs.last_mut() {
+                Some(run) if run.1 + 1 == f => run.1 = l,
+                _ => runs.push((f, l)),
+            }
             self.records -= n as u64;
         }
-        if let Some(first) = dropped_first {
-            self.dropped_total += dropped;
-            tracing::warn!(
-                first,
-                last = dropped_last,
-                dropped,
-                "spool full: dropped oldest records"
-            );
-            self.write_batch(
-                vec![record::Kind::Gap(Gap {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let dropped: u64 = runs.iter().map(|(f, l)| l - f + 1).sum();
+        self.dropped_total += dropped;
+        tracing::warn!(
+            first = runs[0].0,
+            last = runs[runs.len() - 1].1,
+            dropped,
+            "spool full: dropped oldest records"
+        );
+        let gaps = runs
+            .into_iter()
+            .map(|(first, last)| {
+                record::Kind::Gap(Gap {
                     first_seq: first,
-                    last_seq: dropped_last,
-                    count: dropped,
+                    last_seq: last,
+                    count: last - first + 1,
                     reason: "agent spool full".into(),
                     ..Default::default()
-                })],
-                key,
-            )?;
-        }
+                })
+            })
+            .collect();
+        self.write_batch(gaps, key, true)?;
         Ok(())
     }
 

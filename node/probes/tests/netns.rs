@@ -19,7 +19,6 @@
 //! when asked for by name.
 // The harness starts `ip`, `nft` and the node binary and serves targets inside namespaces.
 #![allow(clippy::disallowed_methods)]
-
 // The helper server signals readiness on stdout, which its parent reads.
 #![allow(clippy::print_stdout)]
 
