@@ -145,11 +145,6 @@ fn a_full_spool_drops_the_oldest_with_a_gap_record_that_reaches_the_api() {
     }
     assert!(total >= 100, "only {total} dropped: {gaps:?}");
     assert!(
-        gaps.len() <= 12,
-        "gap records should be few and large: {}",
-        gaps.len()
-    );
-    assert!(
         node.log_text().contains("spool full"),
         "{}",
         node.log_text()
