@@ -35,6 +35,7 @@ pub fn router(c: Arc<Collector>) -> Router {
         )
         .route("/api/v1/results", get(list_results))
         .route("/openapi.json", get(openapi))
+        .route("/updates/{sha256}", get(update_binary))
         .with_state(c)
 }
 
@@ -132,6 +133,18 @@ pub const ROUTES: &[Route] = &[
         ],
     },
 ];
+
+/// A published node release. No credential: the file is public and signed, and holds no tenant
+/// data; nodes verify it against their pinned key before running it.
+async fn update_binary(State(c): State<Arc<Collector>>, Path(sha): Path<String>) -> Response {
+    let Some(path) = crate::update::binary_path(&c.cfg.data_dir, &sha) else {
+        return ApiError::not_found("release").into_response();
+    };
+    match tokio::fs::read(path).await {
+        Ok(b) => ([(header::CONTENT_TYPE, "application/octet-stream")], b).into_response(),
+        Err(_) => ApiError::not_found("release").into_response(),
+    }
+}
 
 async fn openapi() -> Response {
     json(

@@ -28,6 +28,8 @@ pub struct FileConfig {
     /// non-loopback API gets a certificate from the collector's CA.
     pub api_tls_cert_file: Option<PathBuf>,
     pub api_tls_key_file: Option<PathBuf>,
+    /// Base URL nodes download releases from (default: the API URL).
+    pub update_base_url: Option<String>,
     #[serde(default)]
     pub ingest: IngestFileConfig,
 }
@@ -57,6 +59,7 @@ pub struct Config {
     pub server_names: Vec<String>,
     pub agent_cert_lifetime: Duration,
     pub api_tls: Option<(PathBuf, PathBuf)>,
+    pub update_base_url: Option<String>,
     pub ingest: foureyes_store::ingest::IngestConfig,
 }
 
@@ -111,6 +114,7 @@ impl Config {
             server_names,
             agent_cert_lifetime: lifetime,
             api_tls,
+            update_base_url: file.update_base_url,
             ingest,
         })
     }

@@ -9,4 +9,5 @@ pub mod link;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod update;
 pub mod validate;

@@ -92,6 +92,13 @@ impl Registry {
         self.lock().len()
     }
 
+    /// Tells every connected agent to re-check its assignments and the published release.
+    pub fn poke_all(&self) {
+        for e in self.lock().values() {
+            e.tests_changed.notify_one();
+        }
+    }
+
     /// Tells every connected agent of `org` to recompute its assignments.
     pub fn tests_changed(&self, org: &str) {
         for e in self.lock().values().filter(|e| e.org == org) {
@@ -323,6 +330,7 @@ impl AgentLink for LinkService {
                 server_time: Some(foureyes_proto::timestamp(SystemTime::now())),
             })),
         };
+        let running_version = version.clone();
         tokio::spawn(async move {
             let agent_id = identity.id.clone();
             let result = drive(
@@ -331,8 +339,11 @@ impl AgentLink for LinkService {
                 inbound,
                 &tx,
                 welcome,
-                cancel.clone(),
-                tests_changed,
+                running_version,
+                Signals {
+                    cancel: cancel.clone(),
+                    tests_changed,
+                },
             )
             .await;
             c.registry.unregister(&agent_id, conn);
@@ -357,15 +368,25 @@ async fn send(
         .map_err(|_| Status::cancelled("agent went away"))
 }
 
+/// How the registry reaches a live stream: cut it, or make it re-check assignments and releases.
+struct Signals {
+    cancel: CancellationToken,
+    tests_changed: Arc<tokio::sync::Notify>,
+}
+
 async fn drive(
     c: &Arc<Collector>,
     identity: AgentIdentity,
     mut inbound: Streaming<AgentMessage>,
     tx: &mpsc::Sender<Result<CollectorMessage, Status>>,
     welcome: CollectorMessage,
-    cancel: CancellationToken,
-    tests_changed: Arc<tokio::sync::Notify>,
+    running_version: String,
+    signals: Signals,
 ) -> Result<(), Status> {
+    let Signals {
+        cancel,
+        tests_changed,
+    } = signals;
     let sys = SystemScope::collector_internal();
     if let Some(m) = welcome.msg {
         send(tx, m).await?;
@@ -389,6 +410,27 @@ async fn drive(
         current = tests;
         version = v;
     }
+    // Offer a signed release to nodes running another version (nodes verify it themselves);
+    // checked at connect and whenever the registry pokes this stream.
+    // What was last offered on this stream: (version, digest); both are signed.
+    let mut offered: Option<(String, Vec<u8>)> = None;
+    let offer_update = |offered: &mut Option<(String, Vec<u8>)>| {
+        if identity.kind != AgentKind::Node {
+            return None;
+        }
+        let base = c.update_base_url.get()?;
+        let offer = crate::update::offer_for(&c.cfg.data_dir, base, &running_version)?;
+        let key = (offer.version.clone(), offer.sha256.clone());
+        if offered.as_ref() == Some(&key) {
+            return None;
+        }
+        *offered = Some(key);
+        Some(offer)
+    };
+    if let Some(offer) = offer_update(&mut offered) {
+        tracing::info!(agent = %identity.id, version = %offer.version, "offering update");
+        send(tx, collector_message::Msg::Update(offer)).await?;
+    }
     let mut touch = tokio::time::interval(Duration::from_secs(15));
     loop {
         tokio::select! {
@@ -396,6 +438,10 @@ async fn drive(
                 return Err(Status::permission_denied("stream cut by the collector (agent revoked or replaced)"));
             }
             _ = tests_changed.notified(), if identity.kind == AgentKind::Node => {
+                if let Some(offer) = offer_update(&mut offered) {
+                    tracing::info!(agent = %identity.id, version = %offer.version, "offering update");
+                    send(tx, collector_message::Msg::Update(offer)).await?;
+                }
                 let (v, tests) = c.store.tests_for_agent(&sys, &identity.id).map_err(internal)?;
                 if v != version {
                     let removed: Vec<String> = current.iter().filter(|t| !tests.iter().any(|n| n.id == t.id)).map(|t| t.id.clone()).collect();

@@ -70,6 +70,28 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ApiTokenCmd,
     },
+    /// Signed node releases (self-update).
+    Update {
+        #[command(subcommand)]
+        cmd: UpdateCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum UpdateCmd {
+    /// Publish a node binary signed offline (`cargo xtask sign-update`); connected nodes of another
+    /// version are offered it when they next connect.
+    Publish {
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        binary: PathBuf,
+        /// ed25519 signature, hex (128 digits).
+        #[arg(long)]
+        signature: String,
+    },
+    /// Show the published release.
+    Show,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -379,6 +401,27 @@ fn admin(cli: &Cli, cmd: &Cmd) -> Result<()> {
                 );
             }
         }
+        Cmd::Update {
+            cmd:
+                UpdateCmd::Publish {
+                    version,
+                    binary,
+                    signature,
+                },
+        } => {
+            let r = foureyes_collector::update::publish(&cfg.data_dir, version, binary, signature)
+                .map_err(anyhow::Error::msg)?;
+            println!(
+                "release {} published (sha256 {}); nodes get it at their next connect",
+                r.version, r.sha256
+            );
+        }
+        Cmd::Update {
+            cmd: UpdateCmd::Show,
+        } => match foureyes_collector::update::current(&cfg.data_dir) {
+            Some(r) => println!("{} sha256 {}", r.version, r.sha256),
+            None => println!("no release published"),
+        },
         Cmd::Apitoken {
             cmd: ApiTokenCmd::Revoke { id, org },
         } => {

@@ -94,6 +94,7 @@ impl Collector {
             ingest,
             registry: Registry::default(),
             revoked,
+            update_base_url: std::sync::OnceLock::new(),
         }))
     }
 
@@ -214,6 +215,13 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         api_addr
     );
 
+    let _ = c.update_base_url.set(
+        c.cfg
+            .update_base_url
+            .clone()
+            .unwrap_or_else(|| api_url.clone()),
+    );
+
     let mut tasks = tokio::task::JoinSet::new();
     {
         let c = c.clone();
@@ -235,8 +243,15 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         let sd = shutdown.clone();
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut release = crate::update::current(&c.cfg.data_dir);
             loop {
                 tokio::select! { _ = tick.tick() => {}, _ = sd.cancelled() => return }
+                // A release published by the admin CLI reaches live streams here.
+                let now = crate::update::current(&c.cfg.data_dir);
+                if now != release {
+                    release = now;
+                    c.registry.poke_all();
+                }
                 let sys = SystemScope::collector_internal();
                 if let Ok(keys) = c.store.revoked_key_ids(&sys) {
                     c.revoked.replace(keys);

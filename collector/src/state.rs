@@ -14,4 +14,6 @@ pub struct Collector {
     pub ingest: Ingest,
     pub registry: Registry,
     pub revoked: RevokedKeys,
+    /// Where nodes fetch releases: `update_base_url`, else the API URL once bound.
+    pub update_base_url: std::sync::OnceLock<String>,
 }

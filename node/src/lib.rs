@@ -29,11 +29,13 @@ const RESULT_QUEUE: usize = 10_000;
 const SPOOL_BATCH_MAX: usize = 1_000;
 const SPOOL_BATCH_DELAY: Duration = Duration::from_millis(200);
 
+/// Runs until `shutdown`. Returns a verified, staged update to execute, if the collector offered
+/// one.
 pub async fn run(
     state_dir: &Path,
     opts: NodeOptions,
     shutdown: CancellationToken,
-) -> Result<(), AgentError> {
+) -> Result<Option<std::path::PathBuf>, AgentError> {
     let state = Arc::new(StateDir::open(state_dir, false)?);
     let identity = state.identity()?;
     if identity.kind != "node" {
@@ -55,6 +57,7 @@ pub async fn run(
         spool: Arc::new(Mutex::new(spool)),
         spool_notify: Arc::new(tokio::sync::Notify::new()),
         connected: connected_tx,
+        staged_update: Arc::new(Mutex::new(None)),
     };
     let link_task = tokio::spawn(link::run(
         state.clone(),
@@ -71,7 +74,8 @@ pub async fn run(
     // Schedules are stopped; the spooler drains what the probes already produced.
     let _ = spooler.await;
     let _ = link_task.await;
-    Ok(())
+    let staged = lock(&shared.staged_update).take();
+    Ok(staged)
 }
 
 async fn spooler(shared: Shared, mut rx: mpsc::Receiver<ProbeResult>) {

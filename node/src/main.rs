@@ -146,7 +146,7 @@ async fn main() -> Result<()> {
                 }
                 sd.cancel();
             });
-            foureyes_node::run(
+            let staged = foureyes_node::run(
                 &dir,
                 foureyes_node::NodeOptions {
                     spool_max_records,
@@ -155,6 +155,10 @@ async fn main() -> Result<()> {
                 shutdown,
             )
             .await?;
+            if let Some(staged) = staged {
+                // Returns only if the exec failed.
+                return Err(foureyes_agent::update::exec_staged(&staged).into());
+            }
             Ok(())
         }
         Cmd::Probe(args) => probe_cmd::run(args).await,

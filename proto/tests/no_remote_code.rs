@@ -24,6 +24,11 @@ enum Kind {
     /// An X.509 certificate in DER that the node only parses and validates against its pinned CA
     /// (or adds as a trust anchor for one HTTPS test).
     X509Der,
+    /// A SHA-256 digest the node compares with what it downloaded.
+    Sha256Digest,
+    /// An ed25519 signature the node verifies against its build-time pinned update key; a file
+    /// whose signature does not verify is never run.
+    Ed25519Signature,
 }
 
 const NODE_BOUND_ROOTS: &[&str] = &[
@@ -35,6 +40,13 @@ const ALLOWLIST: &[(&str, Kind)] = &[
     ("foureyes.v1.Welcome.agent_id", Kind::Label),
     ("foureyes.v1.AssignmentDelta.removed", Kind::Label),
     ("foureyes.v1.RenewResponse.certificate_der", Kind::X509Der),
+    ("foureyes.v1.UpdateAvailable.version", Kind::Label),
+    ("foureyes.v1.UpdateAvailable.url", Kind::Url),
+    ("foureyes.v1.UpdateAvailable.sha256", Kind::Sha256Digest),
+    (
+        "foureyes.v1.UpdateAvailable.signature",
+        Kind::Ed25519Signature,
+    ),
     ("foureyes.v1.EnrollResponse.agent_id", Kind::Label),
     ("foureyes.v1.EnrollResponse.certificate_der", Kind::X509Der),
     (

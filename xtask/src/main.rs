@@ -37,6 +37,21 @@ enum Cmd {
     },
     /// Run the benchmarks (release builds) and print their comparisons.
     Bench,
+    /// Make an ed25519 key pair for signing node releases. Keep the `.key` file offline; build
+    /// release nodes with FOUREYES_UPDATE_PUBKEY set to the printed public key.
+    UpdateKeygen {
+        /// Path prefix: writes PREFIX.key (secret, mode 0600) and PREFIX.pub.
+        prefix: PathBuf,
+    },
+    /// Sign a node binary for self-update; prints the signature (hex) and SHA-256.
+    SignUpdate {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        binary: PathBuf,
+    },
 }
 
 /// Debian packages the test suite drives for real.
@@ -241,6 +256,32 @@ fn main() -> Result<()> {
             run("foureyes-collector serve --dev", c)
         }
         Cmd::Ci { no_install } => ci(no_install),
+        Cmd::UpdateKeygen { prefix } => {
+            let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+            let secret = prefix.with_extension("key");
+            foureyes_identity::write_private(&secret, hex::encode(key.to_bytes()).as_bytes())?;
+            let public = hex::encode(key.verifying_key().to_bytes());
+            std::fs::write(prefix.with_extension("pub"), &public)?;
+            println!("{public}");
+            Ok(())
+        }
+        Cmd::SignUpdate {
+            key,
+            version,
+            binary,
+        } => {
+            use ed25519_dalek::Signer;
+            use sha2::Digest;
+            let seed: [u8; 32] = hex::decode(std::fs::read_to_string(&key)?.trim())?
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("{}: not a 32-byte hex seed", key.display()))?;
+            let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+            let digest = sha2::Sha256::digest(std::fs::read(&binary)?);
+            let sig = key.sign(&foureyes_identity::update_message(&version, &digest));
+            println!("signature {}", hex::encode(sig.to_bytes()));
+            println!("sha256 {}", hex::encode(digest));
+            Ok(())
+        }
         Cmd::Bench => {
             let mut c = cargo();
             c.args(["bench", "-p", "foureyes-store", "-p", "foureyes-probes"]);

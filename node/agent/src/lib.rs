@@ -8,6 +8,7 @@ pub mod link;
 pub mod spool;
 pub mod state;
 pub mod tls;
+pub mod update;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -23,6 +24,8 @@ pub enum AgentError {
     Refused(String),
     #[error("state directory: {0}")]
     State(String),
+    #[error("update refused: {0}")]
+    Update(String),
     #[error("spool: {0}")]
     Spool(String),
     #[error(transparent)]

@@ -36,6 +36,8 @@ pub struct Shared {
     /// Poked when the spool has something new, so it goes out without waiting for a tick.
     pub spool_notify: Arc<tokio::sync::Notify>,
     pub connected: watch::Sender<bool>,
+    /// A verified release waiting to replace this binary once the agent has drained its work.
+    pub staged_update: Arc<Mutex<Option<std::path::PathBuf>>>,
 }
 
 pub struct LinkOptions {
@@ -232,6 +234,22 @@ async fn session(
                         *lock(&shared.signing_key) = signing;
                         creds = new;
                         tracing::info!("certificate renewed with a new key");
+                    }
+                    Some(collector_message::Msg::Update(offer)) => {
+                        if offer.version == crate::VERSION {
+                            continue;
+                        }
+                        tracing::info!(version = %offer.version, url = %offer.url, "update offered");
+                        let exe = std::env::current_exe()?;
+                        match crate::update::stage(&offer, &ca, &exe).await {
+                            Ok(staged) => {
+                                tracing::warn!(version = %offer.version, "update verified; restarting into it");
+                                *lock(&shared.staged_update) = Some(staged);
+                                shutdown.cancel();
+                                return Ok(());
+                            }
+                            Err(e) => tracing::error!(error = %e, version = %offer.version, "update refused; keeping the running version"),
+                        }
                     }
                     None => {}
                 }

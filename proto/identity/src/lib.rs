@@ -50,6 +50,16 @@ pub fn key_id(raw_public_key: &[u8]) -> [u8; 32] {
     Sha256::digest(raw_public_key).into()
 }
 
+/// The bytes a node release signature covers: a domain tag, the version and the binary's SHA-256.
+/// Binding the version stops a validly signed old release being replayed as a new one's label.
+pub fn update_message(version: &str, sha256: &[u8]) -> Vec<u8> {
+    let mut m = b"foureyes-node-update-v1\0".to_vec();
+    m.extend_from_slice(version.as_bytes());
+    m.push(0);
+    m.extend_from_slice(sha256);
+    m
+}
+
 /// Org, team and agent names: DNS-label-like so they are safe in URIs, paths and logs.
 pub fn validate_name(name: &str) -> Result<(), IdentityError> {
     let ok = !name.is_empty()
