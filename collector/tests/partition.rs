@@ -100,16 +100,7 @@ fn a_full_spool_drops_the_oldest_with_a_gap_record_that_reaches_the_api() {
     for i in 0..5 {
         api.post("/api/v1/tests", json!({"name": format!("t{i}"), "intervalMs": 100, "config": {"tcp": {"host": "127.0.0.1", "port": 9}}}));
     }
-    let state = tmp.path().join("node");
-    assert!(
-        enroll(
-            &c.node_addr,
-            &c.enrollment_token("acme", "noc", "10m"),
-            &state
-        )
-        .status
-        .success()
-    );
+    let state = enroll_node(&c, tmp.path(), "acme", "noc");
     let mut cmd = std::process::Command::new(bin("foureyes-node"));
     cmd.arg("run")
         .arg("--state-dir")
@@ -164,22 +155,9 @@ fn cli_revoke_cuts_a_live_stream() {
     let tmp = tempfile::tempdir().unwrap();
     let c = Collector::start(tmp.path(), 0, "", &[]);
     let api = Api::new(&c.api, &c.tenant("acme", "noc"));
-    let state = tmp.path().join("node");
-    assert!(
-        enroll(
-            &c.node_addr,
-            &c.enrollment_token("acme", "noc", "10m"),
-            &state
-        )
-        .status
-        .success()
-    );
+    let state = enroll_node(&c, tmp.path(), "acme", "noc");
     let _node = run_node(&state, tmp.path().join("node.log"));
-    let id = wait_until("the node to connect", Duration::from_secs(20), || {
-        let a = api.get("/api/v1/agents");
-        (a["agents"][0]["connected"] == json!(true))
-            .then(|| a["agents"][0]["id"].as_str().unwrap().to_string())
-    });
+    let id = wait_connected(&api);
     let listed = c.admin(&["agent", "list"]);
     assert!(
         listed.contains(&id) && listed.contains("active"),

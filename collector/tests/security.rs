@@ -13,21 +13,6 @@ use foureyes_proto::v1::{
 };
 use serde_json::json;
 
-fn enrolled_node(c: &Collector, root: &Path) -> std::path::PathBuf {
-    let state = root.join("node");
-    let out = enroll(
-        &c.node_addr,
-        &c.enrollment_token("acme", "noc", "10m"),
-        &state,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    state
-}
-
 async fn open_session(state: &Path, claimed_id: Option<&str>) -> Result<(), tonic::Status> {
     let s = StateDir::open(state, false).unwrap();
     let id = s.identity().unwrap();
@@ -60,7 +45,7 @@ fn a_forged_hello_is_refused_and_the_real_one_accepted() {
     let tmp = tempfile::tempdir().unwrap();
     let c = Collector::start(tmp.path(), 0, "", &[]);
     c.tenant("acme", "noc");
-    let a = enrolled_node(&c, tmp.path());
+    let a = enroll_node(&c, tmp.path(), "acme", "noc");
     let b = tmp.path().join("other");
     assert!(
         enroll(&c.node_addr, &c.enrollment_token("acme", "noc", "10m"), &b)
@@ -86,7 +71,7 @@ fn certificates_renew_at_half_life_with_a_new_key() {
     let c = Collector::start(tmp.path(), 0, "agent_cert_lifetime = \"10s\"\n", &[]);
     let api = Api::new(&c.api, &c.tenant("acme", "noc"));
     api.post("/api/v1/tests", json!({"name": "t", "intervalMs": 500, "config": {"tcp": {"host": "127.0.0.1", "port": 9}}}));
-    let state = enrolled_node(&c, tmp.path());
+    let state = enroll_node(&c, tmp.path(), "acme", "noc");
     let first_key = StateDir::open(&state, false)
         .unwrap()
         .credentials()
@@ -141,13 +126,9 @@ fn revoke_cuts_the_stream_and_refuses_reconnect_and_reenrollment() {
     let tmp = tempfile::tempdir().unwrap();
     let c = Collector::start(tmp.path(), 0, "", &[]);
     let api = Api::new(&c.api, &c.tenant("acme", "noc"));
-    let state = enrolled_node(&c, tmp.path());
+    let state = enroll_node(&c, tmp.path(), "acme", "noc");
     let mut node = run_node(&state, tmp.path().join("node.log"));
-    let id = wait_until("the node to connect", Duration::from_secs(20), || {
-        let a = api.get("/api/v1/agents");
-        (a["agents"][0]["connected"] == json!(true))
-            .then(|| a["agents"][0]["id"].as_str().unwrap().to_string())
-    });
+    let id = wait_connected(&api);
     let revoked = api.post(&format!("/api/v1/agents/{id}/revoke"), json!({}));
     assert_eq!(revoked["revoked"], json!(true));
     wait_until("the stream to be cut", Duration::from_secs(5), || {

@@ -47,16 +47,7 @@ fn only_a_release_signed_by_the_pinned_key_runs() {
     let node_bin = bin_dir.join("foureyes-node");
     std::fs::copy(bin("foureyes-node"), &node_bin).unwrap();
     let original = std::fs::read(&node_bin).unwrap();
-    let state = tmp.path().join("node");
-    assert!(
-        enroll(
-            &c.node_addr,
-            &c.enrollment_token("acme", "noc", "10m"),
-            &state
-        )
-        .status
-        .success()
-    );
+    let state = enroll_node(&c, tmp.path(), "acme", "noc");
     let mut cmd = std::process::Command::new(&node_bin);
     cmd.arg("run").arg("--state-dir").arg(&state);
     let mut node = Proc::spawn(cmd, tmp.path().join("node.log"));

@@ -177,6 +177,27 @@ pub fn enroll(collector_addr: &str, token: &str, state: &Path) -> std::process::
         .unwrap()
 }
 
+/// Enrolls a node into `org`/`team` with a fresh token, into `root/node`; returns the state dir.
+pub fn enroll_node(c: &Collector, root: &Path, org: &str, team: &str) -> PathBuf {
+    let state = root.join("node");
+    let out = enroll(&c.node_addr, &c.enrollment_token(org, team, "10m"), &state);
+    assert!(
+        out.status.success(),
+        "enroll: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    state
+}
+
+/// Waits until the tenant's first agent is connected; returns its id.
+pub fn wait_connected(api: &Api) -> String {
+    wait_until("the node to connect", Duration::from_secs(20), || {
+        let a = api.get("/api/v1/agents");
+        (a["agents"][0]["connected"] == serde_json::json!(true))
+            .then(|| a["agents"][0]["id"].as_str().unwrap().to_string())
+    })
+}
+
 pub fn run_node(state: &Path, log: PathBuf) -> Proc {
     let mut cmd = Command::new(bin("foureyes-node"));
     cmd.arg("run")
