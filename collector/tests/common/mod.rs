@@ -101,6 +101,16 @@ impl Collector {
 
     /// Starts a collector on `node_port` (0 = any) with the API on a loopback port.
     pub fn start(root: &Path, node_port: u16, config: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_api(root, node_port, "127.0.0.1:0", config, env)
+    }
+
+    pub fn start_api(
+        root: &Path,
+        node_port: u16,
+        api_addr: &str,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let data_dir = root.join("data");
         std::fs::create_dir_all(&data_dir).unwrap();
         let _ = std::fs::remove_file(data_dir.join("collector.addr.json"));
@@ -114,7 +124,7 @@ impl Collector {
             .arg("--node-addr")
             .arg(format!("127.0.0.1:{node_port}"))
             .arg("--api-addr")
-            .arg("127.0.0.1:0")
+            .arg(api_addr)
             .env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
