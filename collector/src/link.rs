@@ -320,6 +320,15 @@ impl AgentLink for LinkService {
             .map_err(internal)?
             .ok_or_else(|| Status::permission_denied("unknown agent"))?;
 
+        if hello.last_acked_seq > agent.last_seq {
+            // The agent deleted records this store does not hold: a restored or replaced database.
+            tracing::error!(
+                agent = %identity.id,
+                agent_acked = hello.last_acked_seq,
+                stored = agent.last_seq,
+                "agent results were acknowledged but are missing from the store (database restored from an older copy?)"
+            );
+        }
         let (tx, rx) = mpsc::channel(64);
         let (conn, cancel, tests_changed) = c.registry.register(&identity.id, &identity.org);
         tracing::info!(agent = %identity.id, clock_offset_ms = offset, "agent connected");

@@ -121,7 +121,7 @@ async fn session(
         .max_encoding_message_size(64 << 20);
 
     let (tx, rx) = mpsc::channel::<AgentMessage>(WINDOW * 2);
-    let acked_before = lock(&shared.spool).next_seq().saturating_sub(1);
+    let acked_before = lock(&shared.spool).acked_upto()?;
     let assignment_version = shared.assignments.borrow().version;
     tx.send(AgentMessage {
         msg: Some(agent_message::Msg::Hello(Hello {

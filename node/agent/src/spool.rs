@@ -77,6 +77,19 @@ impl Spool {
         self.next_seq
     }
 
+    /// Highest sequence number known to be acknowledged: everything below the oldest spooled batch
+    /// (acknowledged batches are deleted), or everything numbered so far when the spool is empty.
+    pub fn acked_upto(&self) -> Result<u64, AgentError> {
+        let oldest: Option<i64> = self
+            .conn
+            .query_row("SELECT MIN(first_seq) FROM batches", [], |r| r.get(0))
+            .map_err(db)?;
+        Ok(match oldest {
+            Some(f) => (f as u64).saturating_sub(1),
+            None => self.next_seq.saturating_sub(1),
+        })
+    }
+
     pub fn dropped_total(&self) -> u64 {
         self.dropped_total
     }
@@ -292,7 +305,9 @@ mod tests {
         let mut s = Spool::open(&p, 1000).expect("reopen");
         assert_eq!(s.next_seq(), 4);
         assert_eq!(s.records(), 3);
+        assert_eq!(s.acked_upto().expect("acked"), 0);
         s.ack(2).expect("ack");
+        assert_eq!(s.acked_upto().expect("acked"), 2);
         let pending = s.pending_after(0, 10).expect("pending");
         assert_eq!(pending.len(), 1);
         assert_eq!((pending[0].first_seq, pending[0].last_seq), (3, 3));
