@@ -55,7 +55,7 @@ enum Cmd {
 }
 
 /// Debian packages the test suite drives for real.
-const APT_PACKAGES: &[&str] = &["iproute2", "nftables", "procps", "iputils-ping", "curl"];
+const APT_PACKAGES: &[&str] = &["iproute2", "nftables", "procps", "iputils-ping", "curl", "bird2", "tcpdump"];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,0 +1,167 @@
+//! Events the session produces: route events from the Adj-RIB-In and session events.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::update::{PathAttributes, Rfc7606Action};
+use crate::wire::{Family, Notification, Prefix};
+
+/// A route as held in the Adj-RIB-In.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub next_hop: Option<IpAddr>,
+    pub attrs: Arc<PathAttributes>,
+}
+
+/// Attributes an attribute-change event can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AttrKind {
+    Origin,
+    AsPath,
+    NextHop,
+    Med,
+    LocalPref,
+    Communities,
+    ExtendedCommunities,
+    LargeCommunities,
+    AtomicAggregate,
+    Aggregator,
+    Other,
+}
+
+impl AttrKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttrKind::Origin => "origin",
+            AttrKind::AsPath => "as_path",
+            AttrKind::NextHop => "next_hop",
+            AttrKind::Med => "med",
+            AttrKind::LocalPref => "local_pref",
+            AttrKind::Communities => "communities",
+            AttrKind::ExtendedCommunities => "extended_communities",
+            AttrKind::LargeCommunities => "large_communities",
+            AttrKind::AtomicAggregate => "atomic_aggregate",
+            AttrKind::Aggregator => "aggregator",
+            AttrKind::Other => "other",
+        }
+    }
+
+    /// Which attributes differ between two routes.
+    pub fn diff(old: &Route, new: &Route) -> Vec<AttrKind> {
+        let (a, b) = (&*old.attrs, &*new.attrs);
+        let mut v = Vec::new();
+        let mut check = |differs: bool, k: AttrKind| {
+            if differs {
+                v.push(k)
+            }
+        };
+        check(a.origin != b.origin, AttrKind::Origin);
+        check(a.as_path != b.as_path, AttrKind::AsPath);
+        check(old.next_hop != new.next_hop, AttrKind::NextHop);
+        check(a.med != b.med, AttrKind::Med);
+        check(a.local_pref != b.local_pref, AttrKind::LocalPref);
+        check(a.communities != b.communities, AttrKind::Communities);
+        check(
+            a.extended_communities != b.extended_communities,
+            AttrKind::ExtendedCommunities,
+        );
+        check(
+            a.large_communities != b.large_communities,
+            AttrKind::LargeCommunities,
+        );
+        check(
+            a.atomic_aggregate != b.atomic_aggregate,
+            AttrKind::AtomicAggregate,
+        );
+        check(a.aggregator != b.aggregator, AttrKind::Aggregator);
+        check(a.other != b.other, AttrKind::Other);
+        v
+    }
+}
+
+/// What happened to a prefix (or a family, for End-of-RIB).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteChange {
+    Announce {
+        prefix: Prefix,
+        route: Route,
+    },
+    Withdraw {
+        prefix: Prefix,
+        /// The route that was withdrawn.
+        previous: Route,
+    },
+    AttributeChange {
+        prefix: Prefix,
+        previous: Route,
+        route: Route,
+        changed: Vec<AttrKind>,
+    },
+    EndOfRib,
+}
+
+/// A route event: peer, family, ADD-PATH path id (`None` where not negotiated), receive time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteEvent {
+    pub peer: IpAddr,
+    pub family: Family,
+    pub path_id: Option<u32>,
+    pub received: SystemTime,
+    pub change: RouteChange,
+}
+
+/// Negotiated session parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Negotiated {
+    pub peer_as: u32,
+    pub peer_router_id: Ipv4Addr,
+    pub hold_time: u16,
+    pub keepalive: u16,
+    pub four_octet_as: bool,
+    pub families: Vec<Family>,
+    /// Both sides advertised graceful restart, so the peer sends End-of-RIB (RFC 4724 §2).
+    pub graceful_restart: bool,
+    /// Families whose NLRI carry ADD-PATH path ids.
+    pub add_path: Vec<Family>,
+}
+
+/// Why a session went down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DownReason {
+    /// The listener sent this NOTIFICATION.
+    Sent(Notification),
+    /// The peer sent this NOTIFICATION.
+    Received(Notification),
+    /// TCP closed without a NOTIFICATION.
+    ConnectionClosed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionEvent {
+    Established {
+        peer: IpAddr,
+        at: SystemTime,
+        negotiated: Negotiated,
+    },
+    /// One event for a session loss, carrying how many routes the Adj-RIB-In lost (no per-prefix
+    /// withdraws).
+    Down {
+        peer: IpAddr,
+        at: SystemTime,
+        reason: DownReason,
+        routes_lost: usize,
+    },
+    /// An RFC 7606 outcome that kept the session up.
+    UpdateError {
+        peer: IpAddr,
+        at: SystemTime,
+        action: Rfc7606Action,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Route(RouteEvent),
+    Session(SessionEvent),
+}

@@ -1,0 +1,19 @@
+//! `foureyes-bgp-listener` library: receive-only BGP sessions.
+//!
+//! - [`iana`]: every code point, with its registry.
+//! - [`wire`]: framing, OPEN/KEEPALIVE/NOTIFICATION, and [`wire::Outgoing`], the only thing the
+//!   listener can send (no UPDATE, no ROUTE-REFRESH).
+//! - [`update`]: UPDATE decoding with RFC 7606 error handling.
+//! - [`rib`]: per-peer Adj-RIB-In turning UPDATEs into [`event::RouteEvent`]s.
+//! - [`session`]: the sans-IO session state machine.
+//! - [`driver`]: the thin tokio task owning the socket and timers.
+//! - [`watch`]: the `watch` command (standalone session printing events).
+
+pub mod driver;
+pub mod event;
+pub mod iana;
+pub mod rib;
+pub mod session;
+pub mod update;
+pub mod watch;
+pub mod wire;

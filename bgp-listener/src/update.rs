@@ -1,0 +1,558 @@
+//! UPDATE decoding with RFC 7606 error handling (and RFC 7607: AS 0 is malformed).
+//!
+//! The attribute section is walked by flags/type/length first; each attribute is then checked on its
+//! own and classified: fine, attribute discard, treat-as-withdraw, or session reset. Only session
+//! resets are errors (`DecodeError`); the other outcomes are reported in `ParsedUpdate` and the
+//! session stays up.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::iana::{as_path, attr};
+use crate::wire::{DecodeError, Family, Prefix, parse_nlri, read_u16, read_u32};
+
+/// One AS_PATH segment.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AsSegment {
+    pub kind: u8,
+    pub asns: Vec<u32>,
+}
+
+/// An attribute the listener keeps as bytes (unknown, or known but not decoded).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RawAttribute {
+    pub flags: u8,
+    pub type_code: u8,
+    pub value: Vec<u8>,
+}
+
+/// Decoded path attributes of one UPDATE, next hops excluded (those are per family and live on
+/// the route).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PathAttributes {
+    pub origin: Option<u8>,
+    pub as_path: Option<Vec<AsSegment>>,
+    pub med: Option<u32>,
+    pub local_pref: Option<u32>,
+    pub atomic_aggregate: bool,
+    pub aggregator: Option<(u32, Ipv4Addr)>,
+    pub communities: Vec<u32>,
+    pub extended_communities: Vec<[u8; 8]>,
+    pub large_communities: Vec<[u32; 3]>,
+    pub other: Vec<RawAttribute>,
+}
+
+impl PathAttributes {
+    /// The AS path as a flat string: sequences space separated, sets in braces.
+    pub fn as_path_string(&self) -> String {
+        let mut parts = Vec::new();
+        for seg in self.as_path.iter().flatten() {
+            let asns: Vec<String> = seg.asns.iter().map(u32::to_string).collect();
+            match seg.kind {
+                as_path::AS_SET | as_path::AS_CONFED_SET => {
+                    parts.push(format!("{{{}}}", asns.join(",")))
+                }
+                _ => parts.push(asns.join(" ")),
+            }
+        }
+        parts.join(" ")
+    }
+}
+
+/// An RFC 7606 outcome that did not reset the session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rfc7606Action {
+    /// The attribute was dropped; the routes were kept.
+    AttributeDiscard { type_code: u8, reason: &'static str },
+    /// Every announced prefix of the UPDATE was handled as a withdrawal.
+    TreatAsWithdraw {
+        type_code: Option<u8>,
+        reason: &'static str,
+    },
+}
+
+/// A decoded UPDATE.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ParsedUpdate {
+    /// Withdrawn prefixes with their ADD-PATH path id.
+    pub withdrawn: Vec<(Family, Option<u32>, Prefix)>,
+    /// Announced prefixes, each with its path id and the next hop of its family.
+    pub announced: Vec<(Family, Option<u32>, Prefix, Option<IpAddr>)>,
+    pub attrs: PathAttributes,
+    pub end_of_rib: Option<Family>,
+    pub actions: Vec<Rfc7606Action>,
+}
+
+impl ParsedUpdate {
+    pub fn treated_as_withdraw(&self) -> bool {
+        self.actions
+            .iter()
+            .any(|a| matches!(a, Rfc7606Action::TreatAsWithdraw { .. }))
+    }
+}
+
+/// An NLRI entry: ADD-PATH path id (if negotiated) and prefix.
+pub type PathPrefix = (Option<u32>, Prefix);
+
+/// What the session negotiated that changes how an UPDATE reads.
+#[derive(Clone, Debug)]
+pub struct DecodeContext {
+    pub four_octet_as: bool,
+    pub families: Vec<Family>,
+    /// Families whose NLRI carry ADD-PATH path ids (we receive, the peer sends).
+    pub add_path: Vec<Family>,
+}
+
+enum Check {
+    Ok,
+    Discard(&'static str),
+    Withdraw(&'static str),
+}
+
+/// Expected (optional, transitive) bits for the attributes we decode (RFC 7606 §3 c: a flag
+/// mismatch is handled like a length error of that attribute).
+fn expected_flags(t: u8) -> Option<u8> {
+    const WK: u8 = attr::FLAG_TRANSITIVE;
+    const ONT: u8 = attr::FLAG_OPTIONAL;
+    const OT: u8 = attr::FLAG_OPTIONAL | attr::FLAG_TRANSITIVE;
+    Some(match t {
+        attr::ORIGIN
+        | attr::AS_PATH
+        | attr::NEXT_HOP
+        | attr::LOCAL_PREF
+        | attr::ATOMIC_AGGREGATE => WK,
+        attr::MULTI_EXIT_DISC
+        | attr::ORIGINATOR_ID
+        | attr::CLUSTER_LIST
+        | attr::MP_REACH_NLRI
+        | attr::MP_UNREACH_NLRI => ONT,
+        attr::AGGREGATOR
+        | attr::COMMUNITIES
+        | attr::EXTENDED_COMMUNITIES
+        | attr::AS4_PATH
+        | attr::AS4_AGGREGATOR
+        | attr::LARGE_COMMUNITIES => OT,
+        _ => return None,
+    })
+}
+
+/// Malformed handling per attribute when it is not treat-as-withdraw (RFC 7606 §7).
+fn discard_on_error(t: u8) -> bool {
+    matches!(
+        t,
+        attr::ATOMIC_AGGREGATE | attr::AGGREGATOR | attr::AS4_PATH | attr::AS4_AGGREGATOR
+    )
+}
+
+fn parse_as_path(v: &[u8], asn4: bool) -> Result<Vec<AsSegment>, &'static str> {
+    let width = if asn4 { 4 } else { 2 };
+    let mut segs = Vec::new();
+    let mut rest = v;
+    while let Some((&kind, r)) = rest.split_first() {
+        if !(as_path::AS_SET..=as_path::AS_CONFED_SET).contains(&kind) {
+            return Err("bad AS_PATH segment type");
+        }
+        let (&count, r) = r.split_first().ok_or("truncated AS_PATH segment")?;
+        if count == 0 {
+            return Err("empty AS_PATH segment");
+        }
+        let (body, r) = r
+            .split_at_checked(usize::from(count) * width)
+            .ok_or("AS_PATH segment overruns attribute")?;
+        let asns: Vec<u32> = if asn4 {
+            body.chunks_exact(4).filter_map(read_u32).collect()
+        } else {
+            body.chunks_exact(2)
+                .filter_map(read_u16)
+                .map(u32::from)
+                .collect()
+        };
+        if asns.contains(&0) {
+            return Err("AS 0 in AS_PATH (RFC 7607)");
+        }
+        segs.push(AsSegment { kind, asns });
+        rest = r;
+    }
+    Ok(segs)
+}
+
+/// Decodes an UPDATE body (after the 19-byte header).
+pub fn parse_update(body: &[u8], ctx: &DecodeContext) -> Result<ParsedUpdate, DecodeError> {
+    let mut out = ParsedUpdate::default();
+    let wlen = read_u16(body).ok_or(DecodeError::MalformedAttributeList("short UPDATE"))?;
+    let rest = body.get(2..).unwrap_or_default();
+    let (withdrawn, rest) =
+        rest.split_at_checked(usize::from(wlen))
+            .ok_or(DecodeError::MalformedAttributeList(
+                "withdrawn routes length overruns UPDATE",
+            ))?;
+    let alen = read_u16(rest).ok_or(DecodeError::MalformedAttributeList("no attribute length"))?;
+    let rest = rest.get(2..).unwrap_or_default();
+    let (attrs, nlri) =
+        rest.split_at_checked(usize::from(alen))
+            .ok_or(DecodeError::MalformedAttributeList(
+                "total path attribute length overruns UPDATE",
+            ))?;
+    let v4_ok = ctx.families.contains(&Family::Ipv4Unicast);
+    let v4_paths = ctx.add_path.contains(&Family::Ipv4Unicast);
+    let legacy_withdrawn = parse_nlri(Family::Ipv4Unicast, withdrawn, v4_paths)
+        .map_err(|_| DecodeError::InvalidNetworkField)?;
+    let legacy_nlri = parse_nlri(Family::Ipv4Unicast, nlri, v4_paths)
+        .map_err(|_| DecodeError::InvalidNetworkField)?;
+    if v4_ok {
+        out.withdrawn.extend(
+            legacy_withdrawn
+                .into_iter()
+                .map(|(id, p)| (Family::Ipv4Unicast, id, p)),
+        );
+    }
+
+    if wlen == 0 && alen == 0 && nlri.is_empty() {
+        out.end_of_rib = Some(Family::Ipv4Unicast);
+        return Ok(out);
+    }
+
+    let mut seen = [false; 256];
+    let mut next_hop: Option<Ipv4Addr> = None;
+    let mut mp_reach: Option<(Family, IpAddr, Vec<PathPrefix>)> = None;
+    let mut mp_unreach_only_eor: Option<Family> = None;
+    let mut attr_count = 0usize;
+    let mut withdraw_reason: Option<(Option<u8>, &'static str)> = None;
+
+    let mut walk = attrs;
+    while !walk.is_empty() {
+        // Structural walk: flags, type, (extended) length.
+        let Some((&[flags, t], r)) = walk.split_first_chunk::<2>() else {
+            withdraw_reason.get_or_insert((None, "truncated attribute header"));
+            break;
+        };
+        let (len, r) = if flags & attr::FLAG_EXTENDED_LENGTH != 0 {
+            match read_u16(r) {
+                Some(l) => (usize::from(l), r.get(2..).unwrap_or_default()),
+                None => {
+                    withdraw_reason.get_or_insert((Some(t), "truncated attribute length"));
+                    break;
+                }
+            }
+        } else {
+            match r.split_first() {
+                Some((&l, r)) => (usize::from(l), r),
+                None => {
+                    withdraw_reason.get_or_insert((Some(t), "truncated attribute length"));
+                    break;
+                }
+            }
+        };
+        let Some((v, r)) = r.split_at_checked(len) else {
+            withdraw_reason.get_or_insert((Some(t), "attribute length overruns attribute section"));
+            break;
+        };
+        walk = r;
+        attr_count += 1;
+
+        let seen_before = seen.get(usize::from(t)).copied().unwrap_or(false);
+        if let Some(s) = seen.get_mut(usize::from(t)) {
+            *s = true;
+        }
+        if seen_before {
+            if t == attr::MP_REACH_NLRI || t == attr::MP_UNREACH_NLRI {
+                return Err(DecodeError::MalformedAttributeList(
+                    "repeated MP_REACH/MP_UNREACH",
+                ));
+            }
+            // RFC 7606 §3 g: keep the first, discard the repeats.
+            out.actions.push(Rfc7606Action::AttributeDiscard {
+                type_code: t,
+                reason: "repeated attribute",
+            });
+            continue;
+        }
+
+        let flags_ok = match expected_flags(t) {
+            Some(exp) => flags & (attr::FLAG_OPTIONAL | attr::FLAG_TRANSITIVE) == exp,
+            None => true,
+        };
+
+        if t == attr::MP_REACH_NLRI || t == attr::MP_UNREACH_NLRI {
+            // RFC 7606 §7.11 / RFC 4760 §7: a malformed MP attribute resets the session.
+            if !flags_ok {
+                return Err(DecodeError::OptionalAttribute(t, "attribute flags"));
+            }
+            let afi = read_u16(v).ok_or(DecodeError::OptionalAttribute(t, "short"))?;
+            let safi = *v.get(2).ok_or(DecodeError::OptionalAttribute(t, "short"))?;
+            let fam = Family::from_afi_safi(afi, safi).filter(|f| ctx.families.contains(f));
+            let rest = v.get(3..).unwrap_or_default();
+            if t == attr::MP_UNREACH_NLRI {
+                let Some(fam) = fam else {
+                    tracing::debug!(afi, safi, "MP_UNREACH for a family not negotiated; ignored");
+                    continue;
+                };
+                let w = parse_nlri(fam, rest, ctx.add_path.contains(&fam))
+                    .map_err(|_| DecodeError::OptionalAttribute(t, "withdrawn NLRI"))?;
+                if w.is_empty() {
+                    mp_unreach_only_eor = Some(fam);
+                }
+                out.withdrawn
+                    .extend(w.into_iter().map(|(id, p)| (fam, id, p)));
+            } else {
+                let (&nhlen, rest) = rest
+                    .split_first()
+                    .ok_or(DecodeError::OptionalAttribute(t, "short"))?;
+                let (nh, rest) = rest
+                    .split_at_checked(usize::from(nhlen))
+                    .ok_or(DecodeError::OptionalAttribute(t, "next hop overruns"))?;
+                let (_reserved, nlri) = rest
+                    .split_first()
+                    .ok_or(DecodeError::OptionalAttribute(t, "short"))?;
+                let Some(fam) = fam else {
+                    tracing::debug!(afi, safi, "MP_REACH for a family not negotiated; ignored");
+                    continue;
+                };
+                let nh = match (fam, nh.len()) {
+                    (Family::Ipv4Unicast, 4) => nh
+                        .first_chunk::<4>()
+                        .map(|b| IpAddr::V4(Ipv4Addr::from(*b))),
+                    (Family::Ipv6Unicast, 16 | 32) => nh
+                        .first_chunk::<16>()
+                        .map(|b| IpAddr::V6(Ipv6Addr::from(*b))),
+                    _ => None,
+                }
+                .ok_or(DecodeError::OptionalAttribute(t, "next hop length"))?;
+                let p = parse_nlri(fam, nlri, ctx.add_path.contains(&fam))
+                    .map_err(|_| DecodeError::OptionalAttribute(t, "NLRI"))?;
+                mp_reach = Some((fam, nh, p));
+            }
+            continue;
+        }
+
+        let check = if !flags_ok {
+            if discard_on_error(t) {
+                Check::Discard("attribute flags")
+            } else {
+                Check::Withdraw("attribute flags")
+            }
+        } else {
+            decode_attr(t, flags, v, ctx, &mut out.attrs, &mut next_hop)?
+        };
+        match check {
+            Check::Ok => {}
+            Check::Discard(reason) => out.actions.push(Rfc7606Action::AttributeDiscard {
+                type_code: t,
+                reason,
+            }),
+            Check::Withdraw(reason) => {
+                withdraw_reason.get_or_insert((Some(t), reason));
+            }
+        }
+    }
+
+    // End-of-RIB for a multiprotocol family: an UPDATE holding only an empty MP_UNREACH_NLRI.
+    if let Some(fam) = mp_unreach_only_eor
+        && attr_count == 1
+        && wlen == 0
+        && nlri.is_empty()
+        && withdraw_reason.is_none()
+    {
+        out.end_of_rib = Some(fam);
+        return Ok(out);
+    }
+
+    let mut announced: Vec<(Family, Option<u32>, Prefix, Option<IpAddr>)> = Vec::new();
+    if v4_ok {
+        let nh = next_hop.map(IpAddr::V4);
+        announced.extend(
+            legacy_nlri
+                .iter()
+                .map(|(id, p)| (Family::Ipv4Unicast, *id, *p, nh)),
+        );
+    }
+    let has_mp_reach = mp_reach.is_some();
+    if let Some((fam, nh, prefixes)) = mp_reach {
+        announced.extend(prefixes.into_iter().map(|(id, p)| (fam, id, p, Some(nh))));
+    }
+    // RFC 7606 §3 d: missing well-known mandatory attributes → treat-as-withdraw.
+    if withdraw_reason.is_none() && !announced.is_empty() {
+        if out.attrs.origin.is_none() {
+            withdraw_reason = Some((Some(attr::ORIGIN), "missing ORIGIN"));
+        } else if out.attrs.as_path.is_none() {
+            withdraw_reason = Some((Some(attr::AS_PATH), "missing AS_PATH"));
+        } else if !legacy_nlri.is_empty() && next_hop.is_none() {
+            withdraw_reason = Some((Some(attr::NEXT_HOP), "missing NEXT_HOP"));
+        }
+    }
+    let _ = has_mp_reach;
+    if let Some((type_code, reason)) = withdraw_reason {
+        out.actions
+            .push(Rfc7606Action::TreatAsWithdraw { type_code, reason });
+        out.withdrawn
+            .extend(announced.into_iter().map(|(f, id, p, _)| (f, id, p)));
+    } else {
+        out.announced = announced;
+    }
+    Ok(out)
+}
+
+fn decode_attr(
+    t: u8,
+    flags: u8,
+    v: &[u8],
+    ctx: &DecodeContext,
+    a: &mut PathAttributes,
+    next_hop: &mut Option<Ipv4Addr>,
+) -> Result<Check, DecodeError> {
+    Ok(match t {
+        attr::ORIGIN => match v {
+            [o @ 0..=2] => {
+                a.origin = Some(*o);
+                Check::Ok
+            }
+            _ => Check::Withdraw("malformed ORIGIN"),
+        },
+        attr::AS_PATH => match parse_as_path(v, ctx.four_octet_as) {
+            Ok(p) => {
+                a.as_path = Some(p);
+                Check::Ok
+            }
+            Err(reason) => Check::Withdraw(reason),
+        },
+        attr::NEXT_HOP => match v.first_chunk::<4>() {
+            Some(b) if v.len() == 4 => {
+                *next_hop = Some(Ipv4Addr::from(*b));
+                Check::Ok
+            }
+            _ => Check::Withdraw("NEXT_HOP length"),
+        },
+        attr::MULTI_EXIT_DISC | attr::LOCAL_PREF => match read_u32(v) {
+            Some(x) if v.len() == 4 => {
+                if t == attr::MULTI_EXIT_DISC {
+                    a.med = Some(x);
+                } else {
+                    a.local_pref = Some(x);
+                }
+                Check::Ok
+            }
+            _ => Check::Withdraw("MED/LOCAL_PREF length"),
+        },
+        attr::ATOMIC_AGGREGATE => {
+            if v.is_empty() {
+                a.atomic_aggregate = true;
+                Check::Ok
+            } else {
+                Check::Discard("ATOMIC_AGGREGATE length")
+            }
+        }
+        attr::AGGREGATOR => {
+            let w = if ctx.four_octet_as { 4 } else { 2 };
+            if v.len() != w + 4 {
+                Check::Discard("AGGREGATOR length")
+            } else {
+                let asn = if w == 4 {
+                    read_u32(v)
+                } else {
+                    read_u16(v).map(u32::from)
+                };
+                let id = v
+                    .get(w..)
+                    .and_then(|b| b.first_chunk::<4>())
+                    .map(|b| Ipv4Addr::from(*b));
+                a.aggregator = asn.zip(id);
+                Check::Ok
+            }
+        }
+        attr::COMMUNITIES => {
+            if v.is_empty() || !v.len().is_multiple_of(4) {
+                Check::Withdraw("COMMUNITIES length")
+            } else {
+                a.communities = v.chunks_exact(4).filter_map(read_u32).collect();
+                Check::Ok
+            }
+        }
+        attr::EXTENDED_COMMUNITIES => {
+            if v.is_empty() || !v.len().is_multiple_of(8) {
+                Check::Withdraw("EXTENDED_COMMUNITIES length")
+            } else {
+                a.extended_communities = v
+                    .chunks_exact(8)
+                    .filter_map(|c| c.first_chunk::<8>().copied())
+                    .collect();
+                Check::Ok
+            }
+        }
+        attr::LARGE_COMMUNITIES => {
+            if v.is_empty() || !v.len().is_multiple_of(12) {
+                Check::Withdraw("LARGE_COMMUNITIES length")
+            } else {
+                a.large_communities = v
+                    .chunks_exact(12)
+                    .filter_map(|c| {
+                        Some([read_u32(c)?, read_u32(c.get(4..)?)?, read_u32(c.get(8..)?)?])
+                    })
+                    .collect();
+                Check::Ok
+            }
+        }
+        attr::ORIGINATOR_ID | attr::CLUSTER_LIST => {
+            let ok = if t == attr::ORIGINATOR_ID {
+                v.len() == 4
+            } else {
+                !v.is_empty() && v.len().is_multiple_of(4)
+            };
+            if ok {
+                a.other.push(RawAttribute {
+                    flags,
+                    type_code: t,
+                    value: v.to_vec(),
+                });
+                Check::Ok
+            } else {
+                Check::Withdraw("ORIGINATOR_ID/CLUSTER_LIST length")
+            }
+        }
+        attr::AS4_PATH => match parse_as_path(v, true) {
+            // Kept raw: merging with a 2-octet AS_PATH (RFC 6793 §4.2.3) is not done yet.
+            Ok(_) => {
+                a.other.push(RawAttribute {
+                    flags,
+                    type_code: t,
+                    value: v.to_vec(),
+                });
+                Check::Ok
+            }
+            Err(reason) => Check::Discard(reason),
+        },
+        attr::AS4_AGGREGATOR => {
+            if v.len() == 8 {
+                a.other.push(RawAttribute {
+                    flags,
+                    type_code: t,
+                    value: v.to_vec(),
+                });
+                Check::Ok
+            } else {
+                Check::Discard("AS4_AGGREGATOR length")
+            }
+        }
+        _ => {
+            if flags & attr::FLAG_OPTIONAL == 0 {
+                // An unrecognized well-known attribute still resets (RFC 4271 §6.3, not relaxed
+                // by RFC 7606). Data: the whole attribute.
+                let mut data = vec![flags, t];
+                if flags & attr::FLAG_EXTENDED_LENGTH != 0 {
+                    data.extend_from_slice(
+                        &u16::try_from(v.len()).unwrap_or(u16::MAX).to_be_bytes(),
+                    );
+                } else {
+                    data.push(u8::try_from(v.len()).unwrap_or(u8::MAX));
+                }
+                data.extend_from_slice(v);
+                return Err(DecodeError::UnrecognizedWellKnown(t, data));
+            }
+            // Unknown optional (e.g. Tunnel Encapsulation, 23): kept opaque, never parsed.
+            a.other.push(RawAttribute {
+                flags,
+                type_code: t,
+                value: v.to_vec(),
+            });
+            Check::Ok
+        }
+    })
+}

@@ -1,0 +1,551 @@
+//! `watch`: one standalone session printing route events (no collector).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+use crate::driver::{self, Connection};
+use crate::event::{DownReason, Event, Route, RouteChange, RouteEvent, SessionEvent};
+use crate::session::SessionConfig;
+use crate::update::Rfc7606Action;
+use crate::wire::Family;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Jsonl,
+    Text,
+    Summary,
+}
+
+/// Which rule ended the initial transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DoneRule {
+    /// End-of-RIB arrived for every negotiated family.
+    EndOfRib,
+    /// No End-of-RIB expected (graceful restart not negotiated) and no UPDATE for the quiet period
+    /// (five quiet periods if no UPDATE came at all).
+    QuietPeriod,
+}
+
+impl DoneRule {
+    pub fn name(self) -> &'static str {
+        match self {
+            DoneRule::EndOfRib => "end-of-rib",
+            DoneRule::QuietPeriod => "quiet-period",
+        }
+    }
+}
+
+/// Tracks the initial transfer of one session (sans-IO: the caller feeds events and asks about the
+/// quiet period with the current time).
+#[derive(Debug, Default)]
+pub struct Transfer {
+    established: Option<SystemTime>,
+    expect_eor: bool,
+    pending: Vec<Family>,
+    last_update: Option<SystemTime>,
+    last_eor: Option<SystemTime>,
+    pub counts: BTreeMap<Family, usize>,
+    pub updates: u64,
+    done: Option<(DoneRule, f64)>,
+}
+
+impl Transfer {
+    pub fn on_event(&mut self, ev: &Event) {
+        match ev {
+            Event::Session(SessionEvent::Established { at, negotiated, .. }) => {
+                *self = Transfer {
+                    established: Some(*at),
+                    expect_eor: negotiated.graceful_restart,
+                    pending: negotiated.families.clone(),
+                    counts: negotiated.families.iter().map(|f| (*f, 0)).collect(),
+                    ..Transfer::default()
+                };
+            }
+            Event::Session(SessionEvent::Down { .. }) => {
+                if self.done.is_none() {
+                    *self = Transfer::default();
+                }
+            }
+            Event::Session(SessionEvent::UpdateError { at, .. }) => self.last_update = Some(*at),
+            Event::Route(r) => {
+                self.updates += 1;
+                self.last_update = Some(r.received);
+                let c = self.counts.entry(r.family).or_default();
+                match r.change {
+                    RouteChange::Announce { .. } => *c += 1,
+                    RouteChange::Withdraw { .. } => *c = c.saturating_sub(1),
+                    RouteChange::AttributeChange { .. } => {}
+                    RouteChange::EndOfRib => {
+                        self.pending.retain(|f| *f != r.family);
+                        self.last_eor = Some(r.received);
+                        if self.pending.is_empty()
+                            && self.done.is_none()
+                            && let Some(est) = self.established
+                        {
+                            let secs = r.received.duration_since(est).unwrap_or_default();
+                            self.done = Some((DoneRule::EndOfRib, secs.as_secs_f64()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks the quiet-period rule at `now`; it applies only when no End-of-RIB is expected.
+    pub fn check_quiet(&mut self, now: SystemTime, quiet: Duration) {
+        if self.done.is_some() || self.expect_eor {
+            return;
+        }
+        let Some(est) = self.established else { return };
+        // The quiet period runs from the last UPDATE. Before the first one it is five times as
+        // long: some peers (BIRD 2 here) take seconds after Established to send anything, and
+        // "nothing yet" must not count as an empty table.
+        let (last, wait) = match self.last_update {
+            Some(t) => (t, quiet),
+            None => (est, quiet.saturating_mul(5)),
+        };
+        if now.duration_since(last).unwrap_or_default() >= wait {
+            let secs = last.duration_since(est).unwrap_or_default();
+            self.done = Some((DoneRule::QuietPeriod, secs.as_secs_f64()));
+        }
+    }
+
+    pub fn done(&self) -> Option<(DoneRule, f64)> {
+        self.done
+    }
+
+    pub fn established(&self) -> bool {
+        self.established.is_some()
+    }
+}
+
+#[derive(Debug)]
+pub struct WatchOptions {
+    pub session: SessionConfig,
+    pub format: Format,
+    pub exit_on_eor: bool,
+    pub quiet_period: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error(transparent)]
+    Driver(#[from] driver::DriverError),
+    #[error("writing output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn ts(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn origin_name(o: Option<u8>) -> Value {
+    match o {
+        Some(0) => json!("igp"),
+        Some(1) => json!("egp"),
+        Some(2) => json!("incomplete"),
+        _ => Value::Null,
+    }
+}
+
+fn route_json(r: &Route) -> Value {
+    let a = &r.attrs;
+    json!({
+        "next_hop": r.next_hop.map(|n| n.to_string()),
+        "as_path": a.as_path.as_ref().map(|_| a.as_path_string()),
+        "origin": origin_name(a.origin),
+        "med": a.med,
+        "local_pref": a.local_pref,
+        "communities": a.communities.iter().map(|c| format!("{}:{}", c >> 16, c & 0xffff)).collect::<Vec<_>>(),
+        "large_communities": a.large_communities.iter().map(|[x, y, z]| format!("{x}:{y}:{z}")).collect::<Vec<_>>(),
+        "extended_communities": a.extended_communities.iter().map(|c| c.iter().map(|b| format!("{b:02x}")).collect::<String>()).collect::<Vec<_>>(),
+    })
+}
+
+fn merge(mut base: Value, extra: Value) -> Value {
+    if let (Value::Object(b), Value::Object(e)) = (&mut base, extra) {
+        b.extend(e);
+    }
+    base
+}
+
+fn route_event_json(e: &RouteEvent) -> Value {
+    let base = json!({
+        "peer": e.peer.to_string(),
+        "afi_safi": e.family.name(),
+        "path_id": e.path_id,
+        "received": ts(e.received),
+    });
+    match &e.change {
+        RouteChange::Announce { prefix, route } => merge(
+            merge(
+                base,
+                json!({"type": "announce", "prefix": prefix.to_string()}),
+            ),
+            route_json(route),
+        ),
+        RouteChange::Withdraw { prefix, .. } => merge(
+            base,
+            json!({"type": "withdraw", "prefix": prefix.to_string()}),
+        ),
+        RouteChange::AttributeChange {
+            prefix,
+            previous,
+            route,
+            changed,
+        } => merge(
+            merge(
+                base,
+                json!({
+                    "type": "attribute_change",
+                    "prefix": prefix.to_string(),
+                    "changed": changed.iter().map(|c| c.name()).collect::<Vec<_>>(),
+                    "previous": route_json(previous),
+                }),
+            ),
+            route_json(route),
+        ),
+        RouteChange::EndOfRib => merge(base, json!({"type": "end_of_rib"})),
+    }
+}
+
+fn down_reason(r: &DownReason) -> String {
+    match r {
+        DownReason::Sent(n) => format!("sent NOTIFICATION {n}"),
+        DownReason::Received(n) => format!("received NOTIFICATION {n}"),
+        DownReason::ConnectionClosed => "connection closed".into(),
+    }
+}
+
+pub fn event_json(ev: &Event) -> Value {
+    match ev {
+        Event::Route(r) => route_event_json(r),
+        Event::Session(SessionEvent::Established {
+            peer,
+            at,
+            negotiated: n,
+        }) => json!({
+            "type": "session_established",
+            "peer": peer.to_string(),
+            "at": ts(*at),
+            "peer_as": n.peer_as,
+            "peer_router_id": n.peer_router_id.to_string(),
+            "hold_time": n.hold_time,
+            "families": n.families.iter().map(|f| f.name()).collect::<Vec<_>>(),
+            "four_octet_as": n.four_octet_as,
+            "graceful_restart": n.graceful_restart,
+            "add_path": n.add_path.iter().map(|f| f.name()).collect::<Vec<_>>(),
+        }),
+        Event::Session(SessionEvent::Down {
+            peer,
+            at,
+            reason,
+            routes_lost,
+        }) => json!({
+            "type": "session_down",
+            "peer": peer.to_string(),
+            "at": ts(*at),
+            "reason": down_reason(reason),
+            "routes_lost": routes_lost,
+        }),
+        Event::Session(SessionEvent::UpdateError { peer, at, action }) => {
+            let (act, t, reason) = match action {
+                Rfc7606Action::AttributeDiscard { type_code, reason } => {
+                    ("attribute-discard", Some(*type_code), *reason)
+                }
+                Rfc7606Action::TreatAsWithdraw { type_code, reason } => {
+                    ("treat-as-withdraw", *type_code, *reason)
+                }
+            };
+            json!({"type": "update_error", "peer": peer.to_string(), "at": ts(*at),
+                   "action": act, "attribute": t, "reason": reason})
+        }
+    }
+}
+
+pub fn event_text(ev: &Event) -> String {
+    match ev {
+        Event::Route(r) => {
+            let head = format!("{} {} {}", ts(r.received), r.peer, r.family);
+            match &r.change {
+                RouteChange::Announce { prefix, route } => format!(
+                    "{head} + {prefix} via {} path [{}]",
+                    route.next_hop.map(|n| n.to_string()).unwrap_or_default(),
+                    route.attrs.as_path_string()
+                ),
+                RouteChange::Withdraw { prefix, .. } => format!("{head} - {prefix}"),
+                RouteChange::AttributeChange {
+                    prefix, changed, ..
+                } => format!(
+                    "{head} ~ {prefix} changed {}",
+                    changed
+                        .iter()
+                        .map(|c| c.name())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                RouteChange::EndOfRib => format!("{head} End-of-RIB"),
+            }
+        }
+        Event::Session(SessionEvent::Established {
+            peer,
+            at,
+            negotiated,
+        }) => format!(
+            "{} {peer} session Established (AS{}, hold {} s, families {:?}, graceful restart {})",
+            ts(*at),
+            negotiated.peer_as,
+            negotiated.hold_time,
+            negotiated
+                .families
+                .iter()
+                .map(|f| f.name())
+                .collect::<Vec<_>>(),
+            negotiated.graceful_restart
+        ),
+        Event::Session(SessionEvent::Down {
+            peer,
+            at,
+            reason,
+            routes_lost,
+        }) => format!(
+            "{} {peer} session down: {} ({routes_lost} routes lost)",
+            ts(*at),
+            down_reason(reason)
+        ),
+        Event::Session(SessionEvent::UpdateError { peer, at, action }) => {
+            format!("{} {peer} RFC 7606: {action:?}", ts(*at))
+        }
+    }
+}
+
+fn final_line(format: Format, t: &Transfer, rule: DoneRule, secs: f64) -> String {
+    let counts: BTreeMap<&str, usize> = t.counts.iter().map(|(f, n)| (f.name(), *n)).collect();
+    match format {
+        Format::Jsonl => json!({
+            "type": "transfer_complete",
+            "rule": rule.name(),
+            "prefixes": counts,
+            "seconds_established_to_last_eor": secs,
+        })
+        .to_string(),
+        _ => {
+            let what = match rule {
+                DoneRule::EndOfRib => "last End-of-RIB",
+                DoneRule::QuietPeriod => "last UPDATE (quiet period, no End-of-RIB)",
+            };
+            let c: Vec<String> = counts.iter().map(|(f, n)| format!("{f} {n}")).collect();
+            format!(
+                "transfer complete by {}: prefixes {}; {secs:.3} s from Established to {what}",
+                rule.name(),
+                c.join(", ")
+            )
+        }
+    }
+}
+
+/// Runs `watch` until the transfer is complete (with `exit_on_eor`) or `shutdown` resolves.
+pub async fn watch<W: Write>(
+    opts: WatchOptions,
+    conn: Connection,
+    out: &mut W,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<Option<DoneRule>, WatchError> {
+    let peer: IpAddr = opts.session.peer;
+    let (tx, mut rx) = mpsc::channel::<Event>(1024);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut task = tokio::spawn(driver::run(opts.session, conn, tx, stop_rx));
+    let mut transfer = Transfer::default();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut summary_at = SystemTime::now();
+    let mut summary_updates = 0u64;
+    let mut state = "connecting";
+    let mut result = None;
+    let mut task_done = false;
+    loop {
+        tokio::select! {
+            ev = rx.recv() => {
+                let Some(ev) = ev else { break };
+                transfer.on_event(&ev);
+                match &ev {
+                    Event::Session(SessionEvent::Established { .. }) => state = "established",
+                    Event::Session(SessionEvent::Down { .. }) => state = "down",
+                    _ => {}
+                }
+                match opts.format {
+                    Format::Jsonl => writeln!(out, "{}", event_json(&ev))?,
+                    Format::Text => writeln!(out, "{}", event_text(&ev))?,
+                    Format::Summary => {
+                        if let Event::Session(_) = ev {
+                            writeln!(out, "{}", event_text(&ev))?;
+                        }
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let now = SystemTime::now();
+                if transfer.established() {
+                    transfer.check_quiet(now, opts.quiet_period);
+                }
+                if opts.format == Format::Summary
+                    && now.duration_since(summary_at).unwrap_or_default() >= Duration::from_secs(1)
+                {
+                    let secs = now.duration_since(summary_at).unwrap_or_default().as_secs_f64();
+                    let rate = transfer.updates.saturating_sub(summary_updates) as f64 / secs.max(0.001);
+                    let v4 = transfer.counts.get(&Family::Ipv4Unicast).copied().unwrap_or(0);
+                    let v6 = transfer.counts.get(&Family::Ipv6Unicast).copied().unwrap_or(0);
+                    writeln!(out, "{peer} {state} v4 {v4} v6 {v6} events/s {rate:.0}")?;
+                    summary_at = now;
+                    summary_updates = transfer.updates;
+                }
+            }
+            _ = &mut shutdown => break,
+            r = &mut task => {
+                task_done = true;
+                tracing::info!(?r, "session driver ended");
+                break;
+            }
+        }
+        out.flush()?;
+        if opts.exit_on_eor
+            && let Some((rule, secs)) = transfer.done()
+        {
+            writeln!(out, "{}", final_line(opts.format, &transfer, rule, secs))?;
+            out.flush()?;
+            result = Some(rule);
+            break;
+        }
+    }
+    // Cease the session politely, then give the driver a moment to write the NOTIFICATION.
+    let _ = stop_tx.send(true);
+    let final_printed = result.is_some();
+    let drain = async {
+        while let Some(ev) = rx.recv().await {
+            if final_printed {
+                // The final line is already out: later events (the session going down on our
+                // Cease) go to the log only.
+                tracing::debug!(event = %event_json(&ev), "after transfer");
+            } else {
+                let line = match opts.format {
+                    Format::Jsonl => event_json(&ev).to_string(),
+                    _ => event_text(&ev),
+                };
+                writeln!(out, "{line}")?;
+            }
+        }
+        out.flush()
+    };
+    let wait = async {
+        let r = drain.await;
+        if !task_done {
+            let _ = task.await;
+        }
+        r
+    };
+    if let Ok(r) = tokio::time::timeout(Duration::from_secs(2), wait).await {
+        r?;
+    }
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Negotiated, RouteEvent};
+    use crate::wire::Prefix;
+
+    fn at(ms: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_000 + ms)
+    }
+
+    fn up(gr: bool) -> Event {
+        Event::Session(SessionEvent::Established {
+            peer: "198.18.0.1".parse().expect("ip"),
+            at: at(0),
+            negotiated: Negotiated {
+                peer_as: 65001,
+                peer_router_id: "198.18.0.1".parse().expect("ip"),
+                hold_time: 90,
+                keepalive: 30,
+                four_octet_as: true,
+                families: Family::ALL.to_vec(),
+                graceful_restart: gr,
+                add_path: Vec::new(),
+            },
+        })
+    }
+
+    fn route(ms: u64, family: Family, change: RouteChange) -> Event {
+        Event::Route(RouteEvent {
+            peer: "198.18.0.1".parse().expect("ip"),
+            family,
+            path_id: None,
+            received: at(ms),
+            change,
+        })
+    }
+
+    fn announce(ms: u64) -> Event {
+        route(
+            ms,
+            Family::Ipv4Unicast,
+            RouteChange::Announce {
+                prefix: Prefix {
+                    addr: "198.19.1.0".parse().expect("ip"),
+                    len: 24,
+                },
+                route: Route {
+                    next_hop: None,
+                    attrs: Default::default(),
+                },
+            },
+        )
+    }
+
+    #[test]
+    fn end_of_rib_rule_needs_every_negotiated_family() {
+        let mut t = Transfer::default();
+        t.on_event(&up(true));
+        t.on_event(&announce(100));
+        t.on_event(&route(200, Family::Ipv4Unicast, RouteChange::EndOfRib));
+        t.check_quiet(at(60_000), Duration::from_secs(2));
+        assert_eq!(
+            t.done(),
+            None,
+            "GR negotiated: no quiet rule, v6 EoR pending"
+        );
+        t.on_event(&route(1500, Family::Ipv6Unicast, RouteChange::EndOfRib));
+        assert_eq!(t.done(), Some((DoneRule::EndOfRib, 1.5)));
+        assert_eq!(t.counts.get(&Family::Ipv4Unicast), Some(&1));
+    }
+
+    #[test]
+    fn quiet_rule_counts_from_the_last_update_and_waits_longer_before_the_first() {
+        let q = Duration::from_secs(2);
+        let mut t = Transfer::default();
+        t.on_event(&up(false));
+        t.check_quiet(at(3_000), q);
+        assert_eq!(t.done(), None, "no UPDATE yet: wait five quiet periods");
+        t.on_event(&announce(3_500));
+        t.check_quiet(at(5_000), q);
+        assert_eq!(t.done(), None);
+        t.check_quiet(at(5_500), q);
+        assert_eq!(t.done(), Some((DoneRule::QuietPeriod, 3.5)));
+        let mut t = Transfer::default();
+        t.on_event(&up(false));
+        t.check_quiet(at(10_000), q);
+        assert_eq!(
+            t.done(),
+            Some((DoneRule::QuietPeriod, 0.0)),
+            "an empty table ends too"
+        );
+    }
+}

@@ -1,0 +1,600 @@
+//! The sans-IO session: OPEN negotiation, the FSM, errors → NOTIFICATION, UPDATE → events.
+//! No sockets, no clock: time is an argument.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use foureyes_bgp_listener::event::{AttrKind, DownReason, Event, RouteChange, SessionEvent};
+use foureyes_bgp_listener::session::{Input, Output, Session, SessionConfig, State, Timer};
+use foureyes_bgp_listener::update::Rfc7606Action;
+use foureyes_bgp_listener::wire::{Family, Notification, Outgoing};
+
+const PEER_AS: u32 = 65001;
+const LOCAL_AS: u32 = 65002;
+
+fn t(s: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s)
+}
+
+fn cfg() -> SessionConfig {
+    SessionConfig::new(
+        LOCAL_AS,
+        PEER_AS,
+        "198.18.0.2".parse().expect("id"),
+        "198.18.0.1".parse().expect("peer"),
+    )
+}
+
+fn sent(out: &[Output]) -> Vec<Outgoing> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(out: &[Output]) -> Vec<Event> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn notification(out: &[Output]) -> Option<Notification> {
+    sent(out).into_iter().find_map(|m| match m {
+        Outgoing::Notification(n) => Some(n),
+        _ => None,
+    })
+}
+
+fn established(cfg: SessionConfig, caps: &[u8]) -> Session {
+    let mut s = Session::new(cfg);
+    s.handle(t(0), Input::Connected);
+    s.handle(
+        t(0),
+        Input::Received(open_with(PEER_AS as u16, 90, [198, 18, 0, 1], caps)),
+    );
+    let out = s.handle(t(1), Input::Received(keepalive()));
+    assert_eq!(s.state(), State::Established);
+    assert!(matches!(
+        events(&out).as_slice(),
+        [Event::Session(SessionEvent::Established { .. })]
+    ));
+    s
+}
+
+#[test]
+fn connect_sends_open_then_keepalive_and_reaches_established() {
+    let mut s = Session::new(cfg());
+    let out = s.handle(t(0), Input::Connected);
+    assert!(
+        matches!(sent(&out).as_slice(), [Outgoing::Open(o)] if o.local_as == LOCAL_AS && o.hold_time == 90)
+    );
+    assert!(out.contains(&Output::SetTimer(
+        Timer::Hold,
+        Some(Duration::from_secs(240))
+    )));
+    assert_eq!(s.state(), State::OpenSent);
+
+    let out = s.handle(
+        t(0),
+        Input::Received(open_with(
+            PEER_AS as u16,
+            30,
+            [198, 18, 0, 1],
+            &full_caps(PEER_AS),
+        )),
+    );
+    assert_eq!(sent(&out), vec![Outgoing::Keepalive]);
+    assert!(
+        out.contains(&Output::SetTimer(
+            Timer::Hold,
+            Some(Duration::from_secs(30))
+        )),
+        "min(90, 30)"
+    );
+    assert!(out.contains(&Output::SetTimer(
+        Timer::Keepalive,
+        Some(Duration::from_secs(10))
+    )));
+    assert_eq!(s.state(), State::OpenConfirm);
+
+    let out = s.handle(t(1), Input::Received(keepalive()));
+    let ev = events(&out);
+    let [Event::Session(SessionEvent::Established { negotiated, at, .. })] = ev.as_slice() else {
+        panic!("want Established, got {ev:?}");
+    };
+    assert_eq!(*at, t(1));
+    assert_eq!(negotiated.hold_time, 30);
+    assert_eq!(
+        negotiated.families,
+        vec![Family::Ipv4Unicast, Family::Ipv6Unicast]
+    );
+    assert!(negotiated.four_octet_as);
+    assert!(negotiated.graceful_restart);
+
+    // Keepalive timer → KEEPALIVE and re-arm.
+    let out = s.handle(t(11), Input::TimerFired(Timer::Keepalive));
+    assert_eq!(sent(&out), vec![Outgoing::Keepalive]);
+    assert!(out.contains(&Output::SetTimer(
+        Timer::Keepalive,
+        Some(Duration::from_secs(10))
+    )));
+}
+
+#[test]
+fn a_peer_without_multiprotocol_gets_ipv4_only_and_no_graceful_restart() {
+    let s = established(cfg(), &[]);
+    let n = s.negotiated().expect("negotiated");
+    assert_eq!(n.families, vec![Family::Ipv4Unicast]);
+    assert!(!n.four_octet_as);
+    assert!(!n.graceful_restart);
+}
+
+#[test]
+fn graceful_restart_can_be_switched_off() {
+    let mut c = cfg();
+    c.graceful_restart = false;
+    let mut s = Session::new(c);
+    let out = s.handle(t(0), Input::Connected);
+    let msgs = sent(&out);
+    let [Outgoing::Open(o)] = msgs.as_slice() else {
+        panic!("one OPEN")
+    };
+    assert_eq!(o.capabilities.graceful_restart_time, None);
+    let s = established(
+        {
+            let mut c = cfg();
+            c.graceful_restart = false;
+            c
+        },
+        &full_caps(PEER_AS),
+    );
+    assert!(!s.negotiated().expect("n").graceful_restart);
+}
+
+fn open_error(open: Vec<u8>) -> (Notification, Session) {
+    let mut s = Session::new(cfg());
+    s.handle(t(0), Input::Connected);
+    let out = s.handle(t(0), Input::Received(open));
+    assert!(out.contains(&Output::Close));
+    assert_eq!(s.state(), State::Idle);
+    (notification(&out).expect("a NOTIFICATION"), s)
+}
+
+#[test]
+fn open_errors_send_the_right_notification() {
+    let (n, _) = open_error(open_with(65099, 90, [1, 1, 1, 1], &[]));
+    assert_eq!(n, Notification::new(2, 2), "bad peer AS");
+    let (n, _) = open_error(open_with(23456, 90, [1, 1, 1, 1], &{
+        let mut c = vec![65, 4];
+        c.extend_from_slice(&4_200_000_000u32.to_be_bytes());
+        c
+    }));
+    assert_eq!(
+        n,
+        Notification::new(2, 2),
+        "4-octet AS from the capability is checked"
+    );
+    let (n, _) = open_error(open_with(PEER_AS as u16, 2, [1, 1, 1, 1], &[]));
+    assert_eq!(n, Notification::new(2, 6), "hold time 2");
+    let (n, _) = open_error(open_with(PEER_AS as u16, 90, [0, 0, 0, 0], &[]));
+    assert_eq!(n, Notification::new(2, 3), "identifier 0");
+    let mut v3 = open_with(PEER_AS as u16, 90, [1, 1, 1, 1], &[]);
+    v3[19] = 3;
+    let (n, _) = open_error(v3);
+    assert_eq!(n, Notification::with_data(2, 1, vec![0, 4]), "version");
+}
+
+#[test]
+fn hold_time_zero_means_no_timers() {
+    let mut s = Session::new(cfg());
+    s.handle(t(0), Input::Connected);
+    let out = s.handle(
+        t(0),
+        Input::Received(open_with(PEER_AS as u16, 0, [1, 1, 1, 1], &[])),
+    );
+    assert!(out.contains(&Output::SetTimer(Timer::Hold, None)));
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::SetTimer(Timer::Keepalive, Some(_))))
+    );
+}
+
+#[test]
+fn header_errors_in_a_session_send_the_header_notification_and_close() {
+    let mut s = established(cfg(), &full_caps(PEER_AS));
+    let mut bad = keepalive();
+    bad[3] = 0;
+    let out = s.handle(t(2), Input::Received(bad));
+    assert_eq!(notification(&out), Some(Notification::new(1, 1)));
+    assert!(out.contains(&Output::Close));
+    let mut s = established(cfg(), &full_caps(PEER_AS));
+    let out = s.handle(t(2), Input::Received(msg(7, &[])));
+    assert_eq!(
+        notification(&out),
+        Some(Notification::with_data(1, 3, vec![7]))
+    );
+}
+
+#[test]
+fn hold_timer_expiry_sends_4_0_and_reports_the_loss() {
+    let mut s = established(cfg(), &full_caps(PEER_AS));
+    s.handle(
+        t(2),
+        Input::Received(update(
+            &[],
+            &base_attrs(&[65001], [198, 18, 0, 1]),
+            &[24, 10, 0, 0, 24, 10, 0, 1],
+        )),
+    );
+    assert_eq!(s.rib().len(), 2);
+    let out = s.handle(t(100), Input::TimerFired(Timer::Hold));
+    assert_eq!(notification(&out), Some(Notification::new(4, 0)));
+    assert!(out.contains(&Output::Close));
+    let ev = events(&out);
+    assert!(
+        matches!(ev.as_slice(), [Event::Session(SessionEvent::Down { routes_lost: 2, reason: DownReason::Sent(n), .. })] if n.code == 4),
+        "{ev:?}"
+    );
+    assert!(s.rib().is_empty());
+}
+
+#[test]
+fn unexpected_messages_are_fsm_errors_with_rfc6608_subcodes() {
+    let mut s = Session::new(cfg());
+    s.handle(t(0), Input::Connected);
+    let out = s.handle(t(0), Input::Received(keepalive()));
+    assert_eq!(
+        notification(&out),
+        Some(Notification::new(5, 1)),
+        "KEEPALIVE in OpenSent"
+    );
+    let mut s = established(cfg(), &full_caps(PEER_AS));
+    let out = s.handle(
+        t(2),
+        Input::Received(open_with(PEER_AS as u16, 90, [1, 1, 1, 1], &[])),
+    );
+    assert_eq!(
+        notification(&out),
+        Some(Notification::new(5, 3)),
+        "OPEN in Established"
+    );
+}
+
+#[test]
+fn a_peer_notification_or_close_ends_the_session_without_answering() {
+    let mut s = established(cfg(), &full_caps(PEER_AS));
+    let out = s.handle(t(2), Input::Received(msg(3, &[6, 2])));
+    assert!(sent(&out).is_empty());
+    assert!(
+        matches!(events(&out).as_slice(), [Event::Session(SessionEvent::Down { reason: DownReason::Received(n), .. })] if *n == Notification::new(6, 2))
+    );
+    let mut s = established(cfg(), &full_caps(PEER_AS));
+    let out = s.handle(t(2), Input::Closed);
+    assert!(matches!(
+        events(&out).as_slice(),
+        [Event::Session(SessionEvent::Down {
+            reason: DownReason::ConnectionClosed,
+            ..
+        })]
+    ));
+    // And the session can start again.
+    let out = s.handle(t(3), Input::Connected);
+    assert!(matches!(sent(&out).as_slice(), [Outgoing::Open(_)]));
+}
+
+#[test]
+fn stop_sends_cease_administrative_shutdown() {
+    let mut s = established(cfg(), &full_caps(PEER_AS));
+    let out = s.handle(t(2), Input::Stop);
+    assert_eq!(notification(&out), Some(Notification::new(6, 2)));
+}
+
+fn route_changes(out: &[Output]) -> Vec<(Family, RouteChange)> {
+    events(out)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Route(r) => {
+                assert_eq!(r.peer, "198.18.0.1".parse::<IpAddr>().expect("ip"));
+                assert_eq!(r.path_id, None);
+                Some((r.family, r.change))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn updates_become_announce_change_withdraw_and_end_of_rib_events() {
+    let mut s = established(cfg(), &full_caps(PEER_AS));
+    // Announce 10.0.0.0/24 and 10.0.1.0/24 with communities and large communities.
+    let mut attrs = base_attrs(&[65001, 65010], [198, 18, 0, 1]);
+    attrs.extend(attr(0xc0, 8, &[0xfd, 0xe9, 0, 1]));
+    attrs.extend(attr(0xc0, 32, &[0, 0, 0xfd, 0xe9, 0, 0, 0, 1, 0, 0, 0, 2]));
+    attrs.extend(attr(0x80, 4, &[0, 0, 0, 5]));
+    let out = s.handle(
+        t(5),
+        Input::Received(update(&[], &attrs, &[24, 10, 0, 0, 24, 10, 0, 1])),
+    );
+    let ch = route_changes(&out);
+    assert_eq!(ch.len(), 2);
+    let (fam, RouteChange::Announce { prefix, route }) = &ch[0] else {
+        panic!("{ch:?}")
+    };
+    assert_eq!(*fam, Family::Ipv4Unicast);
+    assert_eq!(prefix.to_string(), "10.0.0.0/24");
+    assert_eq!(route.next_hop, Some("198.18.0.1".parse().expect("ip")));
+    assert_eq!(route.attrs.as_path_string(), "65001 65010");
+    assert_eq!(route.attrs.communities, vec![0xfde9_0001]);
+    assert_eq!(route.attrs.large_communities, vec![[65001, 1, 2]]);
+    assert_eq!(route.attrs.med, Some(5));
+    let Some(Event::Route(r)) = events(&out).into_iter().next() else {
+        panic!()
+    };
+    assert_eq!(r.received, t(5));
+
+    // Same prefix, new AS path and community: attribute change naming both.
+    let mut attrs2 = base_attrs(&[65001, 65020], [198, 18, 0, 1]);
+    attrs2.extend(attr(0xc0, 8, &[0xfd, 0xe9, 0, 2]));
+    attrs2.extend(attr(0xc0, 32, &[0, 0, 0xfd, 0xe9, 0, 0, 0, 1, 0, 0, 0, 2]));
+    attrs2.extend(attr(0x80, 4, &[0, 0, 0, 5]));
+    let out = s.handle(t(6), Input::Received(update(&[], &attrs2, &[24, 10, 0, 0])));
+    let ch = route_changes(&out);
+    let [(_, RouteChange::AttributeChange { changed, .. })] = ch.as_slice() else {
+        panic!("{ch:?}")
+    };
+    assert_eq!(changed, &vec![AttrKind::AsPath, AttrKind::Communities]);
+
+    // Identical re-announcement: no event.
+    let out = s.handle(t(7), Input::Received(update(&[], &attrs2, &[24, 10, 0, 0])));
+    assert!(route_changes(&out).is_empty());
+
+    // Withdraw one; withdrawing an unknown prefix is silent.
+    let out = s.handle(
+        t(8),
+        Input::Received(update(&[24, 10, 0, 1, 24, 10, 9, 9], &[], &[])),
+    );
+    let ch = route_changes(&out);
+    assert!(
+        matches!(ch.as_slice(), [(Family::Ipv4Unicast, RouteChange::Withdraw { prefix, .. })] if prefix.to_string() == "10.0.1.0/24")
+    );
+
+    // IPv6 via MP_REACH, then MP_UNREACH, then End-of-RIB for both families.
+    let mut nh = [0u8; 16];
+    nh[0] = 0x20;
+    nh[1] = 0x01;
+    nh[2] = 0;
+    nh[3] = 2;
+    nh[15] = 1;
+    let mut a6 = attr(0x40, 1, &[0]);
+    a6.extend(as_path4(&[65001]));
+    a6.extend(mp_reach_v6(nh, &[48, 0x20, 0x01, 0, 2, 0, 1]));
+    let out = s.handle(t(9), Input::Received(update(&[], &a6, &[])));
+    let ch = route_changes(&out);
+    let [(Family::Ipv6Unicast, RouteChange::Announce { prefix, route })] = ch.as_slice() else {
+        panic!("{ch:?}")
+    };
+    assert_eq!(prefix.to_string(), "2001:2:1::/48");
+    assert_eq!(route.next_hop, Some("2001:2::1".parse().expect("ip")));
+    let out = s.handle(
+        t(10),
+        Input::Received(update(
+            &[],
+            &mp_unreach_v6(&[48, 0x20, 0x01, 0, 2, 0, 1]),
+            &[],
+        )),
+    );
+    assert!(matches!(
+        route_changes(&out).as_slice(),
+        [(Family::Ipv6Unicast, RouteChange::Withdraw { .. })]
+    ));
+    let out = s.handle(t(11), Input::Received(update(&[], &[], &[])));
+    assert_eq!(
+        route_changes(&out),
+        vec![(Family::Ipv4Unicast, RouteChange::EndOfRib)]
+    );
+    let out = s.handle(
+        t(11),
+        Input::Received(update(&[], &mp_unreach_v6(&[]), &[])),
+    );
+    assert_eq!(
+        route_changes(&out),
+        vec![(Family::Ipv6Unicast, RouteChange::EndOfRib)]
+    );
+    assert_eq!(s.rib().count(Family::Ipv4Unicast), 1);
+}
+
+#[test]
+fn rfc7606_outcomes_keep_the_session_up_or_reset_it_where_required() {
+    let nlri = [24, 10, 0, 0];
+    let mut s = established(cfg(), &full_caps(PEER_AS));
+    s.handle(
+        t(2),
+        Input::Received(update(&[], &base_attrs(&[65001], [198, 18, 0, 1]), &nlri)),
+    );
+    assert_eq!(s.rib().len(), 1);
+
+    // Malformed COMMUNITIES (length 3) → treat-as-withdraw, session stays up.
+    let mut a = base_attrs(&[65001], [198, 18, 0, 1]);
+    a.extend(attr(0xc0, 8, &[1, 2, 3]));
+    let out = s.handle(t(3), Input::Received(update(&[], &a, &nlri)));
+    assert!(notification(&out).is_none());
+    assert!(events(&out).iter().any(|e| matches!(
+        e,
+        Event::Session(SessionEvent::UpdateError {
+            action: Rfc7606Action::TreatAsWithdraw {
+                type_code: Some(8),
+                ..
+            },
+            ..
+        })
+    )));
+    assert!(matches!(
+        route_changes(&out).as_slice(),
+        [(_, RouteChange::Withdraw { .. })]
+    ));
+    assert_eq!(s.state(), State::Established);
+
+    // AS 0 in AS_PATH (RFC 7607) → treat-as-withdraw.
+    let out = s.handle(
+        t(4),
+        Input::Received(update(
+            &[],
+            &base_attrs(&[65001, 0], [198, 18, 0, 1]),
+            &nlri,
+        )),
+    );
+    assert!(notification(&out).is_none());
+    assert!(
+        route_changes(&out).is_empty(),
+        "nothing held, nothing announced"
+    );
+    assert_eq!(s.rib().len(), 0);
+
+    // Malformed ATOMIC_AGGREGATE (length 1) → attribute discard, route kept.
+    let mut a = base_attrs(&[65001], [198, 18, 0, 1]);
+    a.extend(attr(0x40, 6, &[1]));
+    let out = s.handle(t(5), Input::Received(update(&[], &a, &nlri)));
+    assert!(matches!(
+        route_changes(&out).as_slice(),
+        [(_, RouteChange::Announce { .. })]
+    ));
+    assert!(events(&out).iter().any(|e| matches!(
+        e,
+        Event::Session(SessionEvent::UpdateError {
+            action: Rfc7606Action::AttributeDiscard { type_code: 6, .. },
+            ..
+        })
+    )));
+
+    // Malformed Tunnel Encapsulation (23, the CVE-2023-38802 attribute) is kept opaque: no reset.
+    let mut a = base_attrs(&[65001], [198, 18, 0, 1]);
+    a.extend(attr(0xc0, 23, &[0, 1, 0xff]));
+    let out = s.handle(t(6), Input::Received(update(&[], &a, &nlri)));
+    assert!(notification(&out).is_none());
+    assert_eq!(s.state(), State::Established);
+
+    // Missing NEXT_HOP with NLRI → treat-as-withdraw.
+    let mut a = attr(0x40, 1, &[0]);
+    a.extend(as_path4(&[65001]));
+    let out = s.handle(t(7), Input::Received(update(&[], &a, &nlri)));
+    assert!(notification(&out).is_none());
+    assert_eq!(s.rib().len(), 0);
+
+    // Attribute length overrunning the attribute section → treat-as-withdraw.
+    let mut a = base_attrs(&[65001], [198, 18, 0, 1]);
+    a.extend([0xc0, 8, 200, 0, 0]);
+    let out = s.handle(t(8), Input::Received(update(&[], &a, &nlri)));
+    assert!(notification(&out).is_none());
+
+    // Session resets: withdrawn length overrun (3/1), bad NLRI length (3/10), malformed
+    // MP_REACH (3/9), unrecognized well-known attribute (3/2).
+    let mut body = update(&[], &[], &[]);
+    body[19] = 0;
+    body[20] = 9; // withdrawn length 9 > message
+    let mut s2 = established(cfg(), &full_caps(PEER_AS));
+    assert_eq!(
+        notification(&s2.handle(t(9), Input::Received(body))),
+        Some(Notification::new(3, 1))
+    );
+    let mut s2 = established(cfg(), &full_caps(PEER_AS));
+    let out = s2.handle(
+        t(9),
+        Input::Received(update(
+            &[],
+            &base_attrs(&[65001], [1, 1, 1, 1]),
+            &[33, 10, 0, 0, 0, 0],
+        )),
+    );
+    assert_eq!(notification(&out), Some(Notification::new(3, 10)));
+    let mut s2 = established(cfg(), &full_caps(PEER_AS));
+    let out = s2.handle(
+        t(9),
+        Input::Received(update(&[], &attr(0x80, 14, &[0, 2, 1, 3, 0, 0, 0, 0]), &[])),
+    );
+    assert_eq!(notification(&out), Some(Notification::new(3, 9)));
+    let mut s2 = established(cfg(), &full_caps(PEER_AS));
+    let out = s2.handle(
+        t(9),
+        Input::Received(update(&[], &attr(0x40, 99, &[1]), &[])),
+    );
+    assert_eq!(
+        notification(&out),
+        Some(Notification::with_data(3, 2, vec![0x40, 99, 1, 1]))
+    );
+}
+
+#[test]
+fn add_path_receive_keeps_each_path_and_reports_its_id() {
+    let mut caps = full_caps(PEER_AS);
+    caps.extend_from_slice(&[69, 8, 0, 1, 1, 3, 0, 2, 1, 2]); // send+receive v4, send v6
+    let mut s = established(cfg(), &caps);
+    assert_eq!(
+        s.negotiated().expect("n").add_path,
+        vec![Family::Ipv4Unicast, Family::Ipv6Unicast]
+    );
+    // Two paths for 198.19.1.0/24 (ids 1 and 2).
+    let nlri = [0, 0, 0, 1, 24, 198, 19, 1, 0, 0, 0, 2, 24, 198, 19, 1];
+    let out = s.handle(
+        t(2),
+        Input::Received(update(&[], &base_attrs(&[65001], [198, 18, 0, 1]), &nlri)),
+    );
+    let ids: Vec<Option<u32>> = events(&out)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Route(r) if matches!(r.change, RouteChange::Announce { .. }) => Some(r.path_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, vec![Some(1), Some(2)]);
+    assert_eq!(s.rib().len(), 2);
+    let out = s.handle(
+        t(3),
+        Input::Received(update(&[0, 0, 0, 1, 24, 198, 19, 1], &[], &[])),
+    );
+    let ev = events(&out);
+    assert!(
+        matches!(ev.as_slice(), [Event::Route(r)] if r.path_id == Some(1) && matches!(r.change, RouteChange::Withdraw { .. })),
+        "{ev:?}"
+    );
+    assert_eq!(s.rib().len(), 1);
+    // An NLRI that ends inside a path id is an invalid network field.
+    let out = s.handle(
+        t(4),
+        Input::Received(update(
+            &[],
+            &base_attrs(&[65001], [198, 18, 0, 1]),
+            &[0, 0, 1],
+        )),
+    );
+    assert_eq!(notification(&out), Some(Notification::new(3, 10)));
+}
+
+#[test]
+fn add_path_is_advertised_receive_only_and_can_be_switched_off() {
+    let mut s = Session::new(cfg());
+    let out = s.handle(t(0), Input::Connected);
+    let msgs = sent(&out);
+    let [Outgoing::Open(o)] = msgs.as_slice() else {
+        panic!("one OPEN")
+    };
+    assert_eq!(o.capabilities.add_path_receive, Family::ALL.to_vec());
+    let mut c = cfg();
+    c.add_path = false;
+    let mut caps = full_caps(PEER_AS);
+    caps.extend_from_slice(&[69, 4, 0, 1, 1, 3]);
+    let s = established(c, &caps);
+    assert!(s.negotiated().expect("n").add_path.is_empty());
+    // A peer that can only receive paths does not make us expect path ids.
+    let mut caps = full_caps(PEER_AS);
+    caps.extend_from_slice(&[69, 4, 0, 1, 1, 1]);
+    let s = established(cfg(), &caps);
+    assert!(s.negotiated().expect("n").add_path.is_empty());
+}
