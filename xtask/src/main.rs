@@ -55,7 +55,15 @@ enum Cmd {
 }
 
 /// Debian packages the test suite drives for real.
-const APT_PACKAGES: &[&str] = &["iproute2", "nftables", "procps", "iputils-ping", "curl", "bird2", "tcpdump"];
+const APT_PACKAGES: &[&str] = &[
+    "iproute2",
+    "nftables",
+    "procps",
+    "iputils-ping",
+    "curl",
+    "bird2",
+    "tcpdump",
+];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -176,6 +184,13 @@ fn install() -> Result<()> {
             })?;
         }
     }
+    if !have("cargo-fuzz") {
+        run("cargo install cargo-fuzz", {
+            let mut c = Command::new("cargo");
+            c.args(["install", "--locked", "cargo-fuzz"]);
+            c
+        })?;
+    }
     if !have("cargo-nextest") {
         run("cargo install cargo-nextest", {
             let mut c = Command::new("cargo");
@@ -184,6 +199,38 @@ fn install() -> Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// Every cargo-fuzz target in fuzz/, each run for a bounded time in CI. A crash fails the run;
+/// keep its input as a regression test next to the decoder.
+const FUZZ_TARGETS: &[&str] = &["bgp_session", "bgp_update"];
+const FUZZ_SECONDS: u32 = 20;
+
+fn fuzz(target: &str, seconds: u32) -> Result<()> {
+    let nightly = Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("nightly"))
+        .unwrap_or(false);
+    if !nightly {
+        bail!("fuzzing needs the nightly toolchain (`rustup toolchain install nightly`)");
+    }
+    let mut c = Command::new("cargo");
+    c.current_dir(root().join("fuzz"))
+        // Sanitizer builds must not share (and invalidate) the main target dir.
+        .env(
+            "CARGO_TARGET_DIR",
+            target_dir().with_file_name("foureyes-fuzz-target"),
+        )
+        .args([
+            "+nightly",
+            "fuzz",
+            "run",
+            target,
+            "--",
+            &format!("-max_total_time={seconds}"),
+        ]);
+    run(&format!("cargo fuzz run {target}"), c)
 }
 
 fn ci(no_install: bool) -> Result<()> {
@@ -233,6 +280,11 @@ fn ci(no_install: bool) -> Result<()> {
             c.args(["test", "--doc", "--locked"]);
             run("cargo test --doc", c)
         })?;
+        for target in FUZZ_TARGETS {
+            st.run(&format!("fuzz {target} ({FUZZ_SECONDS}s)"), || {
+                fuzz(target, FUZZ_SECONDS)
+            })?;
+        }
         Ok(())
     })();
     st.report();
