@@ -139,6 +139,62 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX batches_agent ON batches (agent_id, first_seq);
     "#,
+    // v3: the per-test lookup without a per-row index. The TEXT index on results(test_id) cost as
+    // much as the row insert itself (one B-tree descent and an ~30-byte entry per result, spread
+    // over as many insertion points as there are tests). Instead:
+    // - `test_keys` gives every test id ever seen in a result a small integer, kept forever (also
+    //   after the test is deleted: its results must still resolve; results may also name ids the
+    //   tests table never had);
+    // - `results.test_key` replaces `results.test_id` (the id is still in `body`);
+    // - `results_by_test` is a postings list: one row per (test, flush) holding the keys of that
+    //   test's results written by the flush, as 8-byte big-endian integers in ascending key order,
+    //   `last_key` being the largest. A flush's keys all exceed every earlier key, so walking one
+    //   test's postings by `last_key` yields its results in key (= time) order. Ingest writes one
+    //   posting per test per flush instead of one index entry per result.
+    // Existing results get postings of at most 1024 keys each.
+    r#"
+    CREATE TABLE test_keys (
+        key INTEGER PRIMARY KEY,
+        test_id TEXT NOT NULL UNIQUE
+    );
+    INSERT INTO test_keys (test_id) SELECT DISTINCT test_id FROM results ORDER BY test_id;
+
+    CREATE TABLE results_v3 (
+        key INTEGER PRIMARY KEY,
+        org TEXT NOT NULL,
+        team TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        test_key INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        latency_ms REAL NOT NULL,
+        loss REAL NOT NULL,
+        sent_ms INTEGER,
+        received_ms INTEGER NOT NULL,
+        body BLOB NOT NULL
+    );
+    INSERT INTO results_v3 (key, org, team, agent_id, test_key, seq, status, latency_ms, loss,
+            sent_ms, received_ms, body)
+        SELECT r.key, r.org, r.team, r.agent_id, t.key, r.seq, r.status, r.latency_ms, r.loss,
+            r.sent_ms, r.received_ms, r.body
+        FROM results r JOIN test_keys t ON t.test_id = r.test_id
+        ORDER BY r.key;
+    DROP TABLE results;
+    ALTER TABLE results_v3 RENAME TO results;
+
+    CREATE TABLE results_by_test (
+        test_key INTEGER NOT NULL,
+        last_key INTEGER NOT NULL,
+        keys BLOB NOT NULL,
+        PRIMARY KEY (test_key, last_key)
+    ) WITHOUT ROWID;
+    INSERT INTO results_by_test (test_key, last_key, keys)
+        SELECT test_key, max(key), unhex(group_concat(printf('%016x', key), '' ORDER BY key))
+        FROM (SELECT test_key, key,
+                (row_number() OVER (PARTITION BY test_key ORDER BY key) - 1) / 1024 AS chunk
+              FROM results)
+        GROUP BY test_key, chunk;
+    "#,
 ];
 
 /// The version a database has after [`migrate`].
@@ -196,20 +252,34 @@ mod tests {
                      VALUES ('n-1', 'acme', 'noc', 1, 'h', 'v', 1, 3);",
             )
             .unwrap();
-            let r = foureyes_proto::v1::ProbeResult {
-                seq: 3,
-                test_id: "t-1".into(),
-                agent_id: "n-1".into(),
-                latency_ms: 1.5,
-                ..Default::default()
-            };
-            conn.execute(
-                "INSERT INTO results (key, org, team, agent_id, test_id, seq, status, latency_ms, loss,
-                     sent_ms, received_ms, body)
-                 VALUES (?1, 'acme', 'noc', 'n-1', 't-1', 3, 1, 1.5, 0, NULL, 5, ?2)",
-                params![5i64 << 20, prost::Message::encode_to_vec(&r)],
-            )
-            .unwrap();
+            // 2500 results over three tests (more than one v3 posting's worth for t-1), in key order
+            // t-1, t-2, t-1, t-3, ...; t-3 is not in the tests table (deleted, or never there).
+            let tx = conn.transaction().unwrap();
+            for i in 0..2500i64 {
+                let test = ["t-1", "t-2", "t-1", "t-3"][(i % 4) as usize];
+                let r = foureyes_proto::v1::ProbeResult {
+                    seq: i as u64 + 1,
+                    test_id: test.into(),
+                    agent_id: "n-1".into(),
+                    latency_ms: i as f64,
+                    ..Default::default()
+                };
+                tx.execute(
+                    "INSERT INTO results (key, org, team, agent_id, test_id, seq, status, latency_ms,
+                         loss, sent_ms, received_ms, body)
+                     VALUES (?1, 'acme', 'noc', 'n-1', ?2, ?3, 1, ?4, 0, NULL, ?5, ?6)",
+                    params![
+                        ((5 + i) << 20) + 7,
+                        test,
+                        i + 1,
+                        i as f64,
+                        5 + i,
+                        prost::Message::encode_to_vec(&r)
+                    ],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
             // v2's objects are not there yet.
             let n: i64 = conn
                 .query_row(
@@ -224,7 +294,7 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         let sys = SystemScope::collector_internal();
         assert_eq!(store.schema_version().unwrap(), CURRENT_VERSION);
-        const { assert!(CURRENT_VERSION >= 2) };
+        const { assert!(CURRENT_VERSION >= 3) };
         assert!(store.team_exists(&sys, "acme", "noc").unwrap());
         let a = store
             .get_agent(&Scope::System(sys.clone()), "n-1")
@@ -236,45 +306,99 @@ mod tests {
             team: Some("noc".into()),
         });
         let page = store
-            .results(&scope, &ResultFilter::default(), None, 10)
+            .results(&scope, &ResultFilter::default(), None, 10_000)
             .unwrap();
-        assert_eq!(page.results.len(), 1);
-        assert_eq!(page.results[0].latency_ms, 1.5);
+        assert_eq!(page.results.len(), 2500);
+        assert_eq!(page.results[1].latency_ms, 1.0);
+        assert_eq!(page.results[1].test_id, "t-2");
+        // Per-test reads after v3: every row of the test, in key order, paged and time-bounded.
+        let by_test = |test: &str, from_ms, to_ms| {
+            let filter = ResultFilter {
+                test_id: Some(test.into()),
+                from_ms,
+                to_ms,
+                ..Default::default()
+            };
+            let mut seqs = Vec::new();
+            let mut after = None;
+            loop {
+                let p = store.results(&scope, &filter, after, 300).unwrap();
+                assert!(p.results.iter().all(|r| r.test_id == test));
+                seqs.extend(p.results.iter().map(|r| r.seq));
+                after = p.next;
+                if after.is_none() {
+                    break seqs;
+                }
+            }
+        };
+        let want = |rem: &[u64], lo: u64, hi: u64| -> Vec<u64> {
+            (lo..hi)
+                .filter(|i| rem.contains(&(i % 4)))
+                .map(|i| i + 1)
+                .collect()
+        };
+        assert_eq!(by_test("t-1", None, None), want(&[0, 2], 0, 2500));
+        assert_eq!(by_test("t-2", None, None), want(&[1], 0, 2500));
+        assert_eq!(by_test("t-3", None, None), want(&[3], 0, 2500));
+        // received_ms = 5 + i: [1005, 2105) is i in [1000, 2100).
+        assert_eq!(
+            by_test("t-1", Some(1005), Some(2105)),
+            want(&[0, 2], 1000, 2100)
+        );
+        assert!(by_test("t-9", None, None).is_empty());
         assert_eq!(store.tests_for_agent(&sys, "n-1").unwrap().0, 7);
         let objects = store.schema_objects().unwrap();
-        for want in ["batches", "batches_agent", "results_test"] {
+        for want in ["batches", "batches_agent", "test_keys", "results_by_test"] {
             assert!(
                 objects.iter().any(|o| o == want),
                 "{want} missing: {objects:?}"
             );
         }
+        assert!(
+            !objects
+                .iter()
+                .any(|o| o == "results_test" || o == "results_v3")
+        );
         drop(store);
         // Reopening a current database is a no-op.
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.schema_version().unwrap(), CURRENT_VERSION);
     }
 
-    /// The per-test query the API and correlator run walks the index in key order: no table scan,
-    /// no sort, even though the index names only `test_id`.
+    /// The per-test read (see `SqliteStore::results`) seeks one test's postings by primary key and
+    /// fetches each row by key: no scan, no sort.
     #[test]
-    fn results_by_test_use_the_index_in_key_order() {
+    fn results_by_test_use_the_postings_in_key_order() {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate_to(&mut conn, CURRENT_VERSION).unwrap();
-        let mut st = conn
-            .prepare(
-                "EXPLAIN QUERY PLAN SELECT key, body FROM results
-                 WHERE org = ?1 AND team = ?2 AND test_id = ?3 AND key >= ?4 AND key > ?5
-                 ORDER BY key LIMIT 100",
-            )
-            .unwrap();
-        let plan: Vec<String> = st
-            .query_map(["a", "x", "t-1", "0", "0"], |r| r.get(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let plan = plan.join(" | ");
-        assert!(plan.contains("USING INDEX results_test"), "{plan}");
-        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        let plan = |sql: &str, n: usize| {
+            let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let args = vec!["1"; n];
+            let plan: Vec<String> = st
+                .query_map(rusqlite::params_from_iter(args), |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            plan.join(" | ")
+        };
+        let p = plan(
+            "SELECT keys FROM results_by_test WHERE test_key = ?1 AND last_key > ?2
+             ORDER BY last_key",
+            2,
+        );
+        assert!(
+            p.contains("USING PRIMARY KEY (test_key=? AND last_key>?)"),
+            "{p}"
+        );
+        assert!(!p.contains("TEMP B-TREE"), "{p}");
+        let p = plan(
+            "SELECT key, agent_id, seq, received_ms, body FROM results
+             WHERE key = ? AND org = ? AND team = ? AND agent_id = ?",
+            4,
+        );
+        assert!(p.contains("USING INTEGER PRIMARY KEY (rowid=?)"), "{p}");
+        let p = plan("SELECT key FROM test_keys WHERE test_id = ?1", 1);
+        assert!(p.contains("USING COVERING INDEX"), "{p}");
     }
 
     #[test]

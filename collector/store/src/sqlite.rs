@@ -11,6 +11,7 @@
 //! fsync per flush, not per result.
 
 use std::{
+    collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
     sync::{Arc, Condvar, Mutex, MutexGuard},
     time::Duration,
@@ -37,6 +38,10 @@ const MAX_PAGE: usize = 10_000;
 /// runs ahead of the clock (it stays unique and ordered either way).
 const KEY_SHIFT: u32 = 20;
 const MAX_KEY_MS: i64 = i64::MAX >> KEY_SHIFT;
+
+/// Test keys the writer remembers (see `SqliteStore::test_keys`); past this the cache starts over,
+/// so results naming ever new test ids cannot grow it without bound.
+const TEST_KEY_CACHE: usize = 65_536;
 
 /// WAL pages after which a committing writer checkpoints inline (about 200 MiB).
 const WAL_BACKSTOP_PAGES: i64 = 50_000;
@@ -100,6 +105,10 @@ pub struct SqliteStore {
     _checkpointer: Checkpointer,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Committed `test_keys` rows (test id → key), so ingest resolves a test id without a query.
+    /// Only committed rows go in, and a row never changes once written, so an entry stays true
+    /// even when another process writes to the database.
+    test_keys: Mutex<HashMap<String, i64>>,
     /// Set from `FOUREYES_FAILPOINT=flush-mid-transaction` at open: the first flush that wrote rows
     /// aborts the process before committing. Exists only for the kill -9 durability tests.
     abort_mid_flush: bool,
@@ -156,6 +165,7 @@ impl SqliteStore {
             _checkpointer,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
+            test_keys: Mutex::new(HashMap::new()),
             abort_mid_flush,
         })
     }
@@ -233,6 +243,11 @@ impl Where {
         self
     }
 
+    /// The clauses as a continuation of a `WHERE` the caller started.
+    fn and_sql(&self) -> String {
+        self.clauses.iter().map(|c| format!(" AND {c}")).collect()
+    }
+
     fn sql(&self) -> String {
         if self.clauses.is_empty() {
             String::new()
@@ -272,6 +287,84 @@ fn key_floor(ms: i64) -> i64 {
 /// rows in one millisecond, or the clock stepped back). Keys never repeat, so cursors stay valid.
 fn next_key(last: i64, received_ms: i64) -> i64 {
     key_floor(received_ms).max(last.saturating_add(1))
+}
+
+/// The key of `test_id` in `test_keys`, adding it if new. `committed` is the writer's cache, `fresh`
+/// collects keys first seen in the current transaction (they enter the cache after commit).
+fn test_key_tx(
+    tx: &Connection,
+    committed: &HashMap<String, i64>,
+    fresh: &mut HashMap<String, i64>,
+    test_id: &str,
+) -> Result<i64, StoreError> {
+    if let Some(k) = committed.get(test_id).or_else(|| fresh.get(test_id)) {
+        return Ok(*k);
+    }
+    tx.prepare_cached(
+        "INSERT INTO test_keys (test_id) VALUES (?1) ON CONFLICT (test_id) DO NOTHING",
+    )?
+    .execute([test_id])?;
+    let k: i64 = tx
+        .prepare_cached("SELECT key FROM test_keys WHERE test_id = ?1")?
+        .query_row([test_id], |r| r.get(0))?;
+    fresh.insert(test_id.to_string(), k);
+    Ok(k)
+}
+
+/// Bytes per key in a `results_by_test` posting (big-endian, ascending; see schema v3).
+const POSTING_KEY_BYTES: usize = 8;
+
+fn posting_keys(blob: &[u8]) -> Result<impl Iterator<Item = i64> + '_, StoreError> {
+    if !blob.len().is_multiple_of(POSTING_KEY_BYTES) {
+        return Err(StoreError::Schema(format!(
+            "results_by_test posting of {} bytes is not a list of {POSTING_KEY_BYTES}-byte keys",
+            blob.len()
+        )));
+    }
+    Ok(blob.chunks_exact(POSTING_KEY_BYTES).map(|c| {
+        let mut b = [0u8; POSTING_KEY_BYTES];
+        b.copy_from_slice(c);
+        i64::from_be_bytes(b)
+    }))
+}
+
+/// What the collector sets in every stored result of one batch, `received_at` (20) and `agent_id`
+/// (21), encoded once per batch for [`encode_stored_result`].
+fn collector_fields(agent_id: &str, received_at: &foureyes_proto::Timestamp) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(agent_id.len() + 16);
+    prost::encoding::message::encode(20, received_at, &mut buf);
+    prost::encoding::encode_key(21, prost::encoding::WireType::LengthDelimited, &mut buf);
+    prost::encoding::encode_varint(agent_id.len() as u64, &mut buf);
+    buf.extend_from_slice(agent_id.as_bytes());
+    buf
+}
+
+/// The stored body of a result: the agent's result with the collector's `seq`, `received_at` and
+/// `agent_id`. Appends those fields after the agent's encoding instead of cloning the result and
+/// setting them (the clone was the flush's hottest allocation): a protobuf decoder keeps the last
+/// value of a scalar or string field, so the collector's values win. A message field would merge
+/// instead, so a result that claims a `received_at` of its own is re-encoded from a copy.
+fn encode_stored_result(
+    r: &pb::ProbeResult,
+    seq: u64,
+    agent_id: &str,
+    received_at: &foureyes_proto::Timestamp,
+    collector_fields: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<(), StoreError> {
+    let encoded = if r.received_at.is_some() {
+        let mut r = r.clone();
+        r.agent_id = agent_id.to_string();
+        r.received_at = Some(*received_at);
+        r.seq = seq;
+        r.encode(buf)
+    } else {
+        r.encode(buf).map(|()| {
+            prost::encoding::uint64::encode(1, &seq, buf);
+            buf.extend_from_slice(collector_fields);
+        })
+    };
+    encoded.map_err(|e| StoreError::Invalid(format!("encode: {e}")))
 }
 
 fn org_exists_tx(c: &Connection, org: &str) -> Result<bool, StoreError> {
@@ -368,6 +461,36 @@ fn insert_or_replace_test(
     c.prepare_cached(sql)?
         .execute(params![test.id, org, test.team, now_ms(), body])?;
     Ok(())
+}
+
+/// Columns [`raw_result`] reads.
+const RESULT_COLS: &str = "key, agent_id, seq, received_ms, body";
+
+/// A results row as read: key, agent id, seq, received ms, encoded body.
+type RawResult = (i64, String, i64, i64, Vec<u8>);
+
+fn raw_result(r: &Row<'_>) -> rusqlite::Result<RawResult> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+/// Up to `limit + 1` rows in key order become a page of `limit` with a cursor when more follow.
+fn result_page(rows: Vec<RawResult>, limit: usize) -> Result<ResultPage, StoreError> {
+    let mut page = ResultPage::default();
+    let more = rows.len() > limit;
+    let mut last_key = None;
+    for (key, agent_id, seq, received_ms, body) in rows.into_iter().take(limit) {
+        let mut res = pb::ProbeResult::decode(body.as_slice())?;
+        // The columns are the collector's truth; the body already agrees, this keeps it so.
+        res.agent_id = agent_id;
+        res.seq = u64::try_from(seq).unwrap_or(0);
+        res.received_at = Some(foureyes_proto::timestamp_from_ms(received_ms));
+        page.results.push(res);
+        last_key = Some(key);
+    }
+    if more {
+        page.next = last_key.map(ResultCursor);
+    }
+    Ok(page)
 }
 
 impl Store for SqliteStore {
@@ -1005,47 +1128,89 @@ impl Store for SqliteStore {
     ) -> Result<ResultPage, StoreError> {
         let limit = limit.clamp(1, MAX_PAGE);
         let mut w = Where::default().scope(scope, "");
-        if let Some(t) = &filter.test_id {
-            w = w.and("test_id = ?", t.clone());
-        }
         if let Some(a) = &filter.agent_id {
             w = w.and("agent_id = ?", a.clone());
         }
-        if let Some(f) = filter.from_ms {
-            w = w.and("key >= ?", key_floor(f));
-        }
-        if let Some(t) = filter.to_ms {
-            w = w.and("key < ?", key_floor(t));
-        }
-        if let Some(c) = after {
-            w = w.and("key > ?", c.0);
-        }
-        self.read(|c| {
-            let sql = format!(
-                "SELECT key, agent_id, seq, received_ms, body FROM results{} ORDER BY key LIMIT {}",
-                w.sql(),
-                limit + 1
-            );
-            let mut st = c.prepare_cached(&sql)?;
-            let mut rows = st.query(params_from_iter(&w.params))?;
-            let mut page = ResultPage::default();
-            let mut last_key = None;
-            while let Some(r) = rows.next()? {
-                if page.results.len() == limit {
-                    page.next = last_key.map(ResultCursor);
-                    break;
-                }
-                let key: i64 = r.get(0)?;
-                let body: Vec<u8> = r.get(4)?;
-                let mut res = pb::ProbeResult::decode(body.as_slice())?;
-                // The columns are the collector's truth; the body already agrees, this keeps it so.
-                res.agent_id = r.get(1)?;
-                res.seq = u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0);
-                res.received_at = Some(foureyes_proto::timestamp_from_ms(r.get(3)?));
-                page.results.push(res);
-                last_key = Some(key);
+        let Some(test_id) = &filter.test_id else {
+            if let Some(f) = filter.from_ms {
+                w = w.and("key >= ?", key_floor(f));
             }
-            Ok(page)
+            if let Some(t) = filter.to_ms {
+                w = w.and("key < ?", key_floor(t));
+            }
+            if let Some(c) = after {
+                w = w.and("key > ?", c.0);
+            }
+            return self.read(|c| {
+                let sql = format!(
+                    "SELECT {RESULT_COLS} FROM results{} ORDER BY key LIMIT {}",
+                    w.sql(),
+                    limit + 1
+                );
+                let mut st = c.prepare_cached(&sql)?;
+                let rows = st
+                    .query_map(params_from_iter(&w.params), raw_result)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                result_page(rows, limit)
+            });
+        };
+        // One test: walk its postings (schema v3) in key order and fetch each row by key, with the
+        // scope and agent filters applied to the row. Keys are exclusive bounds: lo < key < hi.
+        let lo = filter
+            .from_ms
+            .map(|f| key_floor(f) - 1)
+            .into_iter()
+            .chain(after.map(|c| c.0))
+            .fold(-1, i64::max);
+        let hi = filter.to_ms.map(key_floor).unwrap_or(i64::MAX);
+        self.read(|c| {
+            // One snapshot for the postings and the rows they name.
+            let tx = c.unchecked_transaction()?;
+            let Some(test_key) = tx
+                .prepare_cached("SELECT key FROM test_keys WHERE test_id = ?1")?
+                .query_row([test_id], |r| r.get::<_, i64>(0))
+                .optional()?
+            else {
+                return Ok(ResultPage::default());
+            };
+            let mut postings = tx.prepare_cached(
+                "SELECT keys FROM results_by_test WHERE test_key = ?1 AND last_key > ?2
+                 ORDER BY last_key",
+            )?;
+            let mut by_key = tx.prepare_cached(&format!(
+                "SELECT {RESULT_COLS} FROM results WHERE key = ?{}",
+                w.and_sql()
+            ))?;
+            // Bindings outlive each execution: the filters are bound once, the key per row.
+            for (i, v) in w.params.iter().enumerate() {
+                by_key.raw_bind_parameter(i + 2, v)?;
+            }
+            let mut rows = Vec::new();
+            let mut ps = postings.query(params![test_key, lo])?;
+            'postings: while let Some(p) = ps.next()? {
+                let blob = p
+                    .get_ref(0)?
+                    .as_blob()
+                    .map_err(|e| StoreError::Schema(format!("results_by_test keys: {e}")))?;
+                for key in posting_keys(blob)? {
+                    if key <= lo {
+                        continue;
+                    }
+                    if key >= hi {
+                        break 'postings;
+                    }
+                    by_key.raw_bind_parameter(1, key)?;
+                    let row = by_key.raw_query().next()?.map(raw_result).transpose()?;
+                    if let Some(row) = row {
+                        rows.push(row);
+                        if rows.len() > limit {
+                            break 'postings;
+                        }
+                    }
+                }
+            }
+            drop(ps);
+            result_page(rows, limit)
         })
     }
 
@@ -1089,16 +1254,21 @@ impl Store for SqliteStore {
         batches: &[IngestBatch],
     ) -> Result<Vec<BatchOutcome>, StoreError> {
         self.write(|c| {
+            // Taken under the writer lock, so never contended.
+            let mut test_keys = lock(&self.test_keys);
+            let mut fresh_test_keys = HashMap::new();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut out = Vec::with_capacity(batches.len());
             let mut written = 0u64;
             {
+                // test key -> this flush's keys of that test, as a results_by_test posting.
+                let mut postings: BTreeMap<i64, (i64, Vec<u8>)> = BTreeMap::new();
                 // Read inside the transaction: another process may have written since our last flush.
                 let mut last_key: i64 =
                     tx.query_row("SELECT coalesce(max(key), 0) FROM results", [], |r| r.get(0))?;
                 let mut get_wm = tx.prepare_cached("SELECT last_seq FROM agents WHERE id = ?1")?;
                 let mut ins_result = tx.prepare_cached(
-                    "INSERT INTO results (key, org, team, agent_id, test_id, seq, status, latency_ms,
+                    "INSERT INTO results (key, org, team, agent_id, test_key, seq, status, latency_ms,
                          loss, sent_ms, received_ms, body)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )?;
@@ -1129,7 +1299,14 @@ impl Store for SqliteStore {
                     let start = u64::try_from(start).unwrap_or(0);
                     let received_ms = b.received_ms.clamp(0, MAX_KEY_MS);
                     let received_at = foureyes_proto::timestamp_from_ms(received_ms);
+                    let collector = collector_fields(&b.agent_id, &received_at);
                     let (mut wm, mut rows, mut duplicates) = (start, 0u64, 0u64);
+                    // Bindings outlive each execution: the batch's columns are bound once, not
+                    // per result (binding a text copies it).
+                    ins_result.raw_bind_parameter(2, &b.org)?;
+                    ins_result.raw_bind_parameter(3, &b.team)?;
+                    ins_result.raw_bind_parameter(4, &b.agent_id)?;
+                    ins_result.raw_bind_parameter(11, received_ms)?;
                     // The link checks that records ascend; comparing with the running watermark
                     // keeps a record from being stored twice even if they did not.
                     for rec in &b.records {
@@ -1145,28 +1322,34 @@ impl Store for SqliteStore {
                         let seq = rec.seq as i64;
                         match &rec.kind {
                             Some(record::Kind::Result(r)) => {
-                                let mut r = r.clone();
-                                r.agent_id.clone_from(&b.agent_id);
-                                r.received_at = Some(received_at);
-                                r.seq = rec.seq;
                                 buf.clear();
-                                r.encode(&mut buf)
-                                    .map_err(|e| StoreError::Invalid(format!("encode: {e}")))?;
+                                encode_stored_result(
+                                    r,
+                                    rec.seq,
+                                    &b.agent_id,
+                                    &received_at,
+                                    &collector,
+                                    &mut buf,
+                                )?;
                                 last_key = next_key(last_key, received_ms);
-                                ins_result.execute(params![
-                                    last_key,
-                                    b.org,
-                                    b.team,
-                                    b.agent_id,
-                                    r.test_id,
-                                    seq,
-                                    r.status,
-                                    r.latency_ms,
-                                    r.loss,
+                                let test_key =
+                                    test_key_tx(&tx, &test_keys, &mut fresh_test_keys, &r.test_id)?;
+                                let posting = postings.entry(test_key).or_default();
+                                posting.0 = last_key;
+                                posting.1.extend_from_slice(&last_key.to_be_bytes());
+                                // ?2, ?3, ?4 and ?11 are the batch's, bound above.
+                                ins_result.raw_bind_parameter(1, last_key)?;
+                                ins_result.raw_bind_parameter(5, test_key)?;
+                                ins_result.raw_bind_parameter(6, seq)?;
+                                ins_result.raw_bind_parameter(7, r.status)?;
+                                ins_result.raw_bind_parameter(8, r.latency_ms)?;
+                                ins_result.raw_bind_parameter(9, r.loss)?;
+                                ins_result.raw_bind_parameter(
+                                    10,
                                     r.sent_at.as_ref().map(foureyes_proto::timestamp_ms),
-                                    received_ms,
-                                    buf
-                                ])?;
+                                )?;
+                                ins_result.raw_bind_parameter(12, &buf)?;
+                                ins_result.raw_execute()?;
                                 rows += 1;
                             }
                             Some(record::Kind::Gap(g)) => {
@@ -1210,12 +1393,22 @@ impl Store for SqliteStore {
                         duplicates,
                     });
                 }
+                let mut ins_posting = tx.prepare_cached(
+                    "INSERT INTO results_by_test (test_key, last_key, keys) VALUES (?1, ?2, ?3)",
+                )?;
+                for (test_key, (last, keys)) in &postings {
+                    ins_posting.execute(params![test_key, last, keys])?;
+                }
             }
             if self.abort_mid_flush && written > 0 {
                 tracing::error!(rows = written, "failpoint {FAILPOINT_FLUSH}: aborting before commit");
                 std::process::abort();
             }
             tx.commit()?;
+            if test_keys.len() + fresh_test_keys.len() > TEST_KEY_CACHE {
+                test_keys.clear();
+            }
+            test_keys.extend(fresh_test_keys);
             Ok(out)
         })
     }

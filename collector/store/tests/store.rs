@@ -7,10 +7,11 @@ mod common;
 use std::sync::{Arc, Barrier};
 
 use common::*;
-use foureyes_proto::v1 as pb;
+use foureyes_proto::v1::{self as pb, record};
 use foureyes_store::{
     BatchOutcome, RedeemError, ResultFilter, Scope, SqliteStore, Store, StoreError, TokenBinding,
 };
+use prost::Message;
 
 fn icmp_test(name: &str) -> pb::Test {
     pb::Test {
@@ -715,4 +716,182 @@ fn results_pages_are_stable_while_rows_arrive() {
         r.received_at.map(|t| foureyes_proto::timestamp_ms(&t)),
         Some(20_000)
     );
+}
+
+/// The per-test read walks postings (schema v3), not an index: it must return exactly what a full
+/// scan filtered by test returns, in the same order, for every scope, window, agent filter and
+/// page size, across many flushes, also after the test is deleted and for ids never in `tests`.
+#[test]
+fn results_by_test_match_a_full_scan_across_flushes_scopes_and_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    tenants(&s);
+    let agents = [
+        ("n-ax", "a", "x"),
+        ("n-ay", "a", "y"),
+        ("n-a", "a", ""),
+        ("n-bx", "b", "x"),
+    ];
+    for (id, o, t) in agents {
+        agent(&s, id, o, (!t.is_empty()).then_some(t), pb::AgentKind::Node);
+    }
+    let real = s.create_test(&org("a"), icmp_test("real")).unwrap().id;
+    let tests = [real.as_str(), "t-ghost", "t-shared", "t-x"];
+    let mut seqs = [0u64; 4];
+    let mut ms = 50_000i64;
+    for flush in 0..12u64 {
+        let mut group = Vec::new();
+        for (i, (id, o, t)) in agents.iter().enumerate() {
+            let n = 1 + (flush * 7 + i as u64 * 5) % 30;
+            let recs: Vec<_> = (0..n)
+                .map(|j| {
+                    seqs[i] += 1;
+                    if (seqs[i] + flush) % 11 == 0 {
+                        gap(seqs[i], seqs[i], seqs[i])
+                    } else {
+                        let test = tests[((j + flush + i as u64) % 4) as usize];
+                        let mut rec = result(seqs[i], test);
+                        if j % 2 == 0 {
+                            // An honest agent leaves received_at alone.
+                            if let Some(record::Kind::Result(r)) = &mut rec.kind {
+                                r.received_at = None;
+                            }
+                        }
+                        rec
+                    }
+                })
+                .collect();
+            group.push(batch(id, o, t, recs, ms));
+            // Sometimes the clock steps back or stands still between batches.
+            ms += [3, 0, -2, 40][(flush as usize + i) % 4];
+        }
+        // A replay in the same flush stores nothing new.
+        group.push(group[0].clone());
+        s.write_batches(&sys(), &group).unwrap();
+    }
+    assert!(s.delete_test(&org("a"), &real).unwrap());
+
+    fn collect(s: &dyn Store, scope: &Scope, f: &ResultFilter, limit: usize) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let p = s.results(scope, f, after, limit).unwrap();
+            assert!(p.results.len() <= limit);
+            out.extend(p.results.iter().map(|r| (r.agent_id.clone(), r.seq)));
+            match p.next {
+                Some(c) => after = Some(c),
+                None => break out,
+            }
+        }
+    }
+    let windows = [
+        (None, None),
+        (Some(50_100), None),
+        (None, Some(50_300)),
+        (Some(50_050), Some(50_200)),
+        (Some(90_000), None),
+    ];
+    let mut checked = 0;
+    for scope in [all(), org("a"), team("a", "x"), team("a", "y"), org("b")] {
+        for (from_ms, to_ms) in windows {
+            for agent_id in [None, Some("n-ax".to_string())] {
+                let base = ResultFilter {
+                    agent_id: agent_id.clone(),
+                    from_ms,
+                    to_ms,
+                    ..Default::default()
+                };
+                let full = s.results(&scope, &base, None, 10_000).unwrap();
+                assert!(full.next.is_none());
+                for test in tests.iter().chain(&["t-none"]) {
+                    let want: Vec<(String, u64)> = full
+                        .results
+                        .iter()
+                        .filter(|r| r.test_id == *test)
+                        .map(|r| (r.agent_id.clone(), r.seq))
+                        .collect();
+                    let f = ResultFilter {
+                        test_id: Some(test.to_string()),
+                        ..base.clone()
+                    };
+                    for limit in [1, 7, 1000] {
+                        assert_eq!(
+                            collect(&s, &scope, &f, limit),
+                            want,
+                            "{scope:?} {f:?} limit {limit}"
+                        );
+                    }
+                    checked += want.len();
+                }
+            }
+        }
+    }
+    assert!(checked > 1000, "the comparison saw too few rows: {checked}");
+}
+
+/// One flush with batches of two tenants: each row gets its own batch's org, team and agent
+/// (ingest binds them once per batch), and the stored body carries the collector's agent id,
+/// sequence number and receive time whether or not the agent claimed its own.
+#[test]
+fn stored_rows_carry_their_batch_and_the_collectors_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    tenants(&s);
+    agent(&s, "n-ax", "a", Some("x"), pb::AgentKind::Node);
+    agent(&s, "n-b", "b", None, pb::AgentKind::Node);
+    let honest = |seq| {
+        let mut rec = result(seq, "t-1");
+        if let Some(record::Kind::Result(r)) = &mut rec.kind {
+            r.received_at = None;
+            r.seq = 999;
+        }
+        rec
+    };
+    s.write_batches(
+        &sys(),
+        &[
+            batch("n-ax", "a", "x", vec![honest(1), result(2, "t-1")], 7_000),
+            batch("n-b", "b", "", vec![result(1, "t-2"), honest(2)], 8_000),
+        ],
+    )
+    .unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("store.sqlite")).unwrap();
+    let mut st = conn
+        .prepare("SELECT org, team, agent_id, seq, received_ms, body FROM results ORDER BY key")
+        .unwrap();
+    let rows: Vec<(String, String, String, i64, i64, Vec<u8>)> = st
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let want = [
+        ("a", "x", "n-ax", 1, 7_000),
+        ("a", "x", "n-ax", 2, 7_000),
+        ("b", "", "n-b", 1, 8_000),
+        ("b", "", "n-b", 2, 8_000),
+    ];
+    assert_eq!(rows.len(), want.len());
+    for (row, (o, t, a, seq, ms)) in rows.iter().zip(want) {
+        assert_eq!(
+            (row.0.as_str(), row.1.as_str(), row.2.as_str(), row.3, row.4),
+            (o, t, a, seq, ms)
+        );
+        let body = pb::ProbeResult::decode(row.5.as_slice()).unwrap();
+        assert_eq!(body.agent_id, a);
+        assert_eq!(body.seq, seq as u64);
+        assert_eq!(
+            body.received_at,
+            Some(foureyes_proto::timestamp_from_ms(ms))
+        );
+        assert_eq!(body.latency_ms, seq as f64);
+    }
 }

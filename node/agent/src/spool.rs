@@ -3,7 +3,10 @@
 //! Each batch is signed when it is spooled, with the key current at that moment, so a batch that
 //! waits out a partition and a key renewal still verifies (the collector keeps earlier public keys).
 //! The spool is bounded by record count; when full it drops the oldest batches and spools a `Gap`
-//! record naming the dropped sequence range: loss is explicit, never silent.
+//! record naming the dropped sequence range: loss is explicit, never silent. A gap is
+//! conservative: a dropped batch may have been in flight when the link went down and committed
+//! by the collector without the ack arriving, so a gap can cover records the store also holds
+//! (always received before the gap record itself).
 
 use std::path::Path;
 
