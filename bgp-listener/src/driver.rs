@@ -137,14 +137,7 @@ async fn run_connection(
                 let _ = wr.shutdown().await;
                 // Deliver the Down event if the session has not produced one yet.
                 if session.state() != crate::session::State::Idle {
-                    for o in session.handle(SystemTime::now(), Input::Closed) {
-                        if let Output::Event(ev) = o {
-                            events
-                                .send(ev)
-                                .await
-                                .map_err(|_| DriverError::EventsClosed)?;
-                        }
-                    }
+                    deliver_closed(session, events).await?;
                 }
                 return Ok(());
             }
@@ -164,15 +157,25 @@ async fn run_connection(
             },
         });
         if matches!(input, Some(Input::Closed)) {
-            for o in session.handle(SystemTime::now(), Input::Closed) {
-                if let Output::Event(ev) = o {
-                    events
-                        .send(ev)
-                        .await
-                        .map_err(|_| DriverError::EventsClosed)?;
-                }
-            }
+            deliver_closed(session, events).await?;
             return Ok(());
         }
     }
+}
+
+/// Tells the session its connection closed and forwards the events that produces (the one
+/// session-down event with the count of routes lost).
+async fn deliver_closed(
+    session: &mut Session,
+    events: &mpsc::Sender<Event>,
+) -> Result<(), DriverError> {
+    for o in session.handle(SystemTime::now(), Input::Closed) {
+        if let Output::Event(ev) = o {
+            events
+                .send(ev)
+                .await
+                .map_err(|_| DriverError::EventsClosed)?;
+        }
+    }
+    Ok(())
 }
