@@ -136,8 +136,13 @@ async fn main() -> Result<()> {
             state_dir,
         } => {
             let state = foureyes_agent::state::StateDir::open(&state_dir, true)?;
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-            let e = foureyes_agent::enroll::enroll(&collector, &token, &state, host.trim()).await?;
+            let e = foureyes_agent::enroll::enroll(
+                &collector,
+                &token,
+                &state,
+                &foureyes_agent::hostname(),
+            )
+            .await?;
             println!(
                 "enrolled as {} in org {}; state in {}",
                 e.agent_id,

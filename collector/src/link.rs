@@ -24,7 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::state::Collector;
+use crate::{server::now_ms, state::Collector};
 
 /// Connected agents. A newer stream for the same agent replaces the older one.
 #[derive(Default)]
@@ -105,13 +105,6 @@ impl Registry {
             e.tests_changed.notify_one();
         }
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn kind_to_pb(k: AgentKind) -> pb::AgentKind {

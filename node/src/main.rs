@@ -66,12 +66,6 @@ fn default_state_dir() -> PathBuf {
     }
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -100,7 +94,13 @@ async fn main() -> Result<()> {
             };
             let dir = state_dir.unwrap_or_else(default_state_dir);
             let state = foureyes_agent::state::StateDir::open(&dir, true)?;
-            let e = foureyes_agent::enroll::enroll(&collector, &token, &state, &hostname()).await?;
+            let e = foureyes_agent::enroll::enroll(
+                &collector,
+                &token,
+                &state,
+                &foureyes_agent::hostname(),
+            )
+            .await?;
             println!(
                 "enrolled as {} in org {}{}; state in {}",
                 e.agent_id,
@@ -150,7 +150,7 @@ async fn main() -> Result<()> {
                 &dir,
                 foureyes_node::NodeOptions {
                     spool_max_records,
-                    hostname: hostname(),
+                    hostname: foureyes_agent::hostname(),
                 },
                 shutdown,
             )

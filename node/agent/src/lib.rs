@@ -12,6 +12,13 @@ pub mod update;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// This host's name, as agents report it at enrollment and in every hello.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("{0} is not enrolled: run `enroll --collector HOST:PORT --token TOKEN` first")]
