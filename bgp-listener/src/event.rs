@@ -101,13 +101,99 @@ pub enum RouteChange {
     EndOfRib,
 }
 
-/// A route event: peer, family, ADD-PATH path id (`None` where not negotiated), receive time.
+/// Which view of a BMP-monitored peer an event comes from (RFC 7854 §4.2 peer flags, RFC 9069).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BmpView {
+    /// Adj-RIB-In before the router's import policy.
+    PrePolicy,
+    /// Adj-RIB-In after the router's import policy.
+    PostPolicy,
+    /// The router's Loc-RIB (RFC 9069).
+    LocRib,
+}
+
+impl BmpView {
+    pub fn name(self) -> &'static str {
+        match self {
+            BmpView::PrePolicy => "pre-policy",
+            BmpView::PostPolicy => "post-policy",
+            BmpView::LocRib => "loc-rib",
+        }
+    }
+}
+
+/// How the listener learned what a peer sent. Events from every source have the same shape, so a
+/// consumer treats a BMP feed or an MRT file like a session and can still tell them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// A BGP session of this listener.
+    Session,
+    /// A BMP feed: `router` (the BMP client) reports what it holds from the peer.
+    Bmp {
+        router: IpAddr,
+        view: BmpView,
+        /// Peer distinguisher (RFC 7854 §4.2); 0 for global-instance peers.
+        distinguisher: u64,
+    },
+    /// An MRT file (RFC 6396) being replayed.
+    Mrt,
+}
+
+impl Source {
+    /// Stable name for output: `session`, `bmp-pre-policy`, `bmp-post-policy`, `bmp-loc-rib`, `mrt`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Source::Session => "session",
+            Source::Bmp { view, .. } => match view {
+                BmpView::PrePolicy => "bmp-pre-policy",
+                BmpView::PostPolicy => "bmp-post-policy",
+                BmpView::LocRib => "bmp-loc-rib",
+            },
+            Source::Mrt => "mrt",
+        }
+    }
+}
+
+/// The BGP peer whose routes an event is about, and how the listener heard of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Peer {
+    pub addr: IpAddr,
+    pub asn: u32,
+    pub source: Source,
+}
+
+impl Peer {
+    /// A peer of one of this listener's own sessions.
+    pub fn session(addr: IpAddr, asn: u32) -> Self {
+        Peer {
+            addr,
+            asn,
+            source: Source::Session,
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.source {
+            Source::Session => write!(f, "{}", self.addr),
+            Source::Bmp { router, view, .. } => {
+                write!(f, "{} (bmp {router} {})", self.addr, view.name())
+            }
+            Source::Mrt => write!(f, "{} (mrt)", self.addr),
+        }
+    }
+}
+
+/// A route event: peer, family, ADD-PATH path id (`None` where not negotiated), receive time, and
+/// the time the source says it happened where the protocol carries one (BMP per-peer header, MRT).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteEvent {
-    pub peer: IpAddr,
+    pub peer: Peer,
     pub family: Family,
     pub path_id: Option<u32>,
     pub received: SystemTime,
+    pub source_time: Option<SystemTime>,
     pub change: RouteChange,
 }
 
@@ -140,21 +226,21 @@ pub enum DownReason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionEvent {
     Established {
-        peer: IpAddr,
+        peer: Peer,
         at: SystemTime,
         negotiated: Negotiated,
     },
     /// One event for a session loss, carrying how many routes the Adj-RIB-In lost (no per-prefix
     /// withdraws).
     Down {
-        peer: IpAddr,
+        peer: Peer,
         at: SystemTime,
         reason: DownReason,
         routes_lost: usize,
     },
     /// An RFC 7606 outcome that kept the session up.
     UpdateError {
-        peer: IpAddr,
+        peer: Peer,
         at: SystemTime,
         action: Rfc7606Action,
     },

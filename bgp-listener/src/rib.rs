@@ -4,11 +4,10 @@
 //! and compact prefix keys are still to do (issue 4).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::event::{AttrKind, Route, RouteChange, RouteEvent};
+use crate::event::{AttrKind, Peer, Route, RouteChange, RouteEvent};
 use crate::update::ParsedUpdate;
 use crate::wire::{Family, Prefix};
 
@@ -46,13 +45,23 @@ impl AdjRibIn {
     }
 
     /// Applies one UPDATE and returns its events, withdrawals first (RFC 4271 §3.1 order).
-    pub fn apply(&mut self, peer: IpAddr, at: SystemTime, upd: ParsedUpdate) -> Vec<RouteEvent> {
+    ///
+    /// `source_time` is what the source says about when it happened (BMP, MRT); `None` for a
+    /// direct session.
+    pub fn apply(
+        &mut self,
+        peer: Peer,
+        at: SystemTime,
+        source_time: Option<SystemTime>,
+        upd: ParsedUpdate,
+    ) -> Vec<RouteEvent> {
         let mut events = Vec::new();
         let ev = |family, path_id, change| RouteEvent {
             peer,
             family,
             path_id,
             received: at,
+            source_time,
             change,
         };
         for (family, id, prefix) in upd.withdrawn {

@@ -12,7 +12,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, SystemTime};
 
-use crate::event::{DownReason, Event, Negotiated, SessionEvent};
+use crate::event::{DownReason, Event, Negotiated, Peer, SessionEvent};
 use crate::iana::{self, notif};
 use crate::rib::AdjRibIn;
 use crate::update::{DecodeContext, parse_update};
@@ -53,6 +53,11 @@ impl SessionConfig {
             graceful_restart: true,
             add_path: true,
         }
+    }
+
+    /// The peer as events name it.
+    pub fn peer_id(&self) -> Peer {
+        Peer::session(self.peer, self.remote_as)
     }
 
     pub fn open_message(&self) -> OpenMessage {
@@ -317,7 +322,7 @@ impl Session {
                 self.restart_hold(out);
                 if let Some(neg) = &self.negotiated {
                     out.push(Output::Event(Event::Session(SessionEvent::Established {
-                        peer: self.cfg.peer,
+                        peer: self.cfg.peer_id(),
                         at: now,
                         negotiated: neg.clone(),
                     })));
@@ -338,12 +343,12 @@ impl Session {
                 for action in &upd.actions {
                     tracing::warn!(peer = %self.cfg.peer, ?action, "RFC 7606 error handling");
                     out.push(Output::Event(Event::Session(SessionEvent::UpdateError {
-                        peer: self.cfg.peer,
+                        peer: self.cfg.peer_id(),
                         at: now,
                         action: action.clone(),
                     })));
                 }
-                for ev in self.rib.apply(self.cfg.peer, now, upd) {
+                for ev in self.rib.apply(self.cfg.peer_id(), now, None, upd) {
                     out.push(Output::Event(Event::Route(ev)));
                 }
             }
@@ -379,7 +384,7 @@ impl Session {
         out.push(Output::SetTimer(Timer::Hold, None));
         out.push(Output::SetTimer(Timer::Keepalive, None));
         out.push(Output::Event(Event::Session(SessionEvent::Down {
-            peer: self.cfg.peer,
+            peer: self.cfg.peer_id(),
             at: now,
             reason,
             routes_lost,

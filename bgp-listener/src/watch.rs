@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use crate::driver::{self, Connection};
-use crate::event::{DownReason, Event, Route, RouteChange, RouteEvent, SessionEvent};
+use crate::event::{DownReason, Event, Peer, Route, RouteChange, RouteEvent, SessionEvent, Source};
 use crate::session::SessionConfig;
 use crate::update::Rfc7606Action;
 use crate::wire::Family;
@@ -176,13 +176,42 @@ fn merge(mut base: Value, extra: Value) -> Value {
     base
 }
 
-fn route_event_json(e: &RouteEvent) -> Value {
-    let base = json!({
-        "peer": e.peer.to_string(),
-        "afi_safi": e.family.name(),
-        "path_id": e.path_id,
-        "received": ts(e.received),
+/// The fields every event has about its peer. `bmp_router` appears only for BMP sources.
+pub fn peer_json(p: &Peer) -> Value {
+    let mut v = json!({
+        "peer": p.addr.to_string(),
+        "peer_as": p.asn,
+        "source": p.source.name(),
     });
+    if let (
+        Source::Bmp {
+            router,
+            distinguisher,
+            ..
+        },
+        Value::Object(m),
+    ) = (p.source, &mut v)
+    {
+        m.insert("bmp_router".into(), json!(router.to_string()));
+        if distinguisher != 0 {
+            m.insert("peer_distinguisher".into(), json!(distinguisher));
+        }
+    }
+    v
+}
+
+fn route_event_json(e: &RouteEvent) -> Value {
+    let mut base = merge(
+        peer_json(&e.peer),
+        json!({
+            "afi_safi": e.family.name(),
+            "path_id": e.path_id,
+            "received": ts(e.received),
+        }),
+    );
+    if let Some(t) = e.source_time {
+        base = merge(base, json!({"source_time": ts(t)}));
+    }
     match &e.change {
         RouteChange::Announce { prefix, route } => merge(
             merge(
@@ -231,30 +260,33 @@ pub fn event_json(ev: &Event) -> Value {
             peer,
             at,
             negotiated: n,
-        }) => json!({
+        }) => merge(
+            peer_json(peer),
+            json!({
             "type": "session_established",
-            "peer": peer.to_string(),
             "at": ts(*at),
-            "peer_as": n.peer_as,
             "peer_router_id": n.peer_router_id.to_string(),
             "hold_time": n.hold_time,
             "families": n.families.iter().map(|f| f.name()).collect::<Vec<_>>(),
             "four_octet_as": n.four_octet_as,
             "graceful_restart": n.graceful_restart,
             "add_path": n.add_path.iter().map(|f| f.name()).collect::<Vec<_>>(),
-        }),
+            }),
+        ),
         Event::Session(SessionEvent::Down {
             peer,
             at,
             reason,
             routes_lost,
-        }) => json!({
-            "type": "session_down",
-            "peer": peer.to_string(),
-            "at": ts(*at),
-            "reason": down_reason(reason),
-            "routes_lost": routes_lost,
-        }),
+        }) => merge(
+            peer_json(peer),
+            json!({
+                "type": "session_down",
+                "at": ts(*at),
+                "reason": down_reason(reason),
+                "routes_lost": routes_lost,
+            }),
+        ),
         Event::Session(SessionEvent::UpdateError { peer, at, action }) => {
             let (act, t, reason) = match action {
                 Rfc7606Action::AttributeDiscard { type_code, reason } => {
@@ -264,8 +296,11 @@ pub fn event_json(ev: &Event) -> Value {
                     ("treat-as-withdraw", *type_code, *reason)
                 }
             };
-            json!({"type": "update_error", "peer": peer.to_string(), "at": ts(*at),
-                   "action": act, "attribute": t, "reason": reason})
+            merge(
+                peer_json(peer),
+                json!({"type": "update_error", "at": ts(*at),
+                       "action": act, "attribute": t, "reason": reason}),
+            )
         }
     }
 }
@@ -468,7 +503,7 @@ mod tests {
 
     fn up(gr: bool) -> Event {
         Event::Session(SessionEvent::Established {
-            peer: "198.18.0.1".parse().expect("ip"),
+            peer: Peer::session("198.18.0.1".parse().expect("ip"), 65001),
             at: at(0),
             negotiated: Negotiated {
                 peer_as: 65001,
@@ -485,10 +520,11 @@ mod tests {
 
     fn route(ms: u64, family: Family, change: RouteChange) -> Event {
         Event::Route(RouteEvent {
-            peer: "198.18.0.1".parse().expect("ip"),
+            peer: Peer::session("198.18.0.1".parse().expect("ip"), 65001),
             family,
             path_id: None,
             received: at(ms),
+            source_time: None,
             change,
         })
     }

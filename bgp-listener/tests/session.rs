@@ -302,7 +302,13 @@ fn route_changes(out: &[Output]) -> Vec<(Family, RouteChange)> {
         .into_iter()
         .filter_map(|e| match e {
             Event::Route(r) => {
-                assert_eq!(r.peer, "198.18.0.1".parse::<IpAddr>().expect("ip"));
+                assert_eq!(
+                    r.peer,
+                    foureyes_bgp_listener::event::Peer::session(
+                        "198.18.0.1".parse::<IpAddr>().expect("ip"),
+                        65001
+                    )
+                );
                 assert_eq!(r.path_id, None);
                 Some((r.family, r.change))
             }
