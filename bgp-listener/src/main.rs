@@ -48,12 +48,16 @@ enum Cmd {
         )]
         state_dir: PathBuf,
     },
-    /// Run the peers and BMP station of a config file (not built yet).
+    /// Run the peers (and BMP station) of a config file, streaming events to the collector.
     Run {
         #[arg(long)]
         config: PathBuf,
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
+        #[arg(
+            long,
+            env = "FOUREYES_STATE_DIR",
+            default_value = "/var/lib/foureyes/listener"
+        )]
+        state_dir: PathBuf,
     },
     /// One standalone receive-only BGP session printing route events; no collector needed.
     Watch {
@@ -109,15 +113,23 @@ enum Cmd {
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr> {
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(a);
+    foureyes_bgp_listener::config::parse_listen(s).map_err(|e| anyhow::anyhow!("--listen {e}"))
+}
+
+/// Ctrl-C or SIGTERM (what service managers send).
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
-    let ip: IpAddr = s
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .with_context(|| format!("--listen {s}: not an address or address:port"))?;
-    Ok(SocketAddr::new(ip, BGP_PORT))
 }
 
 #[tokio::main]
@@ -210,10 +222,28 @@ async fn main() -> Result<()> {
             foureyes_bgp_listener::watch::watch(opts, conn, &mut out, shutdown).await?;
             Ok(())
         }
-        Cmd::Run { .. } | Cmd::Replay { .. } => {
-            bail!(
-                "`run` and `replay` are not built yet (see the listener issue); `enroll` and `watch` work in this version"
+        Cmd::Run { config, state_dir } => {
+            let cfg = foureyes_bgp_listener::config::ListenerConfig::load(&config)?;
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let s = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                s.cancel();
+            });
+            foureyes_bgp_listener::run::run(
+                cfg,
+                &state_dir,
+                foureyes_bgp_listener::run::RunOptions {
+                    hostname: foureyes_agent::hostname(),
+                    config_path: config.display().to_string(),
+                },
+                shutdown,
             )
+            .await?;
+            Ok(())
+        }
+        Cmd::Replay { .. } => {
+            bail!("`replay` is not built yet (see the listener issue)")
         }
     }
 }
