@@ -38,6 +38,8 @@ pub fn router(c: Arc<Collector>) -> Router {
         .route("/api/v1/results", get(list_results))
         .route("/api/v1/route-events", get(list_route_events))
         .route("/api/v1/routes", get(list_routes))
+        .route("/api/v1/correlations", get(list_correlations))
+        .route("/api/v1/correlations/{id}", get(get_correlation))
         .route("/openapi.json", get(openapi))
         .route("/updates/{sha256}", get(update_binary))
         .with_state(c)
@@ -175,6 +177,28 @@ pub const ROUTES: &[Route] = &[
             ("peer", "BGP peer address"),
             ("agent_id", "listener"),
         ],
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/correlations",
+        summary: "Route-change incidents and what they did to tests (provisional until the verdict)",
+        request: None,
+        response: Some("foureyes.v1.ListCorrelationsResponse"),
+        query: &[
+            ("test_id", "only incidents touching this test"),
+            ("from", "RFC 3339 or epoch ms (incident opening time)"),
+            ("to", "RFC 3339 or epoch ms"),
+            ("page_token", "from the previous page"),
+            ("page_size", "1-1000, default 100"),
+        ],
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/correlations/{id}",
+        summary: "Get a correlation",
+        request: None,
+        response: Some("foureyes.v1.Correlation"),
+        query: &[],
     },
 ];
 
@@ -643,4 +667,55 @@ async fn list_routes(
     };
     let routes = c.store.routes(&auth.scope(), &query)?;
     Ok(json(StatusCode::OK, &pb::ListRoutesResponse { routes }))
+}
+
+#[derive(Deserialize)]
+struct CorrelationsQuery {
+    test_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    page_token: Option<String>,
+    page_size: Option<usize>,
+}
+
+async fn list_correlations(
+    State(c): State<Arc<Collector>>,
+    auth: Auth,
+    Query(q): Query<CorrelationsQuery>,
+) -> Result<Response, ApiError> {
+    let filter = foureyes_store::CorrelationFilter {
+        test_id: q.test_id.filter(|s| !s.is_empty()),
+        from_ms: q.from.as_deref().map(parse_time).transpose()?,
+        to_ms: q.to.as_deref().map(parse_time).transpose()?,
+        pending_only: false,
+    };
+    let cursor = match q.page_token.as_deref().filter(|s| !s.is_empty()) {
+        Some(t) => Some(
+            foureyes_store::ResultCursor::decode(t)
+                .ok_or_else(|| ApiError::bad_request("invalid page_token"))?,
+        ),
+        None => None,
+    };
+    let page = c
+        .store
+        .correlations(&auth.scope(), &filter, cursor, page_size(q.page_size))?;
+    Ok(json(
+        StatusCode::OK,
+        &pb::ListCorrelationsResponse {
+            correlations: page.correlations,
+            next_page_token: page.next.map(|c| c.encode()).unwrap_or_default(),
+        },
+    ))
+}
+
+async fn get_correlation(
+    State(c): State<Arc<Collector>>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let corr = c
+        .store
+        .get_correlation(&auth.scope(), &id)?
+        .ok_or_else(|| ApiError::not_found("correlation"))?;
+    Ok(json(StatusCode::OK, &corr))
 }

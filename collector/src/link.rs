@@ -463,6 +463,9 @@ async fn drive(
                 match msg.msg {
                     Some(agent_message::Msg::Batch(b)) => {
                         let watermark = ingest_batch(c, &identity, b).await?;
+                        if identity.kind == AgentKind::Listener {
+                            c.route_events_committed.notify_one();
+                        }
                         send(tx, collector_message::Msg::Ack(pb::Ack { seq: watermark })).await?;
                     }
                     Some(agent_message::Msg::Renew(r)) => {

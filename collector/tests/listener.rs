@@ -32,6 +32,7 @@ fn sh(cmd: &[&str]) {
 
 const BIRD_V4: &str = "198.19.77.1";
 const LST_V4: &str = "198.19.77.2";
+const NET: u8 = 77;
 
 /// A namespace holding BIRD, joined to the root namespace (where the listener and collector run)
 /// by a veth pair. Removed on drop.
@@ -40,18 +41,24 @@ struct BirdLab {
     veth: String,
     dir: std::path::PathBuf,
     bird: Option<Child>,
+    /// Third octet of 198.19.N.0/24, the veth subnet (BIRD .1, root namespace .2): tests that run
+    /// at the same time use different ones.
+    net: u8,
 }
 
 impl BirdLab {
-    fn new(dir: &Path) -> Self {
+    fn new(dir: &Path, net: u8) -> Self {
         need("bird", "bird2");
         need("ip", "iproute2");
-        let id = std::process::id() % 100_000;
+        let id = (std::process::id() % 10_000) * 100 + u32::from(net);
+        let bird_v4 = format!("198.19.{net}.1");
+        let lst_v4 = format!("198.19.{net}.2");
         let lab = BirdLab {
             ns: format!("felc{id}"),
             veth: format!("felcr{id}"),
             dir: dir.to_path_buf(),
             bird: None,
+            net,
         };
         let inner = format!("felcb{id}");
         let _ = Command::new("ip").args(["netns", "del", &lab.ns]).output();
@@ -62,53 +69,36 @@ impl BirdLab {
             &lab.ns,
         ]);
         sh(&["ip", "-n", &lab.ns, "link", "set", "lo", "up"]);
-        sh(&[
-            "ip",
-            "-n",
-            &lab.ns,
-            "addr",
-            "add",
-            &format!("{BIRD_V4}/24"),
-            "dev",
-            &inner,
-        ]);
-        sh(&[
-            "ip",
-            "-n",
-            &lab.ns,
-            "addr",
-            "add",
-            "2001:db8:77::1/64",
-            "dev",
-            &inner,
-            "nodad",
-        ]);
-        sh(&["ip", "-n", &lab.ns, "link", "set", &inner, "up"]);
+        let v6 = |h: u8| format!("2001:db8:{net}::{h}/64");
+        let ns_cmds: [&[&str]; 3] = [
+            &["addr", "add", &format!("{bird_v4}/24"), "dev", &inner],
+            &["addr", "add", &v6(1), "dev", &inner, "nodad"],
+            &["link", "set", &inner, "up"],
+        ];
+        for c in ns_cmds {
+            let mut v = vec!["ip", "-n", &lab.ns];
+            v.extend_from_slice(c);
+            sh(&v);
+        }
         sh(&[
             "ip",
             "addr",
             "add",
-            &format!("{LST_V4}/24"),
+            &format!("{lst_v4}/24"),
             "dev",
             &lab.veth,
         ]);
-        sh(&[
-            "ip",
-            "addr",
-            "add",
-            "2001:db8:77::2/64",
-            "dev",
-            &lab.veth,
-            "nodad",
-        ]);
+        sh(&["ip", "addr", "add", &v6(2), "dev", &lab.veth, "nodad"]);
         sh(&["ip", "link", "set", &lab.veth, "up"]);
         lab
     }
 
     fn write_conf(&self, routes4: &str, routes6: &str) {
+        let net = self.net;
+        let (bird_v4, lst_v4) = (format!("198.19.{net}.1"), format!("198.19.{net}.2"));
         let conf = format!(
             r#"
-router id {BIRD_V4};
+router id {bird_v4};
 log "{log}" all;
 protocol device {{ }}
 protocol static s4 {{
@@ -120,12 +110,12 @@ protocol static s6 {{
 {routes6}
 }}
 protocol bgp fe {{
-    local {BIRD_V4} as 65001;
-    neighbor {LST_V4} as 65002;
+    local {bird_v4} as 65001;
+    neighbor {lst_v4} as 65002;
     hold time 30;
     connect retry time 1;
     ipv4 {{ import all; export all; }};
-    ipv6 {{ import all; export all; next hop address 2001:db8:77::1; }};
+    ipv6 {{ import all; export all; next hop address 2001:db8:{net}::1; }};
 }}
 "#,
             log = self.dir.join("bird.log").display(),
@@ -207,7 +197,7 @@ fn as_path(route: &Value) -> Vec<u64> {
 fn a_listener_streams_a_real_peers_routes_into_its_tenants_table() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let mut lab = BirdLab::new(root);
+    let mut lab = BirdLab::new(root, NET);
     let c = Collector::start(root, 0, "", &[]);
     let api = Api::new(&c.api, &c.tenant("acme", "noc"));
     let other = Api::new(&c.api, &c.tenant("other", "ops"));
@@ -393,4 +383,213 @@ listen = "{LST_V4}"
 
 fn events_of(api: &Api) -> Vec<Value> {
     events(api, "")
+}
+
+fn correlations(api: &Api) -> Vec<Value> {
+    api.get("/api/v1/correlations?page_size=1000")["correlations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn tests_of(c: &Value) -> Vec<String> {
+    let mut v: Vec<String> = c["tests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["testName"].as_str().map(String::from))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Route changes from a real BIRD peer are matched to the tests whose targets they cover (longest
+/// match per peer), folded into incidents, and judged from the node's results around them.
+///
+/// Forwarding here does not follow BGP (the listener installs nothing): the target that goes dark
+/// with the withdraw is taken away by hand. The routed testbed, where a withdraw removes the
+/// route from a router's forwarding table, is still to come (issue 5).
+#[test]
+fn route_changes_are_correlated_with_the_tests_they_cover() {
+    const N: u8 = 78;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut lab = BirdLab::new(root, N);
+    // Two targets behind BIRD's namespace: 198.19.90.1 (a) and 198.19.90.2 (b).
+    for a in ["198.19.90.1/32", "198.19.90.2/32"] {
+        sh(&["ip", "-n", &lab.ns, "addr", "add", a, "dev", "lo"]);
+    }
+    sh(&[
+        "ip",
+        "route",
+        "add",
+        "198.19.90.0/24",
+        "via",
+        &format!("198.19.{N}.1"),
+    ]);
+    let c = Collector::start(
+        root,
+        0,
+        "[correlation]\nbefore = \"20s\"\nafter = \"6s\"\nincident_gap = \"2s\"\n",
+        &[("RUST_LOG", "info,foureyes_collector::correlator=debug")],
+    );
+    let api = Api::new(&c.api, &c.tenant("acme", "noc"));
+    let other = Api::new(&c.api, &c.tenant("other", "ops"));
+    for (name, host) in [("a", "198.19.90.1"), ("b", "198.19.90.2")] {
+        api.post(
+            "/api/v1/tests",
+            serde_json::json!({"name": name, "intervalMs": 500, "timeoutMs": 400, "count": 1,
+                               "config": {"icmp": {"host": host}}}),
+        );
+    }
+    let node_state = common::enroll_node(&c, root, "acme", "noc");
+    let _node = common::run_node(&node_state, root.join("node.log"));
+
+    let token = c.admin(&[
+        "token", "create", "--org", "acme", "--team", "noc", "--ttl", "10m", "--kind", "listener",
+    ]);
+    let state = root.join("listener");
+    let out = Command::new(bin("foureyes-bgp-listener"))
+        .args(["enroll", "--collector", &c.node_addr, "--state-dir"])
+        .arg(&state)
+        .env("FOUREYES_ENROLL_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conf = root.join("listener.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "local_as = 65002\nrouter_id = \"198.19.{N}.2\"\n[[peer]]\naddress = \"198.19.{N}.1\"\nremote_as = 65001\nlisten = \"198.19.{N}.2\"\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(bin("foureyes-bgp-listener"));
+    cmd.args(["run", "--config"])
+        .arg(&conf)
+        .arg("--state-dir")
+        .arg(&state)
+        .env("RUST_LOG", "info");
+    let _listener = Proc::spawn(cmd, root.join("listener.log"));
+
+    // The initial table covers target a: it is not correlated (initial transfer).
+    let base = "    route 10.99.0.0/16 blackhole;\n    route 198.19.90.1/32 blackhole;\n";
+    lab.write_conf(base, "");
+    lab.start();
+    wait_until("the initial table", Duration::from_secs(60), || {
+        (routes(&api, "prefix=0.0.0.0/0&match=within").len() == 2).then_some(())
+    });
+    // Results are flowing for both tests.
+    wait_until("results for both tests", Duration::from_secs(60), || {
+        let r = api.get("/api/v1/results?page_size=1000");
+        let names: std::collections::HashSet<String> = r["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|x| x["status"] == "STATUS_OK")
+            .filter_map(|x| x["testId"].as_str().map(String::from))
+            .collect();
+        (names.len() == 2).then_some(())
+    });
+    let reconfigure = |routes: &str| {
+        lab.write_conf(routes, "");
+        let reply = lab.birdc(&["configure"]);
+        assert!(reply.to_lowercase().contains("reconfigured"), "{reply}");
+    };
+
+    // Negative control: a prefix covering no target correlates nothing.
+    reconfigure(&format!("{base}    route 10.98.0.0/16 blackhole;\n"));
+    wait_until("the unrelated announce", Duration::from_secs(30), || {
+        (!events(&api, "type=announce&prefix=10.98.0.0/16").is_empty()).then_some(())
+    });
+    // Past the incident gap, that incident closed without touching a test: no record.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(correlations(&api).is_empty(), "{:?}", correlations(&api));
+    // A covering /24 touches b but not a: a's /32 is the longer match for a.
+    let with24 =
+        format!("{base}    route 10.98.0.0/16 blackhole;\n    route 198.19.90.0/24 blackhole;\n");
+    reconfigure(&with24);
+    let first = wait_until("a correlation for the /24", Duration::from_secs(30), || {
+        correlations(&api)
+            .into_iter()
+            .find(|c| c["prefixes"][0] == "198.19.90.0/24")
+    });
+    assert_eq!(tests_of(&first), vec!["b"], "{first}");
+    assert_eq!(first["verdict"], "VERDICT_PENDING");
+    assert!(
+        correlations(&api)
+            .iter()
+            .all(|c| c["prefixes"][0] != "10.98.0.0/16"),
+        "the unrelated prefix was correlated"
+    );
+    let decided = wait_until("the /24's verdict", Duration::from_secs(40), || {
+        api.get(&format!(
+            "/api/v1/correlations/{}",
+            first["id"].as_str().unwrap()
+        ))
+        .as_object()
+        .filter(|c| c["verdict"] != "VERDICT_PENDING")
+        .cloned()
+    });
+    assert_eq!(decided["verdict"], "VERDICT_NO_EFFECT", "{decided:?}");
+    assert!(decided["tests"][0]["before"]["runs"].as_u64().unwrap() > 0);
+
+    // Withdraw a's /32 and take a away: the withdraw touches a only (the /24 still covers it, but
+    // the withdrawn /32 was its longest match), and a is unreachable after it.
+    std::thread::sleep(Duration::from_secs(3));
+    sh(&[
+        "ip",
+        "-n",
+        &lab.ns,
+        "addr",
+        "del",
+        "198.19.90.1/32",
+        "dev",
+        "lo",
+    ]);
+    reconfigure(&with24.replace("    route 198.19.90.1/32 blackhole;\n", ""));
+    let gone = wait_until(
+        "a correlation for the withdraw",
+        Duration::from_secs(30),
+        || {
+            correlations(&api)
+                .into_iter()
+                .find(|c| c["withdraws"] == "1")
+        },
+    );
+    assert_eq!(tests_of(&gone), vec!["a"], "{gone}");
+    assert_eq!(gone["prefixes"], serde_json::json!(["198.19.90.1/32"]));
+    let decided = wait_until("the withdraw's verdict", Duration::from_secs(40), || {
+        api.get(&format!(
+            "/api/v1/correlations/{}",
+            gone["id"].as_str().unwrap()
+        ))
+        .as_object()
+        .filter(|c| c["verdict"] != "VERDICT_PENDING")
+        .cloned()
+    });
+    assert_eq!(decided["verdict"], "VERDICT_UNREACHABLE", "{decided:?}");
+    assert_eq!(decided["tests"][0]["verdict"], "VERDICT_UNREACHABLE");
+
+    // Filters and tenancy.
+    let tid = gone["tests"][0]["testId"].as_str().unwrap();
+    let by_test = api.get(&format!("/api/v1/correlations?test_id={tid}"))["correlations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(by_test.len(), 1, "{by_test:?}");
+    assert!(correlations(&other).is_empty());
+    let (s, _) = other.call(
+        "GET",
+        &format!("/api/v1/correlations/{}", gone["id"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(s, 404);
+    let _ = Command::new("ip")
+        .args(["route", "del", "198.19.90.0/24"])
+        .output();
 }

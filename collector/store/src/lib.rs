@@ -293,6 +293,25 @@ pub struct RouteEventPage {
     pub events: Vec<pb::RouteEvent>,
     /// Set when more events may follow.
     pub next: Option<ResultCursor>,
+    /// The position after the last event of this page, also when no more follow yet: a follower
+    /// (the correlator) resumes from it.
+    pub last: Option<ResultCursor>,
+}
+
+/// Which correlations to read. Times are the incident's opening time (ms), half-open.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CorrelationFilter {
+    pub test_id: Option<String>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    /// Only those whose verdict is still pending.
+    pub pending_only: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CorrelationPage {
+    pub correlations: Vec<pb::Correlation>,
+    pub next: Option<ResultCursor>,
 }
 
 /// What one signed batch did to the store in a flush.
@@ -448,6 +467,29 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<RouteEventPage, StoreError>;
     /// Current routes matching the query, at most [`MAX_ROUTES`], ordered by prefix, agent and peer.
     fn routes(&self, scope: &Scope, query: &RouteQuery) -> Result<Vec<pb::Route>, StoreError>;
+
+    // --- correlations ---
+    /// Inserts or replaces (by id) a correlation; `org`/`team` come from the record. `decided`
+    /// marks the verdict final.
+    fn save_correlation(
+        &self,
+        sys: &SystemScope,
+        c: &pb::Correlation,
+        decided: bool,
+    ) -> Result<(), StoreError>;
+    /// Oldest first.
+    fn correlations(
+        &self,
+        scope: &Scope,
+        filter: &CorrelationFilter,
+        after: Option<ResultCursor>,
+        limit: usize,
+    ) -> Result<CorrelationPage, StoreError>;
+    fn get_correlation(
+        &self,
+        scope: &Scope,
+        id: &str,
+    ) -> Result<Option<pb::Correlation>, StoreError>;
 
     // --- ingest ---
     /// Writes verified signed batches in ONE transaction, deduplicating by each agent's watermark

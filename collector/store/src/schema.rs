@@ -238,6 +238,27 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX routes_prefix ON routes (org, afi, net, len);
     "#,
+    // v5: correlations (route-change incidents and what they did to tests). Keyed by the incident's
+    // opening time like results; `final` is 0 while the verdict is pending. `correlation_tests`
+    // indexes them by the tests they touched.
+    r#"
+    CREATE TABLE correlations (
+        key INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        org TEXT NOT NULL,
+        team TEXT NOT NULL,
+        final INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE INDEX correlations_org ON correlations (org, team, key);
+    CREATE INDEX correlations_pending ON correlations (final) WHERE final = 0;
+    CREATE TABLE correlation_tests (
+        test_id TEXT NOT NULL,
+        corr_key INTEGER NOT NULL,
+        PRIMARY KEY (test_id, corr_key)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The version a database has after [`migrate`].

@@ -24,10 +24,10 @@ use rusqlite::{
 };
 
 use crate::{
-    AgentKey, AgentRow, ApiTokenRow, BatchOutcome, IngestBatch, MAX_GAPS, MAX_ROUTES, NewAgent,
-    PrefixMatch, RedeemError, ResultCursor, ResultFilter, ResultPage, RouteEventFilter,
-    RouteEventPage, RouteQuery, Scope, Store, StoreError, SystemScope, Tenant, TokenBinding,
-    now_ms, routes, schema, validate_name,
+    AgentKey, AgentRow, ApiTokenRow, BatchOutcome, CorrelationFilter, CorrelationPage, IngestBatch,
+    MAX_GAPS, MAX_ROUTES, NewAgent, PrefixMatch, RedeemError, ResultCursor, ResultFilter,
+    ResultPage, RouteEventFilter, RouteEventPage, RouteQuery, Scope, Store, StoreError,
+    SystemScope, Tenant, TokenBinding, now_ms, routes, schema, validate_name,
 };
 
 /// Readers kept open between calls; more are opened on demand under load and closed afterwards.
@@ -1313,8 +1313,9 @@ impl Store for SqliteStore {
                 page.events.push(pb::RouteEvent::decode(body.as_slice())?);
                 last = Some(key);
             }
+            page.last = last.map(ResultCursor);
             if more {
-                page.next = last.map(ResultCursor);
+                page.next = page.last;
             }
             Ok(page)
         })
@@ -1370,6 +1371,133 @@ impl Store for SqliteStore {
             out.push(pb::Route::decode(body.as_slice())?);
         }
         Ok(out)
+    }
+
+    fn save_correlation(
+        &self,
+        _sys: &SystemScope,
+        c: &pb::Correlation,
+        decided: bool,
+    ) -> Result<(), StoreError> {
+        let body = c.encode_to_vec();
+        let opened = c
+            .opened_at
+            .as_ref()
+            .map(foureyes_proto::timestamp_ms)
+            .unwrap_or_else(now_ms);
+        self.write(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let existing: Option<i64> = tx
+                .query_row("SELECT key FROM correlations WHERE id = ?1", [&c.id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let key = match existing {
+                Some(k) => {
+                    tx.execute(
+                        "UPDATE correlations SET final = ?2, updated_ms = ?3, body = ?4 WHERE key = ?1",
+                        params![k, decided, now_ms(), body],
+                    )?;
+                    tx.execute("DELETE FROM correlation_tests WHERE corr_key = ?1", [k])?;
+                    k
+                }
+                None => {
+                    let last: i64 = tx.query_row(
+                        "SELECT coalesce(max(key), 0) FROM correlations",
+                        [],
+                        |r| r.get(0),
+                    )?;
+                    let k = next_key(last, opened);
+                    tx.execute(
+                        "INSERT INTO correlations (key, id, org, team, final, updated_ms, body)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![k, c.id, c.org, c.team, decided, now_ms(), body],
+                    )?;
+                    k
+                }
+            };
+            for t in &c.tests {
+                tx.execute(
+                    "INSERT OR IGNORE INTO correlation_tests (test_id, corr_key) VALUES (?1, ?2)",
+                    params![t.test_id, key],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn correlations(
+        &self,
+        scope: &Scope,
+        filter: &CorrelationFilter,
+        after: Option<ResultCursor>,
+        limit: usize,
+    ) -> Result<CorrelationPage, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut w = Where::default().scope(scope, "");
+        if let Some(t) = &filter.test_id {
+            w = w.and(
+                "key IN (SELECT corr_key FROM correlation_tests WHERE test_id = ?)",
+                t.clone(),
+            );
+        }
+        if filter.pending_only {
+            w = w.and("final = ?", 0);
+        }
+        if let Some(f) = filter.from_ms {
+            w = w.and("key >= ?", key_floor(f));
+        }
+        if let Some(t) = filter.to_ms {
+            w = w.and("key < ?", key_floor(t));
+        }
+        if let Some(c) = after {
+            w = w.and("key > ?", c.0);
+        }
+        self.read(|c| {
+            let sql = format!(
+                "SELECT key, body FROM correlations{} ORDER BY key LIMIT {}",
+                w.sql(),
+                limit + 1
+            );
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st
+                .query_map(params_from_iter(&w.params), |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut page = CorrelationPage::default();
+            let more = rows.len() > limit;
+            let mut last = None;
+            for (key, body) in rows.into_iter().take(limit) {
+                page.correlations
+                    .push(pb::Correlation::decode(body.as_slice())?);
+                last = Some(key);
+            }
+            if more {
+                page.next = last.map(ResultCursor);
+            }
+            Ok(page)
+        })
+    }
+
+    fn get_correlation(
+        &self,
+        scope: &Scope,
+        id: &str,
+    ) -> Result<Option<pb::Correlation>, StoreError> {
+        let w = Where::default()
+            .scope(scope, "")
+            .and("id = ?", id.to_string());
+        self.read(|c| {
+            let body: Option<Vec<u8>> = c
+                .prepare_cached(&format!("SELECT body FROM correlations{}", w.sql()))?
+                .query_row(params_from_iter(&w.params), |r| r.get(0))
+                .optional()?;
+            Ok(body
+                .map(|b| pb::Correlation::decode(b.as_slice()))
+                .transpose()?)
+        })
     }
 
     fn write_batches(
