@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use foureyes_bgp_listener::bmp_station::BMP_PORT;
 use foureyes_bgp_listener::driver::{BGP_PORT, Connection};
 use foureyes_bgp_listener::session::SessionConfig;
 use foureyes_bgp_listener::watch::{Format, WatchOptions};
@@ -101,6 +102,18 @@ enum Cmd {
         #[arg(long)]
         no_add_path: bool,
     },
+    /// BMP station: accept BMP feeds from routers and print their events (no collector needed).
+    /// Never sends a byte to a router.
+    Bmp {
+        /// Address and port to listen on (ADDR:PORT; port 11019 if only ADDR is given).
+        #[arg(long)]
+        listen: String,
+        /// A router allowed to connect (repeat for more); connections from others are closed.
+        #[arg(long = "allow", required = true)]
+        allow: Vec<IpAddr>,
+        #[arg(long, value_enum, default_value_t = OutFormat::Jsonl)]
+        format: OutFormat,
+    },
     /// Replay MRT files as route events (not built yet).
     Replay {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -108,7 +121,19 @@ enum Cmd {
     },
 }
 
+fn out_format(f: OutFormat) -> Format {
+    match f {
+        OutFormat::Jsonl => Format::Jsonl,
+        OutFormat::Text => Format::Text,
+        OutFormat::Summary => Format::Summary,
+    }
+}
+
 fn parse_listen(s: &str) -> Result<SocketAddr> {
+    parse_listen_port(s, BGP_PORT)
+}
+
+fn parse_listen_port(s: &str, default_port: u16) -> Result<SocketAddr> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }
@@ -117,7 +142,7 @@ fn parse_listen(s: &str) -> Result<SocketAddr> {
         .trim_end_matches(']')
         .parse()
         .with_context(|| format!("--listen {s}: not an address or address:port"))?;
-    Ok(SocketAddr::new(ip, BGP_PORT))
+    Ok(SocketAddr::new(ip, default_port))
 }
 
 #[tokio::main]
@@ -195,11 +220,7 @@ async fn main() -> Result<()> {
             };
             let opts = WatchOptions {
                 session: cfg,
-                format: match format {
-                    OutFormat::Jsonl => Format::Jsonl,
-                    OutFormat::Text => Format::Text,
-                    OutFormat::Summary => Format::Summary,
-                },
+                format: out_format(format),
                 exit_on_eor,
                 quiet_period: Duration::from_secs_f64(quiet_period.max(0.0)),
             };
@@ -208,6 +229,30 @@ async fn main() -> Result<()> {
                 let _ = tokio::signal::ctrl_c().await;
             };
             foureyes_bgp_listener::watch::watch(opts, conn, &mut out, shutdown).await?;
+            Ok(())
+        }
+        Cmd::Bmp {
+            listen,
+            allow,
+            format,
+        } => {
+            let addr = parse_listen_port(&listen, BMP_PORT)?;
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            tracing::info!(%addr, routers = ?allow, "BMP station listening");
+            let mut out = std::io::stdout().lock();
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            foureyes_bgp_listener::bmp_station::watch(
+                l,
+                allow,
+                out_format(format),
+                &mut out,
+                shutdown,
+            )
+            .await?;
             Ok(())
         }
         Cmd::Run { .. } | Cmd::Replay { .. } => {
