@@ -114,10 +114,64 @@ struct PeerKey {
 struct PeerState {
     asn: u32,
     negotiated: Negotiated,
-    /// From the Peer Up OPENs: families where the router receives ADD-PATH from the peer.
-    add_path: Vec<Family>,
+    /// How this peer's UPDATEs read, with 4-octet and with 2-octet AS_PATHs (the A flag picks one
+    /// per message); ADD-PATH from the Peer Up OPENs.
+    ctx4: DecodeContext,
+    ctx2: DecodeContext,
+    /// Known only from Route Monitoring; a later Peer Up completes it instead of restarting it.
+    implicit: bool,
     /// Views announced with `Established`, each with its routes.
     views: BTreeMap<BmpView, AdjRibIn>,
+}
+
+impl PeerState {
+    fn new(asn: u32, negotiated: Negotiated, add_path: Vec<Family>, implicit: bool) -> Self {
+        let ctx = |four_octet_as| DecodeContext {
+            four_octet_as,
+            families: Family::ALL.to_vec(),
+            add_path: add_path.clone(),
+        };
+        PeerState {
+            asn,
+            negotiated,
+            ctx4: ctx(true),
+            ctx2: ctx(false),
+            implicit,
+            views: BTreeMap::new(),
+        }
+    }
+
+    /// Brings `view` up (one `Established`) the first time it is seen.
+    fn open_view(
+        &mut self,
+        router: IpAddr,
+        now: SystemTime,
+        key: PeerKey,
+        view: BmpView,
+        out: &mut Vec<Output>,
+    ) {
+        if self.views.contains_key(&view) {
+            return;
+        }
+        self.views.insert(view, AdjRibIn::new());
+        out.push(Output::Event(Event::Session(SessionEvent::Established {
+            peer: bmp_peer(router, key, self.asn, view),
+            at: now,
+            negotiated: self.negotiated.clone(),
+        })));
+    }
+}
+
+fn bmp_peer(router: IpAddr, key: PeerKey, asn: u32, view: BmpView) -> Peer {
+    Peer {
+        addr: key.addr,
+        asn,
+        source: Source::Bmp {
+            router,
+            view,
+            distinguisher: key.distinguisher,
+        },
+    }
 }
 
 /// The parsed per-peer header (RFC 7854 §4.2).
@@ -447,23 +501,11 @@ impl Station {
         };
         for (view, mut rib) in state.views {
             out.push(Output::Event(Event::Session(SessionEvent::Down {
-                peer: self.peer_id(key, state.asn, view),
+                peer: bmp_peer(self.router, key, state.asn, view),
                 at: now,
                 reason: reason.clone(),
                 routes_lost: rib.clear(),
             })));
-        }
-    }
-
-    fn peer_id(&self, key: PeerKey, asn: u32, view: BmpView) -> Peer {
-        Peer {
-            addr: key.addr,
-            asn,
-            source: Source::Bmp {
-                router: self.router,
-                view,
-                distinguisher: key.distinguisher,
-            },
         }
     }
 
@@ -594,43 +636,25 @@ impl Station {
             }
         };
         let (negotiated, add_path) = negotiate(&h, opens.as_ref());
-        // A second Peer Up for a peer that is up means the router lost it in between.
-        if self.peers.contains_key(&key) {
-            self.peer_down(
-                now,
-                key,
-                DownReason::Reported("Peer Up without Peer Down".into()),
-                out,
-            );
+        let mut state = PeerState::new(h.asn, negotiated, add_path, false);
+        match self.peers.remove(&key) {
+            // Routes came before the Peer Up: keep them, and read what follows with the OPENs.
+            Some(old) if old.implicit => state.views = old.views,
+            // A second Peer Up for a peer that is up means the router lost it in between.
+            Some(old) => {
+                self.peers.insert(key, old);
+                self.peer_down(
+                    now,
+                    key,
+                    DownReason::Reported("Peer Up without Peer Down".into()),
+                    out,
+                );
+            }
+            None => {}
         }
-        let mut state = PeerState {
-            asn: h.asn,
-            negotiated,
-            add_path,
-            views: BTreeMap::new(),
-        };
-        self.open_view(now, key, &mut state, h.view(), out);
+        state.open_view(self.router, now, key, h.view(), out);
         self.peers.insert(key, state);
         Ok(())
-    }
-
-    fn open_view(
-        &self,
-        now: SystemTime,
-        key: PeerKey,
-        state: &mut PeerState,
-        view: BmpView,
-        out: &mut Vec<Output>,
-    ) {
-        if state.views.contains_key(&view) {
-            return;
-        }
-        state.views.insert(view, AdjRibIn::new());
-        out.push(Output::Event(Event::Session(SessionEvent::Established {
-            peer: self.peer_id(key, state.asn, view),
-            at: now,
-            negotiated: state.negotiated.clone(),
-        })));
     }
 
     fn peer_down_msg(
@@ -714,26 +738,20 @@ impl Station {
             self.counters.without_peer_up += 1;
             tracing::info!(router = %self.router, peer = %h.addr, "Route Monitoring without Peer Up; accepting");
             let (negotiated, add_path) = negotiate(&h, None);
-            self.peers.insert(
-                key,
-                PeerState {
-                    asn: h.asn,
-                    negotiated,
-                    add_path,
-                    views: BTreeMap::new(),
-                },
-            );
+            self.peers
+                .insert(key, PeerState::new(h.asn, negotiated, add_path, true));
         }
         let view = h.view();
-        let mut state = self.peers.remove(&key).ok_or(MessageError::Short(M))?;
-        self.open_view(now, key, &mut state, view, out);
-        let ctx = DecodeContext {
-            four_octet_as: h.four_octet_as(),
-            families: Family::ALL.to_vec(),
-            add_path: state.add_path.clone(),
+        let router = self.router;
+        let state = self.peers.get_mut(&key).ok_or(MessageError::Short(M))?;
+        state.open_view(router, now, key, view, out);
+        let ctx = if h.four_octet_as() {
+            &state.ctx4
+        } else {
+            &state.ctx2
         };
-        let peer = self.peer_id(key, state.asn, view);
-        let r = match parse_update(update, &ctx) {
+        let peer = bmp_peer(router, key, state.asn, view);
+        match parse_update(update, ctx) {
             Ok(upd) => {
                 for action in &upd.actions {
                     self.counters.rfc7606_actions += 1;
@@ -755,9 +773,7 @@ impl Station {
                 self.counters.session_reset_class += 1;
                 Err(MessageError::SessionResetClass(e.to_string()))
             }
-        };
-        self.peers.insert(key, state);
-        r
+        }
     }
 
     fn statistics(
@@ -784,7 +800,7 @@ impl Station {
             BmpView::PrePolicy
         };
         out.push(Output::Event(Event::Session(SessionEvent::Statistics {
-            peer: self.peer_id(h.key(), asn, view),
+            peer: bmp_peer(self.router, h.key(), asn, view),
             at: now,
             source_time: h.timestamp,
             stats,

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::io::AsyncReadExt;
@@ -21,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::bmp::{Input, Output, Station};
+use crate::bmp::{Input, Output, RouterInfo, Station};
 use crate::event::{BmpView, Event, RouteChange, SessionEvent, Source};
 use crate::watch::{Format, event_json, event_text};
 use crate::wire::Family;
@@ -51,13 +52,35 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     }
 }
 
+/// What each connected router said about itself in Initiation (sysName, sysDescr), for logs and
+/// summaries; an entry stays after its connection ends.
+pub type RouterNames = Arc<Mutex<HashMap<IpAddr, RouterInfo>>>;
+
 /// Accepts routers on `listener` until `stop` becomes true; then every connection ends (its
 /// peers reported down) and this returns once their events are delivered.
 pub async fn run(
     listener: TcpListener,
     allowed_routers: Vec<IpAddr>,
     events: mpsc::Sender<Event>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), StationError> {
+    run_with_names(
+        listener,
+        allowed_routers,
+        events,
+        stop,
+        RouterNames::default(),
+    )
+    .await
+}
+
+/// [`run`], also publishing each router's Initiation information into `names`.
+pub async fn run_with_names(
+    listener: TcpListener,
+    allowed_routers: Vec<IpAddr>,
+    events: mpsc::Sender<Event>,
     mut stop: watch::Receiver<bool>,
+    names: RouterNames,
 ) -> Result<(), StationError> {
     let allowed: Vec<IpAddr> = allowed_routers.iter().map(|a| a.to_canonical()).collect();
     if allowed.is_empty() {
@@ -85,11 +108,11 @@ pub async fn run(
                     tracing::info!(%router, "new BMP connection replaces the previous one");
                     let _ = old.send(true);
                 }
-                let (events, stop) = (events.clone(), stop.clone());
+                let (events, stop, names) = (events.clone(), stop.clone(), Arc::clone(&names));
                 let id = next_id;
                 next_id += 1;
                 tasks.spawn(async move {
-                    (router, id, serve(stream, router, events, stop, kick_rx).await)
+                    (router, id, serve(stream, router, events, stop, kick_rx, names).await)
                 });
             }
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
@@ -119,8 +142,10 @@ async fn serve(
     events: mpsc::Sender<Event>,
     mut stop: watch::Receiver<bool>,
     mut kick: watch::Receiver<bool>,
+    names: RouterNames,
 ) -> Result<(), StationError> {
     let mut station = Station::new(router);
+    let mut published = RouterInfo::default();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let input = tokio::select! {
@@ -142,6 +167,12 @@ async fn serve(
                     .await
                     .map_err(|_| StationError::EventsClosed)?,
                 Output::Close(why) => tracing::info!(%router, %why, "closing BMP connection"),
+            }
+        }
+        if *station.info() != published {
+            published = station.info().clone();
+            if let Ok(mut n) = names.lock() {
+                n.insert(router, published.clone());
             }
         }
         if station.is_closed() {
@@ -216,8 +247,8 @@ impl Summary {
         }
     }
 
-    /// One line per router, peer and view.
-    pub fn lines(&self) -> Vec<String> {
+    /// One line per router, peer and view; routers named by their Initiation sysName if known.
+    pub fn lines(&self, names: &HashMap<IpAddr, RouterInfo>) -> Vec<String> {
         self.rows
             .iter()
             .map(|((router, peer, rd, view), r)| {
@@ -226,8 +257,13 @@ impl Summary {
                 } else {
                     format!(" rd {rd}")
                 };
+                let name = names
+                    .get(router)
+                    .and_then(|i| i.sys_name.as_deref())
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default();
                 format!(
-                    "router {router} peer {peer} AS{}{rd} {} {} v4 {} v6 {} events {}",
+                    "router {router}{name} peer {peer} AS{}{rd} {} {} v4 {} v6 {} events {}",
                     r.asn,
                     view.name(),
                     if r.up { "up" } else { "down" },
@@ -250,7 +286,14 @@ pub async fn watch<W: Write>(
 ) -> Result<(), StationError> {
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut task = tokio::spawn(run(listener, allowed_routers, tx, stop_rx));
+    let names = RouterNames::default();
+    let mut task = tokio::spawn(run_with_names(
+        listener,
+        allowed_routers,
+        tx,
+        stop_rx,
+        Arc::clone(&names),
+    ));
     let mut summary = Summary::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut shutdown = std::pin::pin!(shutdown);
@@ -276,7 +319,8 @@ pub async fn watch<W: Write>(
             }
             _ = tick.tick() => {
                 if format == Format::Summary {
-                    for l in summary.lines() {
+                    let names = names.lock().map(|n| n.clone()).unwrap_or_default();
+                    for l in summary.lines(&names) {
                         writeln!(out, "{l}")?;
                     }
                 }

@@ -802,3 +802,152 @@ async fn station_run_accepts_only_allowed_routers_and_never_writes() {
     task.await.expect("join").expect("run ok");
     assert!(rx.recv().await.is_none(), "no events from a refused router");
 }
+
+#[test]
+fn a_late_peer_up_completes_a_peer_known_from_route_monitoring() {
+    let mut st = Station::new(ip(ROUTER));
+    let attrs = base_attrs(&[65001], [198, 18, 0, 1]);
+    let ev = events(&feed(
+        &mut st,
+        route_monitoring(hdr(), &update(&[], &attrs, &[24, 198, 19, 1])),
+    ));
+    assert_eq!(ev.len(), 2, "Established + announce: {ev:?}");
+    let ev = events(&feed(&mut st, peer_up(hdr())));
+    assert!(ev.is_empty(), "no Down and no second Established: {ev:?}");
+    assert_eq!(st.routes(ip(PEER), BmpView::PrePolicy), 1);
+    // From now on the OPENs apply: ADD-PATH path ids are read.
+    let ev = events(&feed(
+        &mut st,
+        route_monitoring(
+            hdr(),
+            &update(&[], &attrs, &nlri_path(9, 24, &[198, 19, 2])),
+        ),
+    ));
+    assert!(
+        matches!(&ev[..], [Event::Route(r)] if r.path_id == Some(9)),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn summary_counts_prefixes_per_router_peer_and_view() {
+    use foureyes_bgp_listener::bmp::RouterInfo;
+    use foureyes_bgp_listener::bmp_station::Summary;
+    let mut st = up_station();
+    let mut sum = Summary::default();
+    let attrs = base_attrs(&[65001], [198, 18, 0, 1]);
+    let nlri = [
+        nlri_path(1, 24, &[198, 19, 1]),
+        nlri_path(1, 24, &[198, 19, 2]),
+    ]
+    .concat();
+    for e in events(&feed(
+        &mut st,
+        route_monitoring(hdr(), &update(&[], &attrs, &nlri)),
+    ))
+    .iter()
+    .chain(
+        events(&feed(
+            &mut st,
+            route_monitoring(hdr(), &update(&nlri_path(1, 24, &[198, 19, 2]), &[], &[])),
+        ))
+        .iter(),
+    ) {
+        sum.on_event(e);
+    }
+    let mut names = std::collections::HashMap::new();
+    names.insert(
+        ip(ROUTER),
+        RouterInfo {
+            sys_name: Some("edge1".into()),
+            ..RouterInfo::default()
+        },
+    );
+    assert_eq!(
+        sum.lines(&names),
+        vec![format!(
+            "router {ROUTER} (edge1) peer {PEER} AS65001 pre-policy down v4 1 v6 0 events 3"
+        )],
+        "no Established seen by the summary yet, so the state is down"
+    );
+    for e in events(&st.handle(now(), Input::Closed)) {
+        sum.on_event(&e);
+    }
+    assert!(sum.lines(&names)[0].contains("down v4 0 v6 0"));
+}
+
+/// A router that reconnects replaces its previous connection: the old one is closed (its peers
+/// reported down) and the new one is served; Initiation names are published.
+#[tokio::test]
+async fn a_reconnecting_router_replaces_its_previous_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::{mpsc, watch};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, mut rx) = mpsc::channel(16);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let names = foureyes_bgp_listener::bmp_station::RouterNames::default();
+    let task = tokio::spawn(foureyes_bgp_listener::bmp_station::run_with_names(
+        listener,
+        vec![ip("127.0.0.1")],
+        tx,
+        stop_rx,
+        std::sync::Arc::clone(&names),
+    ));
+    let mut first = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    first
+        .write_all(&[initiation(), peer_up(hdr())].concat())
+        .await
+        .expect("write");
+    assert!(matches!(
+        recv(&mut rx).await,
+        Event::Session(SessionEvent::Established { .. })
+    ));
+    let name = names
+        .lock()
+        .expect("names")
+        .get(&ip("127.0.0.1"))
+        .and_then(|i| i.sys_name.clone());
+    assert_eq!(name.as_deref(), Some("edge1"));
+
+    let mut second = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let down = recv(&mut rx).await;
+    assert!(
+        matches!(
+            &down,
+            Event::Session(SessionEvent::Down {
+                reason: DownReason::Reported(_),
+                ..
+            })
+        ),
+        "{down:?}"
+    );
+    let mut got = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(30), first.read_to_end(&mut got))
+        .await
+        .expect("old connection closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    second.write_all(&peer_up(hdr())).await.expect("write");
+    assert!(matches!(
+        recv(&mut rx).await,
+        Event::Session(SessionEvent::Established { .. })
+    ));
+
+    stop_tx.send(true).expect("stop");
+    assert!(
+        matches!(
+            recv(&mut rx).await,
+            Event::Session(SessionEvent::Down { .. })
+        ),
+        "stop takes peers down"
+    );
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("run ends")
+        .expect("join")
+        .expect("run ok");
+}
