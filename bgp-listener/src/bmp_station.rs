@@ -32,8 +32,6 @@ pub const BMP_PORT: u16 = 11019;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StationError {
-    #[error("accept failed: {0}")]
-    Accept(std::io::Error),
     #[error("event receiver went away")]
     EventsClosed,
     #[error("writing output: {0}")]
@@ -94,7 +92,15 @@ pub async fn run_with_names(
             r = listener.accept() => {
                 let (stream, from) = match r {
                     Ok(v) => v,
-                    Err(e) => break Err(StationError::Accept(e)),
+                    Err(e) => {
+                        // Out of descriptors or an aborted handshake: the routers already
+                        // connected must keep their feeds, so pause and accept again.
+                        tracing::warn!(error = %e, "BMP accept failed; retrying in 1 s");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = stopped(&mut stop) => break Ok(()),
+                        }
+                    }
                 };
                 let router = from.ip().to_canonical();
                 if !allowed.contains(&router) {

@@ -215,9 +215,9 @@ pub struct Negotiated {
 /// Why a session went down.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DownReason {
-    /// The listener sent this NOTIFICATION.
+    /// The listener sent this NOTIFICATION (for BMP: the monitored router sent it to the peer).
     Sent(Notification),
-    /// The peer sent this NOTIFICATION.
+    /// The peer sent this NOTIFICATION (for BMP: to the monitored router).
     Received(Notification),
     /// TCP closed without a NOTIFICATION.
     ConnectionClosed,
