@@ -12,8 +12,9 @@
 //!   the feed goes on; a router's BMP feed should not be lost for one odd UPDATE.
 //! - An RFC 7606 "session reset" class error inside Route Monitoring cannot reset anything (the
 //!   station has no session with that peer): the message is dropped and counted.
-//! - Adj-RIB-Out monitoring (O flag, RFC 8671) is skipped and counted: the listener reports what
-//!   routers hold from their peers, and `BmpView` has no Adj-RIB-Out view.
+//! - Adj-RIB-Out monitoring (O flag, RFC 8671) in Route Monitoring is skipped and counted: the
+//!   listener reports what routers hold from their peers, and `BmpView` has no Adj-RIB-Out view.
+//!   Peer Up and Peer Down ignore the flag: they are about the session with the peer.
 //! - The AS_PATH width of a Route Monitoring UPDATE follows the A flag of its per-peer header
 //!   (RFC 7854 §4.2 makes the flag authoritative); ADD-PATH follows the Peer Up OPENs. Loc-RIB
 //!   (RFC 9069) is always 4-octet.
@@ -607,11 +608,9 @@ impl Station {
         out: &mut Vec<Output>,
     ) -> Result<(), MessageError> {
         const M: &str = "Peer Up";
+        // The O flag is not checked here: Peer Up and Peer Down describe the session with the
+        // peer, whichever RIBs the router then monitors.
         let (h, rest) = parse_per_peer_header(body).ok_or(MessageError::Short(M))?;
-        if h.adj_rib_out() {
-            self.counters.adj_rib_out_skipped += 1;
-            return Ok(());
-        }
         // Local address (16), local port, remote port, then the two OPENs.
         let rest = rest.get(20..).ok_or(MessageError::Short(M))?;
         let (sent, rest) =
@@ -665,10 +664,6 @@ impl Station {
     ) -> Result<(), MessageError> {
         const M: &str = "Peer Down";
         let (h, rest) = parse_per_peer_header(body).ok_or(MessageError::Short(M))?;
-        if h.adj_rib_out() {
-            self.counters.adj_rib_out_skipped += 1;
-            return Ok(());
-        }
         let (&code, data) = rest.split_first().ok_or(MessageError::Short(M))?;
         let notification = |data: &[u8]| {
             bgp_pdu(data, iana::msg::NOTIFICATION)
