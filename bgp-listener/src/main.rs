@@ -1,7 +1,8 @@
 //! `foureyes-bgp-listener`: receive-only BGP listener and BMP station.
 //!
 //! Enrollment works through the shared agent runtime; `watch` runs one standalone receive-only
-//! session (see `foureyes_bgp_listener::watch`). `run` (collector-connected) and `replay` (MRT)
+//! session (see `foureyes_bgp_listener::watch`); `bmp` runs a standalone BMP station
+//! (`foureyes_bgp_listener::bmp_station`). `run` (collector-connected) and `replay` (MRT)
 //! arrive with the rest of the listener issue and exit non-zero until then.
 #![allow(clippy::print_stdout)]
 
