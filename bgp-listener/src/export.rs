@@ -121,6 +121,7 @@ pub fn down_reason(r: &DownReason) -> String {
         DownReason::Sent(n) => format!("sent NOTIFICATION {n}"),
         DownReason::Received(n) => format!("received NOTIFICATION {n}"),
         DownReason::ConnectionClosed => "connection closed".into(),
+        DownReason::Reported(why) => why.clone(),
     }
 }
 
@@ -182,7 +183,8 @@ pub fn event(ev: &Event) -> pb::RouteEvent {
             let (p, at) = match s {
                 SessionEvent::Established { peer, at, .. }
                 | SessionEvent::Down { peer, at, .. }
-                | SessionEvent::UpdateError { peer, at, .. } => (peer, at),
+                | SessionEvent::UpdateError { peer, at, .. }
+                | SessionEvent::Statistics { peer, at, .. } => (peer, at),
             };
             let mut out = pb::RouteEvent {
                 peer: Some(peer(p)),
@@ -207,8 +209,95 @@ pub fn event(ev: &Event) -> pb::RouteEvent {
                     out.r#type = pb::RouteEventType::UpdateError as i32;
                     out.reason = update_error(action);
                 }
+                SessionEvent::Statistics {
+                    source_time, stats, ..
+                } => {
+                    out.r#type = pb::RouteEventType::SessionInfo as i32;
+                    out.source_time = source_time.map(foureyes_proto::timestamp);
+                    out.reason = statistics(stats);
+                }
             }
             out
         }
+    }
+}
+
+/// BMP statistics as one readable line: `stat TYPE[ afi/safi]=VALUE`, comma-separated.
+fn statistics(stats: &[crate::event::Statistic]) -> String {
+    stats
+        .iter()
+        .map(|s| {
+            let fam = s
+                .afi_safi
+                .map(|(a, f)| format!(" {a}/{f}"))
+                .unwrap_or_default();
+            let v = match s.value {
+                Some(v) => v.to_string(),
+                None => format!(
+                    "0x{}",
+                    s.raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                ),
+            };
+            format!("stat {}{fam}={v}", s.stat_type)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn bmp_peers_keep_their_router_view_and_source_time() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let p = Peer {
+            addr: "198.18.0.1".parse().unwrap(),
+            asn: 65001,
+            source: Source::Bmp {
+                router: "192.0.2.1".parse().unwrap(),
+                view: BmpView::PostPolicy,
+                distinguisher: 7,
+            },
+        };
+        let ev = event(&Event::Route(RouteEvent {
+            peer: p,
+            family: Family::Ipv6Unicast,
+            path_id: Some(3),
+            received: at,
+            source_time: Some(at - Duration::from_secs(2)),
+            change: RouteChange::EndOfRib,
+        }));
+        let peer = ev.peer.unwrap();
+        assert_eq!(peer.source, pb::RouteSource::BmpPostPolicy as i32);
+        assert_eq!(peer.bmp_router, "192.0.2.1");
+        assert_eq!(peer.peer_distinguisher, 7);
+        assert_eq!(ev.r#type, pb::RouteEventType::EndOfRib as i32);
+        assert_eq!(ev.afi_safi, pb::AfiSafi::Ipv6Unicast as i32);
+        assert_eq!(ev.path_id, Some(3));
+        assert_eq!(ev.source_time.unwrap().seconds, 1_799_999_998);
+        let stats = event(&Event::Session(SessionEvent::Statistics {
+            peer: p,
+            at,
+            source_time: None,
+            stats: vec![
+                crate::event::Statistic {
+                    stat_type: 7,
+                    afi_safi: None,
+                    value: Some(12),
+                    raw: vec![],
+                },
+                crate::event::Statistic {
+                    stat_type: 99,
+                    afi_safi: Some((1, 1)),
+                    value: None,
+                    raw: vec![0xab],
+                },
+            ],
+        }));
+        assert_eq!(stats.r#type, pb::RouteEventType::SessionInfo as i32);
+        assert_eq!(stats.reason, "stat 7=12, stat 99 1/1=0xab");
     }
 }

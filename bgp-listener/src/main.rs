@@ -1,7 +1,8 @@
 //! `foureyes-bgp-listener`: receive-only BGP listener and BMP station.
 //!
 //! Enrollment works through the shared agent runtime; `watch` runs one standalone receive-only
-//! session (see `foureyes_bgp_listener::watch`). `run` (collector-connected) and `replay` (MRT)
+//! session (see `foureyes_bgp_listener::watch`); `bmp` runs a standalone BMP station
+//! (`foureyes_bgp_listener::bmp_station`). `run` (collector-connected) and `replay` (MRT)
 //! arrive with the rest of the listener issue and exit non-zero until then.
 #![allow(clippy::print_stdout)]
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use foureyes_bgp_listener::bmp_station::BMP_PORT;
 use foureyes_bgp_listener::driver::{BGP_PORT, Connection};
 use foureyes_bgp_listener::session::SessionConfig;
 use foureyes_bgp_listener::watch::{Format, WatchOptions};
@@ -105,6 +107,18 @@ enum Cmd {
         #[arg(long)]
         no_add_path: bool,
     },
+    /// BMP station: accept BMP feeds from routers and print their events (no collector needed).
+    /// Never sends a byte to a router.
+    Bmp {
+        /// Address and port to listen on (ADDR:PORT; port 11019 if only ADDR is given).
+        #[arg(long)]
+        listen: String,
+        /// A router allowed to connect (repeat for more); connections from others are closed.
+        #[arg(long = "allow", required = true)]
+        allow: Vec<IpAddr>,
+        #[arg(long, value_enum, default_value_t = OutFormat::Jsonl)]
+        format: OutFormat,
+    },
     /// Replay MRT files as route events (not built yet).
     Replay {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -112,8 +126,27 @@ enum Cmd {
     },
 }
 
+fn out_format(f: OutFormat) -> Format {
+    match f {
+        OutFormat::Jsonl => Format::Jsonl,
+        OutFormat::Text => Format::Text,
+        OutFormat::Summary => Format::Summary,
+    }
+}
+
 fn parse_listen(s: &str) -> Result<SocketAddr> {
-    foureyes_bgp_listener::config::parse_listen(s).map_err(|e| anyhow::anyhow!("--listen {e}"))
+    parse_listen_port(s, BGP_PORT)
+}
+
+/// `ADDR` or `ADDR:PORT`, with `default_port` when none is given.
+fn parse_listen_port(s: &str, default_port: u16) -> Result<SocketAddr> {
+    let a = foureyes_bgp_listener::config::parse_listen(s)
+        .map_err(|e| anyhow::anyhow!("--listen {e}"))?;
+    if s.parse::<SocketAddr>().is_ok() {
+        Ok(a)
+    } else {
+        Ok(SocketAddr::new(a.ip(), default_port))
+    }
 }
 
 /// Ctrl-C or SIGTERM (what service managers send).
@@ -207,11 +240,7 @@ async fn main() -> Result<()> {
             };
             let opts = WatchOptions {
                 session: cfg,
-                format: match format {
-                    OutFormat::Jsonl => Format::Jsonl,
-                    OutFormat::Text => Format::Text,
-                    OutFormat::Summary => Format::Summary,
-                },
+                format: out_format(format),
                 exit_on_eor,
                 quiet_period: Duration::from_secs_f64(quiet_period.max(0.0)),
             };
@@ -220,6 +249,30 @@ async fn main() -> Result<()> {
                 let _ = tokio::signal::ctrl_c().await;
             };
             foureyes_bgp_listener::watch::watch(opts, conn, &mut out, shutdown).await?;
+            Ok(())
+        }
+        Cmd::Bmp {
+            listen,
+            allow,
+            format,
+        } => {
+            let addr = parse_listen_port(&listen, BMP_PORT)?;
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            tracing::info!(%addr, routers = ?allow, "BMP station listening");
+            let mut out = std::io::stdout().lock();
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            foureyes_bgp_listener::bmp_station::watch(
+                l,
+                allow,
+                out_format(format),
+                &mut out,
+                shutdown,
+            )
+            .await?;
             Ok(())
         }
         Cmd::Run { config, state_dir } => {

@@ -1,5 +1,6 @@
 //! `run`: the collector-connected listener. Every configured peer gets a receive-only session
-//! (passive peers may share one listening socket), every event becomes a numbered, signed record
+//! (passive peers may share one listening socket), the optional BMP station takes the routers
+//! the config allows, every event becomes a numbered, signed record
 //! in the disk spool, and the shared agent link streams the spool to the collector.
 //!
 //! Backpressure, from the socket outwards: a session's driver waits for room in the event channel
@@ -130,6 +131,22 @@ pub async fn run(
 
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
     let spooler = tokio::spawn(spooler(shared.clone(), ev_rx));
+    let mut bmp = None;
+    if let Some(b) = &cfg.bmp {
+        let l = TcpListener::bind(b.listen)
+            .await
+            .map_err(|err| RunError::Bind {
+                addr: b.listen,
+                err,
+            })?;
+        tracing::info!(addr = %b.listen, routers = ?b.allow, "BMP station listening");
+        let (allow, ev, stop) = (b.allow.clone(), ev_tx.clone(), stop_rx.clone());
+        bmp = Some(tokio::spawn(async move {
+            if let Err(e) = crate::bmp_station::run(l, allow, ev, stop).await {
+                tracing::error!(error = %e, "BMP station ended");
+            }
+        }));
+    }
     let mut sessions = Vec::new();
     for (p, conn) in peers.into_iter().zip(conns) {
         let (ev, stop) = (ev_tx.clone(), stop_rx.clone());
@@ -147,6 +164,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     for s in sessions {
         let _ = s.await;
+    }
+    if let Some(b) = bmp {
+        let _ = b.await;
     }
     for a in acceptors {
         a.abort();
