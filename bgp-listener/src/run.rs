@@ -86,6 +86,7 @@ pub async fn run(
         spool_notify: Arc::new(tokio::sync::Notify::new()),
         connected: connected_tx,
         staged_update: Arc::new(Mutex::new(None)),
+        bursts: None,
     };
     let link_stop = CancellationToken::new();
     let link_task = tokio::spawn(link::run(

@@ -51,6 +51,10 @@ pub struct CorrelationFileConfig {
     pub latency_factor: Option<f64>,
     pub latency_min_ms: Option<f64>,
     pub loss_delta: Option<f64>,
+    /// Runs of the probe burst a route change triggers on the touched tests (0 turns bursts off).
+    pub burst_runs: Option<u32>,
+    /// Spacing of those runs, e.g. "1s".
+    pub burst_spacing: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +156,14 @@ impl Config {
         if let Some(v) = fc.loss_delta {
             correlation.loss_delta = v;
         }
+        if let Some(v) = fc.burst_runs {
+            correlation.burst_runs = v.min(10);
+        }
+        dur(
+            "burst_spacing",
+            &fc.burst_spacing,
+            &mut correlation.burst_spacing,
+        )?;
         Ok(Self {
             correlation,
             kek_file: file.kek_file.unwrap_or_else(|| data_dir.join("kek")),

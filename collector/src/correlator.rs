@@ -50,6 +50,9 @@ pub struct CorrelationConfig {
     pub latency_factor: f64,
     pub latency_min_ms: f64,
     pub loss_delta: f64,
+    /// Runs of a probe burst when a change touches a test (0: no bursts), and their spacing.
+    pub burst_runs: u32,
+    pub burst_spacing: Duration,
 }
 
 impl Default for CorrelationConfig {
@@ -62,12 +65,16 @@ impl Default for CorrelationConfig {
             latency_factor: 1.5,
             latency_min_ms: 5.0,
             loss_delta: 0.05,
+            burst_runs: 5,
+            burst_spacing: Duration::from_secs(1),
         }
     }
 }
 
 /// Prefixes listed in one record, at most (the counts keep the whole story).
 const MAX_LISTED: usize = 100;
+/// At most one probe burst per test in this long (nodes enforce their own floor too).
+const BURST_EVERY_MS: i64 = 30_000;
 /// How often the correlator looks without being woken, and refreshes its targets.
 const TICK: Duration = Duration::from_millis(500);
 const TARGET_REFRESH: Duration = Duration::from_secs(10);
@@ -130,6 +137,8 @@ pub struct Correlator {
     open: HashMap<(String, String), Incident>,
     /// Closed incidents waiting for their after-window: (decide at ms, record).
     waiting: Vec<(i64, pb::Correlation)>,
+    /// When each test last got a probe burst.
+    bursts: HashMap<String, i64>,
 }
 
 /// Starts the correlator; it runs until `shutdown`.
@@ -179,6 +188,7 @@ impl Correlator {
             transfers: HashMap::new(),
             open: HashMap::new(),
             waiting: Vec::new(),
+            bursts: HashMap::new(),
         }
     }
 
@@ -413,6 +423,7 @@ impl Correlator {
         }
         c.last_event_at = Some(foureyes_proto::timestamp_from_ms(at));
         inc.last_event_ms = at;
+        let mut fresh = Vec::new();
         for (target, prefix) in touched {
             if c.tests.iter().any(|x| x.test_id == target.test_id) {
                 continue;
@@ -422,6 +433,7 @@ impl Correlator {
             if c.team.is_empty() && !target.team.is_empty() {
                 c.team = target.team.clone();
             }
+            fresh.push(target.test_id.clone());
             c.tests.push(pb::AffectedTest {
                 test_id: target.test_id.clone(),
                 test_name: target.test_name.clone(),
@@ -434,6 +446,39 @@ impl Correlator {
             c.summary = summary(c);
             inc.dirty = true;
         }
+        let id = c.id.clone();
+        self.burst(&org, fresh, &id, now);
+    }
+
+    /// Asks the org's nodes to run the touched tests now, so the after-window fills in seconds.
+    fn burst(&mut self, org: &str, tests: Vec<String>, reason: &str, now: i64) {
+        if self.cfg.burst_runs == 0 {
+            return;
+        }
+        let due: Vec<String> = tests
+            .into_iter()
+            .filter(|t| {
+                self.bursts
+                    .get(t)
+                    .is_none_or(|at| now - at >= BURST_EVERY_MS)
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        for t in &due {
+            self.bursts.insert(t.clone(), now);
+        }
+        let n = self.c.registry.burst(
+            org,
+            &pb::ProbeBurst {
+                test_ids: due,
+                runs: self.cfg.burst_runs,
+                spacing_ms: self.cfg.burst_spacing.as_millis() as u32,
+                reason: reason.to_string(),
+            },
+        );
+        tracing::debug!(org, nodes = n, "probe burst requested");
     }
 
     /// The targets (with the covering prefix) this event touches.

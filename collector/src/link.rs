@@ -36,38 +36,59 @@ pub struct Registry {
 struct Entry {
     conn: u64,
     org: String,
+    kind: AgentKind,
     cancel: CancellationToken,
     tests_changed: Arc<tokio::sync::Notify>,
+    bursts: mpsc::Sender<pb::ProbeBurst>,
 }
+
+/// Probe bursts waiting to go down one stream; past this they are dropped (the next one will do).
+const BURST_QUEUE: usize = 8;
 
 impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn register(
-        &self,
-        agent_id: &str,
-        org: &str,
-    ) -> (u64, CancellationToken, Arc<tokio::sync::Notify>) {
+    fn register(&self, agent_id: &str, org: &str, kind: AgentKind) -> (u64, Signals) {
         let conn = self
             .next_conn
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cancel = CancellationToken::new();
         let notify = Arc::new(tokio::sync::Notify::new());
+        let (burst_tx, burst_rx) = mpsc::channel(BURST_QUEUE);
         let old = self.lock().insert(
             agent_id.to_string(),
             Entry {
                 conn,
                 org: org.to_string(),
+                kind,
                 cancel: cancel.clone(),
                 tests_changed: notify.clone(),
+                bursts: burst_tx,
             },
         );
         if let Some(old) = old {
             old.cancel.cancel();
         }
-        (conn, cancel, notify)
+        (
+            conn,
+            Signals {
+                cancel,
+                tests_changed: notify,
+                bursts: burst_rx,
+            },
+        )
+    }
+
+    /// Asks every connected node of `org` to run a burst of these tests now. Each node runs only
+    /// the ones it is assigned. Returns how many streams it was queued on.
+    pub fn burst(&self, org: &str, burst: &pb::ProbeBurst) -> usize {
+        self.lock()
+            .values()
+            .filter(|e| e.org == org && e.kind == AgentKind::Node)
+            .filter(|e| e.bursts.try_send(burst.clone()).is_ok())
+            .count()
     }
 
     fn unregister(&self, agent_id: &str, conn: u64) {
@@ -323,7 +344,9 @@ impl AgentLink for LinkService {
             );
         }
         let (tx, rx) = mpsc::channel(64);
-        let (conn, cancel, tests_changed) = c.registry.register(&identity.id, &identity.org);
+        let (conn, signals) = c
+            .registry
+            .register(&identity.id, &identity.org, identity.kind);
         tracing::info!(agent = %identity.id, clock_offset_ms = offset, "agent connected");
         let welcome = CollectorMessage {
             msg: Some(collector_message::Msg::Welcome(pb::Welcome {
@@ -342,10 +365,7 @@ impl AgentLink for LinkService {
                 &tx,
                 welcome,
                 running_version,
-                Signals {
-                    cancel: cancel.clone(),
-                    tests_changed,
-                },
+                signals,
             )
             .await;
             c.registry.unregister(&agent_id, conn);
@@ -374,6 +394,7 @@ async fn send(
 struct Signals {
     cancel: CancellationToken,
     tests_changed: Arc<tokio::sync::Notify>,
+    bursts: mpsc::Receiver<pb::ProbeBurst>,
 }
 
 async fn drive(
@@ -388,6 +409,7 @@ async fn drive(
     let Signals {
         cancel,
         tests_changed,
+        mut bursts,
     } = signals;
     let sys = SystemScope::collector_internal();
     if let Some(m) = welcome.msg {
@@ -454,6 +476,9 @@ async fn drive(
                         send(tx, collector_message::Msg::Delta(AssignmentDelta { version, upserted, removed })).await?;
                     }
                 }
+            }
+            Some(b) = bursts.recv() => {
+                send(tx, collector_message::Msg::Burst(b)).await?;
             }
             _ = touch.tick() => {
                 c.store.touch_agent(&sys, &identity.id, now_ms()).map_err(internal)?;

@@ -435,13 +435,29 @@ fn route_changes_are_correlated_with_the_tests_they_cover() {
     );
     let api = Api::new(&c.api, &c.tenant("acme", "noc"));
     let other = Api::new(&c.api, &c.tenant("other", "ops"));
-    for (name, host) in [("a", "198.19.90.1"), ("b", "198.19.90.2")] {
-        api.post(
+    let mut ids = std::collections::HashMap::new();
+    // c runs once a minute: only a probe burst gives it results within seconds of a change.
+    for (name, host, interval) in [
+        ("a", "198.19.90.1", 500),
+        ("b", "198.19.90.2", 500),
+        ("c", "198.19.90.2", 60_000),
+    ] {
+        let t = api.post(
             "/api/v1/tests",
-            serde_json::json!({"name": name, "intervalMs": 500, "timeoutMs": 400, "count": 1,
+            serde_json::json!({"name": name, "intervalMs": interval, "timeoutMs": 400, "count": 1,
                                "config": {"icmp": {"host": host}}}),
         );
+        ids.insert(name, t["id"].as_str().unwrap().to_string());
     }
+    let results_of = |name: &str| {
+        api.get(&format!(
+            "/api/v1/results?page_size=1000&test_id={}",
+            ids[name]
+        ))["results"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0)
+    };
     let node_state = common::enroll_node(&c, root, "acme", "noc");
     let _node = common::run_node(&node_state, root.join("node.log"));
 
@@ -493,7 +509,7 @@ fn route_changes_are_correlated_with_the_tests_they_cover() {
             .filter(|x| x["status"] == "STATUS_OK")
             .filter_map(|x| x["testId"].as_str().map(String::from))
             .collect();
-        (names.len() == 2).then_some(())
+        (names.len() == 3).then_some(())
     });
     let reconfigure = |routes: &str| {
         lab.write_conf(routes, "");
@@ -518,8 +534,13 @@ fn route_changes_are_correlated_with_the_tests_they_cover() {
             .into_iter()
             .find(|c| c["prefixes"][0] == "198.19.90.0/24")
     });
-    assert_eq!(tests_of(&first), vec!["b"], "{first}");
+    assert_eq!(tests_of(&first), vec!["b", "c"], "{first}");
     assert_eq!(first["verdict"], "VERDICT_PENDING");
+    // The change triggered a burst: c, on a one-minute schedule, gets several runs at once.
+    let before_burst = results_of("c");
+    wait_until("c's probe burst", Duration::from_secs(20), || {
+        (results_of("c") >= before_burst + 3).then_some(())
+    });
     assert!(
         correlations(&api)
             .iter()

@@ -28,6 +28,13 @@ pub struct NodeOptions {
 const RESULT_QUEUE: usize = 10_000;
 const SPOOL_BATCH_MAX: usize = 1_000;
 const SPOOL_BATCH_DELAY: Duration = Duration::from_millis(200);
+/// Probe bursts waiting to start.
+const BURST_QUEUE: usize = 16;
+/// Caps on what one burst can ask of the node, whatever the collector says.
+const BURST_MAX_RUNS: u32 = 10;
+const BURST_MIN_SPACING: Duration = Duration::from_millis(100);
+/// At most one burst per test in this long.
+const BURST_MIN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Runs until `shutdown`. Returns a verified, staged update to execute, if the collector offered
 /// one.
@@ -51,6 +58,7 @@ pub async fn run(
     tracing::info!(agent = %identity.agent_id, org = %identity.org, tests = initial.tests.len(), spooled = spool.records(), "node starting");
     let (assign_tx, assign_rx) = tokio::sync::watch::channel(initial);
     let (connected_tx, _) = tokio::sync::watch::channel(false);
+    let (burst_tx, burst_rx) = mpsc::channel(BURST_QUEUE);
     let shared = Shared {
         signing_key: Arc::new(Mutex::new(creds.signing_key()?)),
         assignments: assign_tx,
@@ -58,6 +66,7 @@ pub async fn run(
         spool_notify: Arc::new(tokio::sync::Notify::new()),
         connected: connected_tx,
         staged_update: Arc::new(Mutex::new(None)),
+        bursts: Some(burst_tx),
     };
     let link_task = tokio::spawn(link::run(
         state.clone(),
@@ -70,7 +79,14 @@ pub async fn run(
     ));
     let (result_tx, result_rx) = mpsc::channel(RESULT_QUEUE);
     let spooler = tokio::spawn(spooler(shared.clone(), result_rx));
+    let bursts = tokio::spawn(bursts(
+        burst_rx,
+        assign_rx.clone(),
+        result_tx.clone(),
+        shutdown.clone(),
+    ));
     schedule(assign_rx, result_tx, shutdown.clone()).await;
+    bursts.abort();
     // Schedules are stopped; the spooler drains what the probes already produced.
     let _ = spooler.await;
     let _ = link_task.await;
@@ -165,4 +181,55 @@ fn rand_offset(max: u64) -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(max);
     h.finish() % max.max(1)
+}
+
+/// Runs probe bursts: extra runs of assigned tests right after a route change covered their
+/// targets. Only tests in the current assignment set run (a burst cannot add work the node was
+/// not given), runs and spacing are capped, and one test bursts at most once per
+/// [`BURST_MIN_INTERVAL`].
+async fn bursts(
+    mut rx: mpsc::Receiver<foureyes_proto::v1::ProbeBurst>,
+    assignments: tokio::sync::watch::Receiver<AssignmentSet>,
+    results: mpsc::Sender<ProbeResult>,
+    shutdown: CancellationToken,
+) {
+    let mut last: HashMap<String, tokio::time::Instant> = HashMap::new();
+    loop {
+        let b = tokio::select! {
+            b = rx.recv() => match b { Some(b) => b, None => return },
+            _ = shutdown.cancelled() => return,
+        };
+        let runs = b.runs.clamp(1, BURST_MAX_RUNS);
+        let spacing = Duration::from_millis(u64::from(b.spacing_ms)).max(BURST_MIN_SPACING);
+        let now = tokio::time::Instant::now();
+        let tests: Vec<Test> = assignments
+            .borrow()
+            .tests
+            .iter()
+            .filter(|t| b.test_ids.contains(&t.id))
+            .cloned()
+            .collect();
+        for t in tests {
+            if last
+                .get(&t.id)
+                .is_some_and(|at| now.duration_since(*at) < BURST_MIN_INTERVAL)
+            {
+                continue;
+            }
+            last.insert(t.id.clone(), now);
+            tracing::info!(test = %t.id, runs, reason = %b.reason, "probe burst");
+            let results = results.clone();
+            tokio::spawn(async move {
+                for i in 0..runs {
+                    if i > 0 {
+                        tokio::time::sleep(spacing).await;
+                    }
+                    let r = foureyes_probes::run_test(&t).await;
+                    if results.send(r).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
 }

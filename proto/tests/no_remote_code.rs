@@ -39,6 +39,8 @@ const NODE_BOUND_ROOTS: &[&str] = &[
 const ALLOWLIST: &[(&str, Kind)] = &[
     ("foureyes.v1.Welcome.agent_id", Kind::Label),
     ("foureyes.v1.AssignmentDelta.removed", Kind::Label),
+    ("foureyes.v1.ProbeBurst.test_ids", Kind::Label),
+    ("foureyes.v1.ProbeBurst.reason", Kind::Label),
     ("foureyes.v1.RenewResponse.certificate_der", Kind::X509Der),
     ("foureyes.v1.UpdateAvailable.version", Kind::Label),
     ("foureyes.v1.UpdateAvailable.url", Kind::Url),

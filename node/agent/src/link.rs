@@ -38,6 +38,8 @@ pub struct Shared {
     pub connected: watch::Sender<bool>,
     /// A verified release waiting to replace this binary once the agent has drained its work.
     pub staged_update: Arc<Mutex<Option<std::path::PathBuf>>>,
+    /// Where probe bursts go (nodes); `None` for agents that run no tests (listeners ignore them).
+    pub bursts: Option<mpsc::Sender<foureyes_proto::v1::ProbeBurst>>,
 }
 
 pub struct LinkOptions {
@@ -213,6 +215,15 @@ async fn session(
                         state.save_assignments(&set)?;
                         tracing::info!(version = set.version, tests = set.tests.len(), "assignment delta applied");
                         let _ = shared.assignments.send(set);
+                    }
+                    Some(collector_message::Msg::Burst(b)) => {
+                        // Bounded: a collector asking faster than the node runs them loses bursts,
+                        // never memory.
+                        if let Some(tx) = &shared.bursts
+                            && tx.try_send(b).is_err()
+                        {
+                            tracing::warn!("probe burst dropped: the node is busy with earlier ones");
+                        }
                     }
                     Some(collector_message::Msg::Ack(a)) => {
                         lock(&shared.spool).ack(a.seq)?;
