@@ -80,6 +80,7 @@ fn start_bird(lab: &mut Lab) {
         .arg(lab.path("bird.conf"))
         .arg("-s")
         .arg(lab.path("bird.ctl"));
+    cmd.stdout(std::process::Stdio::null());
     lab.spawn_router("bird", cmd);
 }
 

@@ -48,6 +48,7 @@ fn start_bgpd(lab: &mut Lab, conf: &str) {
         .arg(lab.path("bgpd.pid"))
         .arg("--vty_socket")
         .arg(lab.dir());
+    cmd.stdout(std::process::Stdio::null());
     lab.spawn_router("bgpd", cmd);
 }
 

@@ -177,12 +177,9 @@ impl Lab {
     }
 
     /// Starts a long-running router process; it is killed on drop. Fails if it exits at once.
+    /// Its stdout goes nowhere unless `cmd` says otherwise; stderr is the test's.
     pub fn spawn_router(&mut self, name: &str, mut cmd: Command) {
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         std::thread::sleep(Duration::from_millis(300));
         if let Some(st) = child.try_wait().ok().flatten() {
             panic!("{name} exited at start ({st}); see its stderr above");
