@@ -245,6 +245,11 @@ fn frr_dials_the_passive_listener_ebgp_ipv4_ipv6_addpath_change_withdraw_receive
     let pcap = lab.stop_capture();
     let sent = assert_receive_only(&pcap, ip(LISTENER_V4), ip(ROUTER_V4));
     assert_eq!(sent.last(), Some(&3), "ends with our Cease: {sent:?}");
+    assert_eq!(
+        sent.iter().filter(|t| **t == 3).count(),
+        1,
+        "one NOTIFICATION: {sent:?}"
+    );
 }
 
 const ACTIVE_CONF: &str = r#"
@@ -387,4 +392,9 @@ fn the_active_listener_dials_frr_ibgp_over_ipv6_local_pref_change_withdraw_recei
     let pcap = lab.stop_capture();
     let sent = assert_receive_only(&pcap, ip(LISTENER_V6), ip(ROUTER_V6));
     assert_eq!(sent.last(), Some(&3), "ends with our Cease: {sent:?}");
+    assert_eq!(
+        sent.iter().filter(|t| **t == 3).count(),
+        1,
+        "one NOTIFICATION: {sent:?}"
+    );
 }

@@ -63,6 +63,9 @@ const APT_PACKAGES: &[&str] = &[
     "curl",
     "bird2",
     "tcpdump",
+    // The listener's interop tests: FRR bgpd + vtysh, gobgpd + the gobgp CLI.
+    "frr",
+    "gobgpd",
 ];
 
 fn root() -> PathBuf {
