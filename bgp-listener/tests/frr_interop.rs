@@ -92,6 +92,20 @@ fn assert_frr_received_no_update(lab: &Lab, neighbor: &str) {
     );
 }
 
+/// Waits for the End-of-RIB of both families and an announce for each prefix (in any order: a
+/// slow bgpd may still be reading its `network` statements when the session comes up).
+fn wait_initial(w: &mut Watch, prefixes: &[&str]) {
+    for fam in ["ipv4-unicast", "ipv6-unicast"] {
+        w.events.wait(&format!("End-of-RIB {fam}"), |e| {
+            e["type"] == "end_of_rib" && e["afi_safi"] == fam
+        });
+    }
+    for p in prefixes {
+        w.events
+            .wait(&format!("announce {p}"), |e| is(e, "announce", p));
+    }
+}
+
 const PASSIVE_CONF: &str = r#"
 ip prefix-list P2 seq 5 permit 198.19.2.0/24
 route-map OUT4 permit 10
@@ -160,11 +174,16 @@ fn frr_dials_the_passive_listener_ebgp_ipv4_ipv6_addpath_change_withdraw_receive
     assert_eq!(est["families"], json!(["ipv4-unicast", "ipv6-unicast"]));
     assert_eq!(est["four_octet_as"], true);
     assert_eq!(est["graceful_restart"], true);
-    for fam in ["ipv4-unicast", "ipv6-unicast"] {
-        w.events.wait(&format!("End-of-RIB {fam}"), |e| {
-            e["type"] == "end_of_rib" && e["afi_safi"] == fam
-        });
-    }
+    wait_initial(
+        &mut w,
+        &[
+            "198.19.1.0/24",
+            "198.19.2.0/24",
+            "198.19.3.0/24",
+            "2001:2:0:a::/64",
+            "2001:2:0:b::/64",
+        ],
+    );
     let ev = w.events.seen.clone();
     let a1 = find(&ev, "announce", "198.19.1.0/24");
     assert_eq!(a1["afi_safi"], "ipv4-unicast");
@@ -307,11 +326,15 @@ fn the_active_listener_dials_frr_ibgp_over_ipv6_local_pref_change_withdraw_recei
     });
     assert_eq!(est["peer"], ROUTER_V6);
     assert_eq!(est["families"], json!(["ipv4-unicast", "ipv6-unicast"]));
-    for fam in ["ipv4-unicast", "ipv6-unicast"] {
-        w.events.wait(&format!("End-of-RIB {fam}"), |e| {
-            e["type"] == "end_of_rib" && e["afi_safi"] == fam
-        });
-    }
+    wait_initial(
+        &mut w,
+        &[
+            "198.19.1.0/24",
+            "198.19.3.0/24",
+            "2001:2:0:a::/64",
+            "2001:2:0:b::/64",
+        ],
+    );
     let ev = w.events.seen.clone();
     let a1 = find(&ev, "announce", "198.19.1.0/24");
     assert_eq!(a1["peer"], ROUTER_V6);
