@@ -165,6 +165,9 @@ fn gobgp_dials_the_passive_listener_ebgp_ipv4_ipv6_addpath_change_withdraw_recei
         "nexthop 2001:2::1 community 65001:600",
     );
     rib_add(&lab, "ipv6", "2001:2:0:b::/64", "nexthop 2001:2::1");
+    // Two paths for one prefix: with ADD-PATH both reach the listener, each under its path id.
+    rib_add(&lab, "ipv4", "198.19.5.0/24", "identifier 10 med 1");
+    rib_add(&lab, "ipv4", "198.19.5.0/24", "identifier 20 med 2");
 
     let est = w.events.wait("session established", |e| {
         e["type"] == "session_established"
@@ -201,6 +204,24 @@ fn gobgp_dials_the_passive_listener_ebgp_ipv4_ipv6_addpath_change_withdraw_recei
     assert_eq!(v6["next_hop"], ROUTER_V6);
     assert_eq!(v6["communities"], json!(["65001:600"]));
     assert!(v6["path_id"].as_u64().is_some(), "ADD-PATH path id: {v6}");
+    for m in [1, 2] {
+        w.events.wait(&format!("path with MED {m}"), |e| {
+            is(e, "announce", "198.19.5.0/24") && e["med"] == m
+        });
+    }
+    let paths: Vec<&Value> = w
+        .events
+        .seen
+        .iter()
+        .filter(|e| is(e, "announce", "198.19.5.0/24"))
+        .collect();
+    assert_eq!(paths.len(), 2, "two paths, two announces: {paths:#?}");
+    assert_ne!(paths[0]["path_id"], paths[1]["path_id"], "{paths:#?}");
+    let path_med1 = paths
+        .iter()
+        .find(|e| e["med"] == 1)
+        .map(|e| e["path_id"].clone())
+        .expect("MED 1 path");
     let mark = w.events.seen.len();
 
     // Re-adding a prefix replaces GoBGP's path: new MED, community, and a prepended AS path.
@@ -218,6 +239,19 @@ fn gobgp_dials_the_passive_listener_ebgp_ipv4_ipv6_addpath_change_withdraw_recei
         &lab,
         &["global", "rib", "-a", "ipv6", "del", "2001:2:0:b::/64"],
     );
+    gobgp(
+        &lab,
+        &[
+            "global",
+            "rib",
+            "-a",
+            "ipv4",
+            "del",
+            "198.19.5.0/24",
+            "identifier",
+            "10",
+        ],
+    );
     let ch = w
         .events
         .wait_from(mark, Duration::from_secs(60), "attribute change", |e| {
@@ -228,6 +262,12 @@ fn gobgp_dials_the_passive_listener_ebgp_ipv4_ipv6_addpath_change_withdraw_recei
         json!(["as_path", "med", "communities"]),
         "{ch}"
     );
+    let gone = w
+        .events
+        .wait_from(mark, Duration::from_secs(60), "one path withdrawn", |e| {
+            is(e, "withdraw", "198.19.5.0/24")
+        });
+    assert_eq!(gone["path_id"], path_med1, "only the deleted path goes");
     assert_eq!(ch["as_path"], "65001 65001 65001");
     assert_eq!(ch["med"], 30);
     assert_eq!(ch["communities"], json!(["65001:201"]));
@@ -245,6 +285,15 @@ fn gobgp_dials_the_passive_listener_ebgp_ipv4_ipv6_addpath_change_withdraw_recei
         w.events.seen.iter().all(|e| e["type"] != "session_down"),
         "one session throughout: {:#?}",
         w.events.seen
+    );
+    assert_eq!(
+        w.events
+            .seen
+            .iter()
+            .filter(|e| is(e, "withdraw", "198.19.5.0/24"))
+            .count(),
+        1,
+        "the other path stays"
     );
 
     let status = w.stop();
