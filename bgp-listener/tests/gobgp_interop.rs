@@ -204,6 +204,11 @@ fn gobgp_dials_the_passive_listener_ebgp_ipv4_ipv6_addpath_change_withdraw_recei
     assert_eq!(v6["next_hop"], ROUTER_V6);
     assert_eq!(v6["communities"], json!(["65001:600"]));
     assert!(v6["path_id"].as_u64().is_some(), "ADD-PATH path id: {v6}");
+    for fam in ["ipv4-unicast", "ipv6-unicast"] {
+        w.events.wait(&format!("End-of-RIB {fam}"), |e| {
+            e["type"] == "end_of_rib" && e["afi_safi"] == fam
+        });
+    }
     for m in [1, 2] {
         w.events.wait(&format!("path with MED {m}"), |e| {
             is(e, "announce", "198.19.5.0/24") && e["med"] == m
