@@ -28,6 +28,9 @@ pub enum Connection {
     Passive(TcpListener),
     /// Dial the peer at this address, retrying after `retry`.
     Active { remote: SocketAddr, retry: Duration },
+    /// Connections from the peer accepted elsewhere: `run` shares one listening socket between
+    /// the peers configured on it and hands each its own connections.
+    Accepted(mpsc::Receiver<TcpStream>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +48,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// Runs sessions with one peer until `stop` becomes true (then a Cease is sent if a session is up).
 pub async fn run(
     cfg: SessionConfig,
-    conn: Connection,
+    mut conn: Connection,
     events: mpsc::Sender<Event>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), DriverError> {
@@ -54,7 +57,16 @@ pub async fn run(
         if *stop.borrow() {
             return Ok(());
         }
-        let stream = match &conn {
+        let stream = match &mut conn {
+            Connection::Accepted(rx) => {
+                tokio::select! {
+                    s = rx.recv() => match s {
+                        Some(s) => s,
+                        None => return Ok(()),
+                    },
+                    _ = stop.changed() => return Ok(()),
+                }
+            }
             Connection::Passive(listener) => {
                 let (stream, from) = tokio::select! {
                     r = listener.accept() => r.map_err(DriverError::Accept)?,
@@ -70,7 +82,7 @@ pub async fn run(
             }
             Connection::Active { remote, retry } => {
                 let r = tokio::select! {
-                    r = TcpStream::connect(remote) => r,
+                    r = TcpStream::connect(*remote) => r,
                     _ = stop.changed() => return Ok(()),
                 };
                 match r {

@@ -215,12 +215,28 @@ pub struct Negotiated {
 /// Why a session went down.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DownReason {
-    /// The listener sent this NOTIFICATION.
+    /// The listener sent this NOTIFICATION (for BMP: the monitored router sent it to the peer).
     Sent(Notification),
-    /// The peer sent this NOTIFICATION.
+    /// The peer sent this NOTIFICATION (for BMP: to the monitored router).
     Received(Notification),
     /// TCP closed without a NOTIFICATION.
     ConnectionClosed,
+    /// A source that observes the session (BMP) reported it down without a NOTIFICATION, or its
+    /// feed ended; the text says which.
+    Reported(String),
+}
+
+/// One counter of a BMP Statistics Report (RFC 7854 §4.8). Types the station does not know keep
+/// their bytes, so nothing a router reports is lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Statistic {
+    pub stat_type: u16,
+    /// AFI/SAFI for the per-family gauges (types 9, 10 and the RFC 8671 ones).
+    pub afi_safi: Option<(u16, u8)>,
+    /// The counter or gauge; `None` for an unknown type or an unexpected length.
+    pub value: Option<u64>,
+    /// The raw value when `value` is `None`.
+    pub raw: Vec<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -243,6 +259,13 @@ pub enum SessionEvent {
         peer: Peer,
         at: SystemTime,
         action: Rfc7606Action,
+    },
+    /// Counters a BMP router reports about one of its peers.
+    Statistics {
+        peer: Peer,
+        at: SystemTime,
+        source_time: Option<SystemTime>,
+        stats: Vec<Statistic>,
     },
 }
 

@@ -116,3 +116,51 @@ pub mod notif {
     pub const CEASE_ADMINISTRATIVE_SHUTDOWN: u8 = 2;
     pub const CEASE_CONNECTION_REJECTED: u8 = 5;
 }
+
+/// BMP code points (registry "BGP Monitoring Protocol (BMP) Parameters", RFC 7854, RFC 8671,
+/// RFC 9069).
+pub mod bmp {
+    pub const VERSION: u8 = 3;
+    /// Common header: version (1), message length (4), message type (1).
+    pub const COMMON_HEADER_LEN: usize = 6;
+    /// Per-peer header: type, flags, distinguisher, address, AS, BGP ID, timestamp (s, µs).
+    pub const PER_PEER_HEADER_LEN: usize = 42;
+
+    /// Message types.
+    pub const ROUTE_MONITORING: u8 = 0;
+    pub const STATISTICS_REPORT: u8 = 1;
+    pub const PEER_DOWN: u8 = 2;
+    pub const PEER_UP: u8 = 3;
+    pub const INITIATION: u8 = 4;
+    pub const TERMINATION: u8 = 5;
+    pub const ROUTE_MIRRORING: u8 = 6;
+
+    /// Peer types.
+    pub const PEER_GLOBAL: u8 = 0;
+    pub const PEER_RD: u8 = 1;
+    pub const PEER_LOCAL: u8 = 2;
+    pub const PEER_LOC_RIB: u8 = 3;
+
+    /// Peer flags (RFC 7854 §4.2, RFC 8671 §4).
+    pub const FLAG_V: u8 = 0x80;
+    pub const FLAG_L: u8 = 0x40;
+    pub const FLAG_A: u8 = 0x20;
+    pub const FLAG_O: u8 = 0x10;
+
+    /// Initiation and Termination information TLV types.
+    pub const INFO_STRING: u16 = 0;
+    pub const INFO_SYS_DESCR: u16 = 1;
+    pub const INFO_SYS_NAME: u16 = 2;
+    pub const TERM_REASON: u16 = 1;
+
+    /// Peer Down reasons (RFC 7854 §4.9, RFC 9069 §5.5).
+    pub const DOWN_LOCAL_NOTIFICATION: u8 = 1;
+    pub const DOWN_LOCAL_NO_NOTIFICATION: u8 = 2;
+    pub const DOWN_REMOTE_NOTIFICATION: u8 = 3;
+    pub const DOWN_REMOTE_NO_NOTIFICATION: u8 = 4;
+    pub const DOWN_PEER_DECONFIGURED: u8 = 5;
+    pub const DOWN_LOCAL_TLV: u8 = 6;
+
+    /// Statistics types with a per-AFI/SAFI key (RFC 7854 §4.8, RFC 8671 §5).
+    pub const STAT_PER_AFI_SAFI: [u16; 4] = [9, 10, 16, 17];
+}

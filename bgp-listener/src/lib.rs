@@ -8,11 +8,23 @@
 //! - [`session`]: the sans-IO session state machine.
 //! - [`driver`]: the thin tokio task owning the socket and timers.
 //! - [`watch`]: the `watch` command (standalone session printing events).
+//! - [`bmp`]: the sans-IO BMP station (RFC 7854, RFC 9069 Loc-RIB), one per router connection.
+//! - [`bmp_station`]: its tokio side (`run`) and the standalone `bmp` command.
+//! - [`config`]: `listener.toml` for `run`.
+//! - [`run`] and [`export`] (feature `agent`): the collector-connected listener and the wire form
+//!   of its events.
 
+pub mod bmp;
+pub mod bmp_station;
+pub mod config;
 pub mod driver;
 pub mod event;
+#[cfg(feature = "agent")]
+pub mod export;
 pub mod iana;
 pub mod rib;
+#[cfg(feature = "agent")]
+pub mod run;
 pub mod session;
 pub mod update;
 pub mod watch;

@@ -1,7 +1,8 @@
 //! `foureyes-bgp-listener`: receive-only BGP listener and BMP station.
 //!
 //! Enrollment works through the shared agent runtime; `watch` runs one standalone receive-only
-//! session (see `foureyes_bgp_listener::watch`). `run` (collector-connected) and `replay` (MRT)
+//! session (see `foureyes_bgp_listener::watch`); `bmp` runs a standalone BMP station
+//! (`foureyes_bgp_listener::bmp_station`). `run` (collector-connected) and `replay` (MRT)
 //! arrive with the rest of the listener issue and exit non-zero until then.
 #![allow(clippy::print_stdout)]
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use foureyes_bgp_listener::bmp_station::BMP_PORT;
 use foureyes_bgp_listener::driver::{BGP_PORT, Connection};
 use foureyes_bgp_listener::session::SessionConfig;
 use foureyes_bgp_listener::watch::{Format, WatchOptions};
@@ -48,12 +50,16 @@ enum Cmd {
         )]
         state_dir: PathBuf,
     },
-    /// Run the peers and BMP station of a config file (not built yet).
+    /// Run the peers (and BMP station) of a config file, streaming events to the collector.
     Run {
         #[arg(long)]
         config: PathBuf,
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
+        #[arg(
+            long,
+            env = "FOUREYES_STATE_DIR",
+            default_value = "/var/lib/foureyes/listener"
+        )]
+        state_dir: PathBuf,
     },
     /// One standalone receive-only BGP session printing route events; no collector needed.
     Watch {
@@ -101,6 +107,18 @@ enum Cmd {
         #[arg(long)]
         no_add_path: bool,
     },
+    /// BMP station: accept BMP feeds from routers and print their events (no collector needed).
+    /// Never sends a byte to a router.
+    Bmp {
+        /// Address and port to listen on (ADDR:PORT; port 11019 if only ADDR is given).
+        #[arg(long)]
+        listen: String,
+        /// A router allowed to connect (repeat for more); connections from others are closed.
+        #[arg(long = "allow", required = true)]
+        allow: Vec<IpAddr>,
+        #[arg(long, value_enum, default_value_t = OutFormat::Jsonl)]
+        format: OutFormat,
+    },
     /// Replay MRT files as route events (not built yet).
     Replay {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -108,16 +126,43 @@ enum Cmd {
     },
 }
 
-fn parse_listen(s: &str) -> Result<SocketAddr> {
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(a);
+fn out_format(f: OutFormat) -> Format {
+    match f {
+        OutFormat::Jsonl => Format::Jsonl,
+        OutFormat::Text => Format::Text,
+        OutFormat::Summary => Format::Summary,
     }
-    let ip: IpAddr = s
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .with_context(|| format!("--listen {s}: not an address or address:port"))?;
-    Ok(SocketAddr::new(ip, BGP_PORT))
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr> {
+    parse_listen_port(s, BGP_PORT)
+}
+
+/// `ADDR` or `ADDR:PORT`, with `default_port` when none is given.
+fn parse_listen_port(s: &str, default_port: u16) -> Result<SocketAddr> {
+    let a = foureyes_bgp_listener::config::parse_listen(s)
+        .map_err(|e| anyhow::anyhow!("--listen {e}"))?;
+    if s.parse::<SocketAddr>().is_ok() {
+        Ok(a)
+    } else {
+        Ok(SocketAddr::new(a.ip(), default_port))
+    }
+}
+
+/// Ctrl-C or SIGTERM (what service managers send).
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }
 
 #[tokio::main]
@@ -195,11 +240,7 @@ async fn main() -> Result<()> {
             };
             let opts = WatchOptions {
                 session: cfg,
-                format: match format {
-                    OutFormat::Jsonl => Format::Jsonl,
-                    OutFormat::Text => Format::Text,
-                    OutFormat::Summary => Format::Summary,
-                },
+                format: out_format(format),
                 exit_on_eor,
                 quiet_period: Duration::from_secs_f64(quiet_period.max(0.0)),
             };
@@ -210,10 +251,52 @@ async fn main() -> Result<()> {
             foureyes_bgp_listener::watch::watch(opts, conn, &mut out, shutdown).await?;
             Ok(())
         }
-        Cmd::Run { .. } | Cmd::Replay { .. } => {
-            bail!(
-                "`run` and `replay` are not built yet (see the listener issue); `enroll` and `watch` work in this version"
+        Cmd::Bmp {
+            listen,
+            allow,
+            format,
+        } => {
+            let addr = parse_listen_port(&listen, BMP_PORT)?;
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            tracing::info!(%addr, routers = ?allow, "BMP station listening");
+            let mut out = std::io::stdout().lock();
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            foureyes_bgp_listener::bmp_station::watch(
+                l,
+                allow,
+                out_format(format),
+                &mut out,
+                shutdown,
             )
+            .await?;
+            Ok(())
+        }
+        Cmd::Run { config, state_dir } => {
+            let cfg = foureyes_bgp_listener::config::ListenerConfig::load(&config)?;
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let s = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                s.cancel();
+            });
+            foureyes_bgp_listener::run::run(
+                cfg,
+                &state_dir,
+                foureyes_bgp_listener::run::RunOptions {
+                    hostname: foureyes_agent::hostname(),
+                    config_path: config.display().to_string(),
+                },
+                shutdown,
+            )
+            .await?;
+            Ok(())
+        }
+        Cmd::Replay { .. } => {
+            bail!("`replay` is not built yet (see the listener issue)")
         }
     }
 }

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use crate::driver::{self, Connection};
-use crate::event::{DownReason, Event, Peer, Route, RouteChange, RouteEvent, SessionEvent, Source};
+use crate::event::{
+    DownReason, Event, Peer, Route, RouteChange, RouteEvent, SessionEvent, Source, Statistic,
+};
 use crate::session::SessionConfig;
 use crate::update::Rfc7606Action;
 use crate::wire::Family;
@@ -72,6 +74,7 @@ impl Transfer {
                 }
             }
             Event::Session(SessionEvent::UpdateError { at, .. }) => self.last_update = Some(*at),
+            Event::Session(SessionEvent::Statistics { .. }) => {}
             Event::Route(r) => {
                 self.updates += 1;
                 self.last_update = Some(r.received);
@@ -250,7 +253,26 @@ fn down_reason(r: &DownReason) -> String {
         DownReason::Sent(n) => format!("sent NOTIFICATION {n}"),
         DownReason::Received(n) => format!("received NOTIFICATION {n}"),
         DownReason::ConnectionClosed => "connection closed".into(),
+        DownReason::Reported(s) => s.clone(),
     }
+}
+
+fn statistics_json(stats: &[Statistic]) -> Value {
+    Value::Array(
+        stats
+            .iter()
+            .map(|s| {
+                json!({
+                    "type": s.stat_type,
+                    "name": crate::bmp::stat_name(s.stat_type),
+                    "afi": s.afi_safi.map(|(a, _)| a),
+                    "safi": s.afi_safi.map(|(_, b)| b),
+                    "value": s.value,
+                    "raw": (s.value.is_none()).then(|| s.raw.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+                })
+            })
+            .collect(),
+    )
 }
 
 pub fn event_json(ev: &Event) -> Value {
@@ -302,6 +324,16 @@ pub fn event_json(ev: &Event) -> Value {
                        "action": act, "attribute": t, "reason": reason}),
             )
         }
+        Event::Session(SessionEvent::Statistics {
+            peer,
+            at,
+            source_time,
+            stats,
+        }) => merge(
+            peer_json(peer),
+            json!({"type": "statistics", "at": ts(*at),
+                   "source_time": source_time.map(ts), "stats": statistics_json(stats)}),
+        ),
     }
 }
 
@@ -357,6 +389,27 @@ pub fn event_text(ev: &Event) -> String {
         ),
         Event::Session(SessionEvent::UpdateError { peer, at, action }) => {
             format!("{} {peer} RFC 7606: {action:?}", ts(*at))
+        }
+        Event::Session(SessionEvent::Statistics {
+            peer, at, stats, ..
+        }) => {
+            let parts: Vec<String> = stats
+                .iter()
+                .map(|s| {
+                    let name = crate::bmp::stat_name(s.stat_type)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("type{}", s.stat_type));
+                    let fam = s
+                        .afi_safi
+                        .map(|(a, b)| format!("[{a}/{b}]"))
+                        .unwrap_or_default();
+                    match s.value {
+                        Some(v) => format!("{name}{fam}={v}"),
+                        None => format!("{name}{fam}=({} bytes)", s.raw.len()),
+                    }
+                })
+                .collect();
+            format!("{} {peer} statistics {}", ts(*at), parts.join(" "))
         }
     }
 }

@@ -499,6 +499,9 @@ pub struct PeerOpen {
     pub route_refresh: bool,
     /// Families for which the peer can send ADD-PATH (its Send/Receive is 2 or 3).
     pub add_path_send: Vec<Family>,
+    /// Families for which the sender of this OPEN can receive ADD-PATH (Send/Receive 1 or 3). A
+    /// BMP station needs it for the monitored router's own OPEN.
+    pub add_path_receive: Vec<Family>,
     /// Codes of every capability received, in order.
     pub capability_codes: Vec<u8>,
 }
@@ -543,6 +546,7 @@ pub fn decode_open(body: &[u8]) -> Result<PeerOpen, DecodeError> {
         graceful_restart: false,
         route_refresh: false,
         add_path_send: Vec::new(),
+        add_path_receive: Vec::new(),
         capability_codes: Vec::new(),
     };
     if usize::from(opt_len) != rest.len() {
@@ -604,6 +608,9 @@ pub fn decode_open(body: &[u8]) -> Result<PeerOpen, DecodeError> {
                             let fam = Family::from_afi_safi(u16::from_be_bytes([a0, a1]), safi);
                             if let Some(f) = fam.filter(|_| sr & ADD_PATH_SEND != 0) {
                                 open.add_path_send.push(f);
+                            }
+                            if let Some(f) = fam.filter(|_| sr & ADD_PATH_RECEIVE != 0) {
+                                open.add_path_receive.push(f);
                             }
                         }
                     }

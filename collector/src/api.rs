@@ -16,7 +16,9 @@ use axum::{
 };
 use foureyes_identity::ApiToken;
 use foureyes_proto::{openapi::Route, v1 as pb};
-use foureyes_store::{AgentRow, ResultFilter, Scope, Tenant};
+use foureyes_store::{
+    AgentRow, IpPrefix, PrefixMatch, ResultFilter, RouteEventFilter, RouteQuery, Scope, Tenant,
+};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{state::Collector, validate};
@@ -34,6 +36,10 @@ pub fn router(c: Arc<Collector>) -> Router {
             get(get_test).put(update_test).delete(delete_test),
         )
         .route("/api/v1/results", get(list_results))
+        .route("/api/v1/route-events", get(list_route_events))
+        .route("/api/v1/routes", get(list_routes))
+        .route("/api/v1/correlations", get(list_correlations))
+        .route("/api/v1/correlations/{id}", get(get_correlation))
         .route("/openapi.json", get(openapi))
         .route("/updates/{sha256}", get(update_binary))
         .with_state(c)
@@ -131,6 +137,68 @@ pub const ROUTES: &[Route] = &[
             ("page_token", "from the previous page"),
             ("page_size", "1-1000, default 100"),
         ],
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/route-events",
+        summary: "List route events from the tenant's BGP listeners, oldest first",
+        request: None,
+        response: Some("foureyes.v1.ListRouteEventsResponse"),
+        query: &[
+            ("prefix", "CIDR or address"),
+            (
+                "match",
+                "exact (default), covering (less-specifics too), within (more-specifics too)",
+            ),
+            ("peer", "BGP peer address"),
+            ("agent_id", "listener"),
+            (
+                "type",
+                "comma-separated: announce, withdraw, attribute_change, end_of_rib, session_up, session_down, update_error, max_prefix, session_info",
+            ),
+            ("from", "RFC 3339 or epoch ms (collector receive time)"),
+            ("to", "RFC 3339 or epoch ms"),
+            ("page_token", "from the previous page"),
+            ("page_size", "1-1000, default 100"),
+        ],
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/routes",
+        summary: "Current routes held by the tenant's listeners for a prefix",
+        request: None,
+        response: Some("foureyes.v1.ListRoutesResponse"),
+        query: &[
+            ("prefix", "CIDR or address (required)"),
+            (
+                "match",
+                "longest (default: per listener peer, the longest prefix covering it), exact, covering, within",
+            ),
+            ("peer", "BGP peer address"),
+            ("agent_id", "listener"),
+        ],
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/correlations",
+        summary: "Route-change incidents and what they did to tests (provisional until the verdict)",
+        request: None,
+        response: Some("foureyes.v1.ListCorrelationsResponse"),
+        query: &[
+            ("test_id", "only incidents touching this test"),
+            ("from", "RFC 3339 or epoch ms (incident opening time)"),
+            ("to", "RFC 3339 or epoch ms"),
+            ("page_token", "from the previous page"),
+            ("page_size", "1-1000, default 100"),
+        ],
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/correlations/{id}",
+        summary: "Get a correlation",
+        request: None,
+        response: Some("foureyes.v1.Correlation"),
+        query: &[],
     },
 ];
 
@@ -474,4 +542,180 @@ async fn list_results(
             next_page_token: page.next.map(|c| c.encode()).unwrap_or_default(),
         },
     ))
+}
+
+#[derive(Deserialize)]
+struct RouteEventsQuery {
+    prefix: Option<String>,
+    #[serde(rename = "match")]
+    how: Option<String>,
+    peer: Option<String>,
+    agent_id: Option<String>,
+    #[serde(rename = "type")]
+    types: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    page_token: Option<String>,
+    page_size: Option<usize>,
+}
+
+fn parse_match(s: Option<&str>, default: PrefixMatch) -> Result<PrefixMatch, ApiError> {
+    match s.filter(|s| !s.is_empty()) {
+        None => Ok(default),
+        Some(m) => PrefixMatch::parse(m).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "match {m:?}: use exact, covering, longest or within"
+            ))
+        }),
+    }
+}
+
+fn parse_peer(s: Option<&str>) -> Result<Option<std::net::IpAddr>, ApiError> {
+    s.filter(|s| !s.is_empty())
+        .map(|p| {
+            p.parse()
+                .map_err(|_| ApiError::bad_request(format!("peer {p:?}: not an IP address")))
+        })
+        .transpose()
+}
+
+fn parse_event_type(s: &str) -> Result<pb::RouteEventType, ApiError> {
+    let name = format!("ROUTE_EVENT_TYPE_{}", s.trim().to_ascii_uppercase());
+    pb::RouteEventType::from_str_name(&name)
+        .filter(|t| *t != pb::RouteEventType::Unspecified)
+        .ok_or_else(|| ApiError::bad_request(format!("type {s:?}: unknown route event type")))
+}
+
+async fn list_route_events(
+    State(c): State<Arc<Collector>>,
+    auth: Auth,
+    Query(q): Query<RouteEventsQuery>,
+) -> Result<Response, ApiError> {
+    let prefix = match q.prefix.as_deref().filter(|s| !s.is_empty()) {
+        Some(p) => {
+            let p = IpPrefix::parse(p).map_err(ApiError::bad_request)?;
+            let how = match parse_match(q.how.as_deref(), PrefixMatch::Exact)? {
+                PrefixMatch::Longest => PrefixMatch::Covering,
+                m => m,
+            };
+            Some((p, how))
+        }
+        None => None,
+    };
+    let types = q
+        .types
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.split(',')
+                .map(parse_event_type)
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    let filter = RouteEventFilter {
+        agent_id: q.agent_id.filter(|s| !s.is_empty()),
+        peer: parse_peer(q.peer.as_deref())?,
+        prefix,
+        types,
+        from_ms: q.from.as_deref().map(parse_time).transpose()?,
+        to_ms: q.to.as_deref().map(parse_time).transpose()?,
+    };
+    let cursor = match q.page_token.as_deref().filter(|s| !s.is_empty()) {
+        Some(t) => Some(
+            foureyes_store::ResultCursor::decode(t)
+                .ok_or_else(|| ApiError::bad_request("invalid page_token"))?,
+        ),
+        None => None,
+    };
+    let page = c
+        .store
+        .route_events(&auth.scope(), &filter, cursor, page_size(q.page_size))?;
+    Ok(json(
+        StatusCode::OK,
+        &pb::ListRouteEventsResponse {
+            events: page.events,
+            next_page_token: page.next.map(|c| c.encode()).unwrap_or_default(),
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+struct RoutesQuery {
+    prefix: Option<String>,
+    #[serde(rename = "match")]
+    how: Option<String>,
+    peer: Option<String>,
+    agent_id: Option<String>,
+}
+
+async fn list_routes(
+    State(c): State<Arc<Collector>>,
+    auth: Auth,
+    Query(q): Query<RoutesQuery>,
+) -> Result<Response, ApiError> {
+    let prefix = q
+        .prefix
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_request("prefix is required (CIDR or address)"))?;
+    let query = RouteQuery {
+        prefix: IpPrefix::parse(prefix).map_err(ApiError::bad_request)?,
+        how: parse_match(q.how.as_deref(), PrefixMatch::Longest)?,
+        agent_id: q.agent_id.filter(|s| !s.is_empty()),
+        peer: parse_peer(q.peer.as_deref())?,
+    };
+    let routes = c.store.routes(&auth.scope(), &query)?;
+    Ok(json(StatusCode::OK, &pb::ListRoutesResponse { routes }))
+}
+
+#[derive(Deserialize)]
+struct CorrelationsQuery {
+    test_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    page_token: Option<String>,
+    page_size: Option<usize>,
+}
+
+async fn list_correlations(
+    State(c): State<Arc<Collector>>,
+    auth: Auth,
+    Query(q): Query<CorrelationsQuery>,
+) -> Result<Response, ApiError> {
+    let filter = foureyes_store::CorrelationFilter {
+        test_id: q.test_id.filter(|s| !s.is_empty()),
+        from_ms: q.from.as_deref().map(parse_time).transpose()?,
+        to_ms: q.to.as_deref().map(parse_time).transpose()?,
+        pending_only: false,
+    };
+    let cursor = match q.page_token.as_deref().filter(|s| !s.is_empty()) {
+        Some(t) => Some(
+            foureyes_store::ResultCursor::decode(t)
+                .ok_or_else(|| ApiError::bad_request("invalid page_token"))?,
+        ),
+        None => None,
+    };
+    let page = c
+        .store
+        .correlations(&auth.scope(), &filter, cursor, page_size(q.page_size))?;
+    Ok(json(
+        StatusCode::OK,
+        &pb::ListCorrelationsResponse {
+            correlations: page.correlations,
+            next_page_token: page.next.map(|c| c.encode()).unwrap_or_default(),
+        },
+    ))
+}
+
+async fn get_correlation(
+    State(c): State<Arc<Collector>>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let corr = c
+        .store
+        .get_correlation(&auth.scope(), &id)?
+        .ok_or_else(|| ApiError::not_found("correlation"))?;
+    Ok(json(StatusCode::OK, &corr))
 }

@@ -32,6 +32,25 @@ pub struct FileConfig {
     pub update_base_url: Option<String>,
     #[serde(default)]
     pub ingest: IngestFileConfig,
+    #[serde(default)]
+    pub correlation: CorrelationFileConfig,
+}
+
+/// `[correlation]`: windows and verdict thresholds (see `correlator.rs` for the rules).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrelationFileConfig {
+    /// Window before the first route event, e.g. "5m".
+    pub before: Option<String>,
+    /// Window after the last route event, e.g. "2m".
+    pub after: Option<String>,
+    /// Events of one peer closer than this fold into one incident, e.g. "10s".
+    pub incident_gap: Option<String>,
+    /// Longest a session's initial transfer is ignored when no End-of-RIB comes, e.g. "2m".
+    pub transfer_cap: Option<String>,
+    pub latency_factor: Option<f64>,
+    pub latency_min_ms: Option<f64>,
+    pub loss_delta: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +80,7 @@ pub struct Config {
     pub api_tls: Option<(PathBuf, PathBuf)>,
     pub update_base_url: Option<String>,
     pub ingest: foureyes_store::ingest::IngestConfig,
+    pub correlation: crate::correlator::CorrelationConfig,
 }
 
 impl Config {
@@ -102,7 +122,38 @@ impl Config {
         if let Some(v) = file.ingest.max_delay_ms {
             ingest.max_delay = Duration::from_millis(v);
         }
+        let mut correlation = crate::correlator::CorrelationConfig::default();
+        let dur = |name: &str, v: &Option<String>, d: &mut Duration| -> Result<(), String> {
+            if let Some(s) = v {
+                *d = humantime::parse_duration(s)
+                    .map_err(|e| format!("correlation.{name} {s:?}: {e}"))?;
+            }
+            Ok(())
+        };
+        let fc = &file.correlation;
+        dur("before", &fc.before, &mut correlation.before)?;
+        dur("after", &fc.after, &mut correlation.after)?;
+        dur(
+            "incident_gap",
+            &fc.incident_gap,
+            &mut correlation.incident_gap,
+        )?;
+        dur(
+            "transfer_cap",
+            &fc.transfer_cap,
+            &mut correlation.transfer_cap,
+        )?;
+        if let Some(v) = fc.latency_factor {
+            correlation.latency_factor = v;
+        }
+        if let Some(v) = fc.latency_min_ms {
+            correlation.latency_min_ms = v;
+        }
+        if let Some(v) = fc.loss_delta {
+            correlation.loss_delta = v;
+        }
         Ok(Self {
+            correlation,
             kek_file: file.kek_file.unwrap_or_else(|| data_dir.join("kek")),
             data_dir,
             node_addr: node_addr

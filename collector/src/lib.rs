@@ -4,6 +4,7 @@
 pub mod api;
 pub mod ca;
 pub mod config;
+pub mod correlator;
 pub mod dev;
 pub mod link;
 pub mod server;

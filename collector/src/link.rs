@@ -15,7 +15,7 @@ use foureyes_identity::{AgentIdentity, AgentKind, EnrollmentToken};
 use foureyes_proto::v1::{
     self as pb, AgentMessage, AssignmentDelta, AssignmentSet, CollectorMessage, EnrollRequest,
     EnrollResponse, RecordBatch, agent_link_server::AgentLink, agent_message, collector_message,
-    enrollment_server::Enrollment,
+    enrollment_server::Enrollment, record,
 };
 use foureyes_store::{NewAgent, RedeemError, Scope, SystemScope, ingest::IngestBatch};
 use prost::Message;
@@ -463,6 +463,9 @@ async fn drive(
                 match msg.msg {
                     Some(agent_message::Msg::Batch(b)) => {
                         let watermark = ingest_batch(c, &identity, b).await?;
+                        if identity.kind == AgentKind::Listener {
+                            c.route_events_committed.notify_one();
+                        }
                         send(tx, collector_message::Msg::Ack(pb::Ack { seq: watermark })).await?;
                     }
                     Some(agent_message::Msg::Renew(r)) => {
@@ -516,6 +519,23 @@ async fn ingest_batch(
         return Err(Status::invalid_argument(
             "batch records must ascend by sequence number",
         ));
+    }
+    // A node measures, a listener reports routes: each may only send its own kind of record, so a
+    // compromised node cannot plant routes in its tenant's table (or a listener fake results).
+    for r in &batch.records {
+        let ok = matches!(
+            (&r.kind, identity.kind),
+            (None | Some(record::Kind::Gap(_)), _)
+                | (Some(record::Kind::Result(_)), AgentKind::Node)
+                | (Some(record::Kind::RouteEvent(_)), AgentKind::Listener)
+        );
+        if !ok {
+            return Err(Status::invalid_argument(format!(
+                "record {} is not a kind a {} may send",
+                r.seq,
+                identity.kind.as_str()
+            )));
+        }
     }
     c.ingest
         .submit(IngestBatch {

@@ -94,6 +94,7 @@ impl Collector {
             ingest,
             registry: Registry::default(),
             revoked,
+            route_events_committed: Arc::new(tokio::sync::Notify::new()),
             update_base_url: std::sync::OnceLock::new(),
         }))
     }
@@ -230,6 +231,17 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
             if let Err(e) = link::serve(c, node_listener, agent_tls, sd).await {
                 tracing::error!(error = %e, "agent port stopped");
             }
+        });
+    }
+    {
+        let task = crate::correlator::spawn(
+            c.clone(),
+            c.cfg.correlation.clone(),
+            c.route_events_committed.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            let _ = task.await;
         });
     }
     {

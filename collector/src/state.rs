@@ -14,6 +14,8 @@ pub struct Collector {
     pub ingest: Ingest,
     pub registry: Registry,
     pub revoked: RevokedKeys,
+    /// Poked when a listener's batch is committed: the correlator has new route events.
+    pub route_events_committed: Arc<tokio::sync::Notify>,
     /// Where nodes fetch releases: `update_base_url`, else the API URL once bound.
     pub update_base_url: std::sync::OnceLock<String>,
 }

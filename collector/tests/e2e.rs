@@ -231,6 +231,10 @@ fn tenants_see_nothing_of_each_other() {
             } else if m == "GET" {
                 let url = if path.ends_with("results") {
                     format!("{path}?test_id={tid}")
+                } else if path.ends_with("/routes") {
+                    format!("{path}?prefix=0.0.0.0/0&match=within")
+                } else if path.ends_with("route-events") {
+                    format!("{path}?agent_id={aid}")
                 } else {
                     path.clone()
                 };

@@ -12,6 +12,7 @@ use foureyes_proto::v1::{
     enrollment_client::EnrollmentClient,
 };
 use serde_json::json;
+use tokio_stream::StreamExt;
 
 async fn open_session(state: &Path, claimed_id: Option<&str>) -> Result<(), tonic::Status> {
     let s = StateDir::open(state, false).unwrap();
@@ -37,6 +38,94 @@ async fn open_session(state: &Path, claimed_id: Option<&str>) -> Result<(), toni
         Some(_) => Ok(()),
         None => Err(tonic::Status::unavailable("closed")),
     }
+}
+
+/// Says hello, then sends one signed batch of `records`; returns the collector's answer to it.
+async fn send_records(
+    state: &Path,
+    records: Vec<foureyes_proto::v1::Record>,
+) -> Result<foureyes_proto::v1::CollectorMessage, tonic::Status> {
+    use ed25519_dalek::Signer;
+    use foureyes_proto::v1::{RecordBatch, SignedBatch, collector_message};
+    use prost::Message;
+    let s = StateDir::open(state, false).unwrap();
+    let id = s.identity().unwrap();
+    let creds = s.credentials().unwrap();
+    let key = creds.signing_key().unwrap();
+    let cfg = tls::link_config(&s.ca_der().unwrap(), &creds.cert_der, &creds.key_pkcs8).unwrap();
+    let ch = channel::connect(&id.collector, cfg)
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let body = RecordBatch { records }.encode_to_vec();
+    let batch = SignedBatch {
+        signature: key.sign(&body).to_bytes().to_vec(),
+        key_id: foureyes_identity::key_id(key.verifying_key().as_bytes()).to_vec(),
+        body,
+    };
+    let msgs = vec![
+        AgentMessage {
+            msg: Some(agent_message::Msg::Hello(Hello {
+                agent_id: id.agent_id.clone(),
+                ..Default::default()
+            })),
+        },
+        AgentMessage {
+            msg: Some(agent_message::Msg::Batch(batch)),
+        },
+    ];
+    let mut stream = AgentLinkClient::new(ch)
+        .session(tokio_stream::iter(msgs).chain(tokio_stream::pending()))
+        .await?
+        .into_inner();
+    loop {
+        match stream.message().await? {
+            Some(m) if matches!(m.msg, Some(collector_message::Msg::Ack(_))) => return Ok(m),
+            Some(_) => continue,
+            None => return Err(tonic::Status::unavailable("closed")),
+        }
+    }
+}
+
+/// A node measures and a listener reports routes: neither can send the other's records, so a
+/// compromised node cannot plant routes in its tenant's BGP table.
+#[test]
+fn agents_may_send_only_their_own_kind_of_record() {
+    use foureyes_proto::v1::{ProbeResult, Record, RouteEvent, record};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let c = Collector::start(tmp.path(), 0, "", &[]);
+    c.tenant("acme", "noc");
+    let node = enroll_node(&c, tmp.path(), "acme", "noc");
+    let listener = tmp.path().join("listener");
+    let token = c.admin(&[
+        "token", "create", "--org", "acme", "--team", "noc", "--ttl", "10m", "--kind", "listener",
+    ]);
+    assert!(enroll(&c.node_addr, &token, &listener).status.success());
+    let route = || Record {
+        seq: 1,
+        kind: Some(record::Kind::RouteEvent(RouteEvent {
+            r#type: 1,
+            prefix: "10.0.0.0/8".into(),
+            ..Default::default()
+        })),
+    };
+    let result = || Record {
+        seq: 1,
+        kind: Some(record::Kind::Result(ProbeResult {
+            test_id: "t".into(),
+            ..Default::default()
+        })),
+    };
+    for (state, records) in [(&node, vec![route()]), (&listener, vec![result()])] {
+        let err = rt
+            .block_on(send_records(state, records))
+            .expect_err("a record of the other kind must be refused");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+        assert!(err.message().contains("not a kind"), "{err}");
+    }
+    // Each kind's own records are taken.
+    rt.block_on(send_records(&node, vec![result()])).unwrap();
+    rt.block_on(send_records(&listener, vec![route()])).unwrap();
 }
 
 #[test]

@@ -206,7 +206,7 @@ fn install() -> Result<()> {
 
 /// Every cargo-fuzz target in fuzz/, each run for a bounded time in CI. A crash fails the run;
 /// keep its input as a regression test next to the decoder.
-const FUZZ_TARGETS: &[&str] = &["bgp_session", "bgp_update"];
+const FUZZ_TARGETS: &[&str] = &["bgp_session", "bgp_update", "bmp"];
 const FUZZ_SECONDS: u32 = 20;
 
 fn fuzz(target: &str, seconds: u32) -> Result<()> {

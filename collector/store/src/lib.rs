@@ -19,12 +19,15 @@
 //! is acceptable (the ingest flusher runs on its own OS thread).
 
 pub mod ingest;
+pub mod prefix;
+mod routes;
 mod schema;
 mod sqlite;
 
 use foureyes_proto::v1 as pb;
 
 pub use ingest::IngestBatch;
+pub use prefix::IpPrefix;
 pub use sqlite::{FAILPOINT_ENV, SqliteStore};
 
 /// Who is asking. See the crate docs for the visibility rule.
@@ -234,6 +237,83 @@ pub struct ResultPage {
     pub next: Option<ResultCursor>,
 }
 
+/// How a prefix filter matches stored prefixes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PrefixMatch {
+    /// The same prefix.
+    #[default]
+    Exact,
+    /// Prefixes that contain the query (less-specifics and the prefix itself): what a packet to
+    /// that address could be routed by.
+    Covering,
+    /// Per listener peer, the longest prefix containing the query: what that peer's route to the
+    /// address is. Route queries only; for events it means `Covering`.
+    Longest,
+    /// Prefixes inside the query (more-specifics and the prefix itself).
+    Within,
+}
+
+impl PrefixMatch {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "exact" => PrefixMatch::Exact,
+            "covering" | "less-specific" => PrefixMatch::Covering,
+            "longest" | "lpm" => PrefixMatch::Longest,
+            "within" | "more-specific" => PrefixMatch::Within,
+            _ => return None,
+        })
+    }
+}
+
+/// Which route events to read. Times are collector receive times in ms, half-open.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RouteEventFilter {
+    pub agent_id: Option<String>,
+    /// The BGP peer's address.
+    pub peer: Option<std::net::IpAddr>,
+    pub prefix: Option<(IpPrefix, PrefixMatch)>,
+    /// Empty: every type.
+    pub types: Vec<pb::RouteEventType>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+}
+
+/// Which current routes to read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteQuery {
+    pub prefix: IpPrefix,
+    pub how: PrefixMatch,
+    pub agent_id: Option<String>,
+    pub peer: Option<std::net::IpAddr>,
+}
+
+/// One page of route events, oldest first.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RouteEventPage {
+    pub events: Vec<pb::RouteEvent>,
+    /// Set when more events may follow.
+    pub next: Option<ResultCursor>,
+    /// The position after the last event of this page, also when no more follow yet: a follower
+    /// (the correlator) resumes from it.
+    pub last: Option<ResultCursor>,
+}
+
+/// Which correlations to read. Times are the incident's opening time (ms), half-open.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CorrelationFilter {
+    pub test_id: Option<String>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    /// Only those whose verdict is still pending.
+    pub pending_only: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CorrelationPage {
+    pub correlations: Vec<pb::Correlation>,
+    pub next: Option<ResultCursor>,
+}
+
 /// What one signed batch did to the store in a flush.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BatchOutcome {
@@ -376,6 +456,41 @@ pub trait Store: Send + Sync + 'static {
     /// gap covers whatever the node dropped). At most [`MAX_GAPS`] are returned.
     fn gaps(&self, scope: &Scope, filter: &ResultFilter) -> Result<Vec<pb::Gap>, StoreError>;
 
+    // --- route events and routes (from listeners) ---
+    /// Oldest first. `agent_id`, `seq` and `received_at` are the collector's.
+    fn route_events(
+        &self,
+        scope: &Scope,
+        filter: &RouteEventFilter,
+        after: Option<ResultCursor>,
+        limit: usize,
+    ) -> Result<RouteEventPage, StoreError>;
+    /// Current routes matching the query, at most [`MAX_ROUTES`], ordered by prefix, agent and peer.
+    fn routes(&self, scope: &Scope, query: &RouteQuery) -> Result<Vec<pb::Route>, StoreError>;
+
+    // --- correlations ---
+    /// Inserts or replaces (by id) a correlation; `org`/`team` come from the record. `decided`
+    /// marks the verdict final.
+    fn save_correlation(
+        &self,
+        sys: &SystemScope,
+        c: &pb::Correlation,
+        decided: bool,
+    ) -> Result<(), StoreError>;
+    /// Oldest first.
+    fn correlations(
+        &self,
+        scope: &Scope,
+        filter: &CorrelationFilter,
+        after: Option<ResultCursor>,
+        limit: usize,
+    ) -> Result<CorrelationPage, StoreError>;
+    fn get_correlation(
+        &self,
+        scope: &Scope,
+        id: &str,
+    ) -> Result<Option<pb::Correlation>, StoreError>;
+
     // --- ingest ---
     /// Writes verified signed batches in ONE transaction, deduplicating by each agent's watermark
     /// (read inside the transaction). Returns one outcome per batch, in order, only after commit.
@@ -385,6 +500,9 @@ pub trait Store: Send + Sync + 'static {
         batches: &[IngestBatch],
     ) -> Result<Vec<BatchOutcome>, StoreError>;
 }
+
+/// Cap on routes per [`Store::routes`] call (a `within 0.0.0.0/0` query would be a full table).
+pub const MAX_ROUTES: usize = 10_000;
 
 /// Cap on gap records per [`Store::gaps`] call, so a pathological agent cannot make a page huge.
 pub const MAX_GAPS: usize = 10_000;

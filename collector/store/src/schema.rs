@@ -195,6 +195,70 @@ pub(crate) const MIGRATIONS: &[&str] = &[
               FROM results)
         GROUP BY test_key, chunk;
     "#,
+    // v4: route events from listeners, and the routes they add up to.
+    // - `route_events` is keyed like `results` (receive time in the high bits) so pages walk it in
+    //   time order; `body` is the encoded `RouteEvent` with the collector's fields set. Prefixes are
+    //   stored as (afi, net, len) with `net` the masked network in 4 (IPv4) or 16 (IPv6) big-endian
+    //   bytes, so that "inside this prefix" is a byte range and "covering this address" is at most
+    //   33 or 129 exact (net, len) probes. Session events have afi 0 and an empty net.
+    // - `routes` holds each listener peer's current Adj-RIB-In: one row per (agent, peer, family,
+    //   prefix, path id; -1 without ADD-PATH). `peer` is a stable key naming the source too (a BMP
+    //   view of a peer is another table than a direct session with it); `peer_addr` is the BGP
+    //   peer's address alone, for filters.
+    r#"
+    CREATE TABLE route_events (
+        key INTEGER PRIMARY KEY,
+        org TEXT NOT NULL,
+        team TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        type INTEGER NOT NULL,
+        peer TEXT NOT NULL,
+        peer_addr TEXT NOT NULL,
+        afi INTEGER NOT NULL,
+        net BLOB NOT NULL,
+        len INTEGER NOT NULL,
+        received_ms INTEGER NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE INDEX route_events_prefix ON route_events (org, afi, net, len, key);
+
+    CREATE TABLE routes (
+        agent_id TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        afi INTEGER NOT NULL,
+        net BLOB NOT NULL,
+        len INTEGER NOT NULL,
+        path_id INTEGER NOT NULL,
+        peer_addr TEXT NOT NULL,
+        org TEXT NOT NULL,
+        team TEXT NOT NULL,
+        body BLOB NOT NULL,
+        PRIMARY KEY (agent_id, peer, afi, net, len, path_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX routes_prefix ON routes (org, afi, net, len);
+    "#,
+    // v5: correlations (route-change incidents and what they did to tests). Keyed by the incident's
+    // opening time like results; `final` is 0 while the verdict is pending. `correlation_tests`
+    // indexes them by the tests they touched.
+    r#"
+    CREATE TABLE correlations (
+        key INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        org TEXT NOT NULL,
+        team TEXT NOT NULL,
+        final INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE INDEX correlations_org ON correlations (org, team, key);
+    CREATE INDEX correlations_pending ON correlations (final) WHERE final = 0;
+    CREATE TABLE correlation_tests (
+        test_id TEXT NOT NULL,
+        corr_key INTEGER NOT NULL,
+        PRIMARY KEY (test_id, corr_key)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The version a database has after [`migrate`].

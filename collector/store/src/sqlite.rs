@@ -24,9 +24,10 @@ use rusqlite::{
 };
 
 use crate::{
-    AgentKey, AgentRow, ApiTokenRow, BatchOutcome, IngestBatch, MAX_GAPS, NewAgent, RedeemError,
-    ResultCursor, ResultFilter, ResultPage, Scope, Store, StoreError, SystemScope, Tenant,
-    TokenBinding, now_ms, schema, validate_name,
+    AgentKey, AgentRow, ApiTokenRow, BatchOutcome, CorrelationFilter, CorrelationPage, IngestBatch,
+    MAX_GAPS, MAX_ROUTES, NewAgent, PrefixMatch, RedeemError, ResultCursor, ResultFilter,
+    ResultPage, RouteEventFilter, RouteEventPage, RouteQuery, Scope, Store, StoreError,
+    SystemScope, Tenant, TokenBinding, now_ms, routes, schema, validate_name,
 };
 
 /// Readers kept open between calls; more are opened on demand under load and closed afterwards.
@@ -240,6 +241,12 @@ impl Where {
     fn and(mut self, clause: &str, v: impl Into<Value>) -> Self {
         self.clauses.push(clause.to_string());
         self.params.push(v.into());
+        self
+    }
+
+    fn and_many(mut self, clause: String, vs: Vec<Value>) -> Self {
+        self.clauses.push(format!("({clause})"));
+        self.params.extend(vs);
         self
     }
 
@@ -1248,6 +1255,251 @@ impl Store for SqliteStore {
         })
     }
 
+    fn route_events(
+        &self,
+        scope: &Scope,
+        filter: &RouteEventFilter,
+        after: Option<ResultCursor>,
+        limit: usize,
+    ) -> Result<RouteEventPage, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut w = Where::default().scope(scope, "");
+        if let Some(a) = &filter.agent_id {
+            w = w.and("agent_id = ?", a.clone());
+        }
+        if let Some(p) = &filter.peer {
+            w = w.and("peer_addr = ?", p.to_string());
+        }
+        if !filter.types.is_empty() {
+            let marks = vec!["?"; filter.types.len()].join(", ");
+            w = w.and_many(
+                format!("type IN ({marks})"),
+                filter
+                    .types
+                    .iter()
+                    .map(|t| Value::Integer(*t as i64))
+                    .collect(),
+            );
+        }
+        if let Some((p, how)) = &filter.prefix {
+            let (sql, params) = routes::prefix_condition(p, *how);
+            w = w.and_many(sql, params);
+        }
+        if let Some(f) = filter.from_ms {
+            w = w.and("key >= ?", key_floor(f));
+        }
+        if let Some(t) = filter.to_ms {
+            w = w.and("key < ?", key_floor(t));
+        }
+        if let Some(c) = after {
+            w = w.and("key > ?", c.0);
+        }
+        self.read(|c| {
+            let sql = format!(
+                "SELECT key, body FROM route_events{} ORDER BY key LIMIT {}",
+                w.sql(),
+                limit + 1
+            );
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st
+                .query_map(params_from_iter(&w.params), |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut page = RouteEventPage::default();
+            let more = rows.len() > limit;
+            let mut last = None;
+            for (key, body) in rows.into_iter().take(limit) {
+                page.events.push(pb::RouteEvent::decode(body.as_slice())?);
+                last = Some(key);
+            }
+            page.last = last.map(ResultCursor);
+            if more {
+                page.next = page.last;
+            }
+            Ok(page)
+        })
+    }
+
+    fn routes(&self, scope: &Scope, q: &RouteQuery) -> Result<Vec<pb::Route>, StoreError> {
+        let mut w = Where::default().scope(scope, "");
+        if let Some(a) = &q.agent_id {
+            w = w.and("agent_id = ?", a.clone());
+        }
+        if let Some(p) = &q.peer {
+            w = w.and("peer_addr = ?", p.to_string());
+        }
+        let (sql, params) = routes::prefix_condition(&q.prefix, q.how);
+        w = w.and_many(sql, params);
+        let rows = self.read(|c| {
+            let sql = format!(
+                "SELECT agent_id, peer, len, body FROM routes{}
+                 ORDER BY afi, net, len, agent_id, peer, path_id LIMIT {MAX_ROUTES}",
+                w.sql()
+            );
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st
+                .query_map(params_from_iter(&w.params), |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, StoreError>(rows)
+        })?;
+        // Longest match is per listener peer: each peer has its own table, and a NOC wants to see
+        // what every one of them would use for the address.
+        let keep_len: Option<HashMap<(String, String), i64>> = (q.how == PrefixMatch::Longest)
+            .then(|| {
+                let mut m: HashMap<(String, String), i64> = HashMap::new();
+                for (agent, peer, len, _) in &rows {
+                    let e = m.entry((agent.clone(), peer.clone())).or_insert(*len);
+                    *e = (*e).max(*len);
+                }
+                m
+            });
+        let mut out = Vec::new();
+        for (agent, peer, len, body) in rows {
+            if let Some(m) = &keep_len
+                && m.get(&(agent, peer)) != Some(&len)
+            {
+                continue;
+            }
+            out.push(pb::Route::decode(body.as_slice())?);
+        }
+        Ok(out)
+    }
+
+    fn save_correlation(
+        &self,
+        _sys: &SystemScope,
+        c: &pb::Correlation,
+        decided: bool,
+    ) -> Result<(), StoreError> {
+        let body = c.encode_to_vec();
+        let opened = c
+            .opened_at
+            .as_ref()
+            .map(foureyes_proto::timestamp_ms)
+            .unwrap_or_else(now_ms);
+        self.write(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let existing: Option<i64> = tx
+                .query_row("SELECT key FROM correlations WHERE id = ?1", [&c.id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let key = match existing {
+                Some(k) => {
+                    tx.execute(
+                        "UPDATE correlations SET final = ?2, updated_ms = ?3, body = ?4 WHERE key = ?1",
+                        params![k, decided, now_ms(), body],
+                    )?;
+                    tx.execute("DELETE FROM correlation_tests WHERE corr_key = ?1", [k])?;
+                    k
+                }
+                None => {
+                    let last: i64 = tx.query_row(
+                        "SELECT coalesce(max(key), 0) FROM correlations",
+                        [],
+                        |r| r.get(0),
+                    )?;
+                    let k = next_key(last, opened);
+                    tx.execute(
+                        "INSERT INTO correlations (key, id, org, team, final, updated_ms, body)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![k, c.id, c.org, c.team, decided, now_ms(), body],
+                    )?;
+                    k
+                }
+            };
+            for t in &c.tests {
+                tx.execute(
+                    "INSERT OR IGNORE INTO correlation_tests (test_id, corr_key) VALUES (?1, ?2)",
+                    params![t.test_id, key],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn correlations(
+        &self,
+        scope: &Scope,
+        filter: &CorrelationFilter,
+        after: Option<ResultCursor>,
+        limit: usize,
+    ) -> Result<CorrelationPage, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut w = Where::default().scope(scope, "");
+        if let Some(t) = &filter.test_id {
+            w = w.and(
+                "key IN (SELECT corr_key FROM correlation_tests WHERE test_id = ?)",
+                t.clone(),
+            );
+        }
+        if filter.pending_only {
+            w = w.and("final = ?", 0);
+        }
+        if let Some(f) = filter.from_ms {
+            w = w.and("key >= ?", key_floor(f));
+        }
+        if let Some(t) = filter.to_ms {
+            w = w.and("key < ?", key_floor(t));
+        }
+        if let Some(c) = after {
+            w = w.and("key > ?", c.0);
+        }
+        self.read(|c| {
+            let sql = format!(
+                "SELECT key, body FROM correlations{} ORDER BY key LIMIT {}",
+                w.sql(),
+                limit + 1
+            );
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st
+                .query_map(params_from_iter(&w.params), |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut page = CorrelationPage::default();
+            let more = rows.len() > limit;
+            let mut last = None;
+            for (key, body) in rows.into_iter().take(limit) {
+                page.correlations
+                    .push(pb::Correlation::decode(body.as_slice())?);
+                last = Some(key);
+            }
+            if more {
+                page.next = last.map(ResultCursor);
+            }
+            Ok(page)
+        })
+    }
+
+    fn get_correlation(
+        &self,
+        scope: &Scope,
+        id: &str,
+    ) -> Result<Option<pb::Correlation>, StoreError> {
+        let w = Where::default()
+            .scope(scope, "")
+            .and("id = ?", id.to_string());
+        self.read(|c| {
+            let body: Option<Vec<u8>> = c
+                .prepare_cached(&format!("SELECT body FROM correlations{}", w.sql()))?
+                .query_row(params_from_iter(&w.params), |r| r.get(0))
+                .optional()?;
+            Ok(body
+                .map(|b| pb::Correlation::decode(b.as_slice()))
+                .transpose()?)
+        })
+    }
+
     fn write_batches(
         &self,
         _sys: &SystemScope,
@@ -1266,6 +1518,11 @@ impl Store for SqliteStore {
                 // Read inside the transaction: another process may have written since our last flush.
                 let mut last_key: i64 =
                     tx.query_row("SELECT coalesce(max(key), 0) FROM results", [], |r| r.get(0))?;
+                let mut last_event_key: i64 = tx.query_row(
+                    "SELECT coalesce(max(key), 0) FROM route_events",
+                    [],
+                    |r| r.get(0),
+                )?;
                 let mut get_wm = tx.prepare_cached("SELECT last_seq FROM agents WHERE id = ?1")?;
                 let mut ins_result = tx.prepare_cached(
                     "INSERT INTO results (key, org, team, agent_id, test_key, seq, status, latency_ms,
@@ -1365,6 +1622,26 @@ impl Store for SqliteStore {
                                     received_ms
                                 ])?;
                                 rows += 1;
+                            }
+                            Some(record::Kind::RouteEvent(ev)) => {
+                                let mut ev = ev.clone();
+                                ev.agent_id = b.agent_id.clone();
+                                ev.seq = rec.seq;
+                                ev.received_at = Some(received_at);
+                                last_event_key = next_key(last_event_key, received_ms);
+                                if routes::write_event(
+                                    &tx,
+                                    last_event_key,
+                                    &b.org,
+                                    &b.team,
+                                    &b.agent_id,
+                                    seq,
+                                    received_ms,
+                                    &ev,
+                                    &mut buf,
+                                )? {
+                                    rows += 1;
+                                }
                             }
                             // Nothing to keep, but the sequence number is spent all the same.
                             None => {}
