@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use crate::event::{DownReason, Event, Negotiated, Peer, SessionEvent};
 use crate::iana::{self, notif};
 use crate::rib::AdjRibIn;
-use crate::update::{DecodeContext, parse_update};
+use crate::update::{DecodeContext, SessionKind, parse_update_from};
 use crate::wire::{
     DecodeError, Family, Framer, LocalCapabilities, Notification, OpenMessage, Outgoing,
     decode_notification, decode_open,
@@ -339,7 +339,12 @@ impl Session {
                     },
                     None => return Err(DecodeError::MalformedAttributeList("no session")),
                 };
-                let upd = parse_update(body, &ctx)?;
+                let kind = if self.cfg.local_as == self.cfg.remote_as {
+                    SessionKind::Internal
+                } else {
+                    SessionKind::External
+                };
+                let upd = parse_update_from(body, &ctx, kind)?;
                 for action in &upd.actions {
                     tracing::warn!(peer = %self.cfg.peer, ?action, "RFC 7606 error handling");
                     out.push(Output::Event(Event::Session(SessionEvent::UpdateError {

@@ -175,8 +175,29 @@ fn parse_as_path(v: &[u8], asn4: bool) -> Result<Vec<AsSegment>, &'static str> {
     Ok(segs)
 }
 
-/// Decodes an UPDATE body (after the 19-byte header).
+/// Which kind of session an UPDATE came over, where RFC 7606 handles an attribute differently
+/// for external peers (LOCAL_PREF §7.5, ORIGINATOR_ID §7.9, CLUSTER_LIST §7.10: attribute discard).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionKind {
+    External,
+    Internal,
+    /// Not known or not ours to judge (BMP, MRT: the monitored router applied these rules when it
+    /// received the route), so the external-peer rules are not applied.
+    Unknown,
+}
+
+/// Decodes an UPDATE body (after the 19-byte header) without the external-peer rules; see
+/// [`parse_update_from`].
 pub fn parse_update(body: &[u8], ctx: &DecodeContext) -> Result<ParsedUpdate, DecodeError> {
+    parse_update_from(body, ctx, SessionKind::Unknown)
+}
+
+/// Decodes an UPDATE body (after the 19-byte header) received over a session of `kind`.
+pub fn parse_update_from(
+    body: &[u8],
+    ctx: &DecodeContext,
+    kind: SessionKind,
+) -> Result<ParsedUpdate, DecodeError> {
     let mut out = ParsedUpdate::default();
     let wlen = read_u16(body).ok_or(DecodeError::MalformedAttributeList("short UPDATE"))?;
     let rest = body.get(2..).unwrap_or_default();
@@ -324,7 +345,16 @@ pub fn parse_update(body: &[u8], ctx: &DecodeContext) -> Result<ParsedUpdate, De
             continue;
         }
 
-        let check = if !flags_ok {
+        let ibgp_only = matches!(
+            t,
+            attr::LOCAL_PREF | attr::ORIGINATOR_ID | attr::CLUSTER_LIST
+        );
+        let check = if kind == SessionKind::External && ibgp_only {
+            // RFC 7606 §7.5, §7.9, §7.10: whatever its length or flags.
+            Check::Discard("iBGP-only attribute from an external peer")
+        } else if t == attr::TUNNEL_ENCAPSULATION {
+            tunnel_encapsulation(flags, v, &mut out.attrs)
+        } else if !flags_ok {
             if discard_on_error(t) {
                 Check::Discard("attribute flags")
             } else {
@@ -454,8 +484,13 @@ fn decode_attr(
                     .get(w..)
                     .and_then(|b| b.first_chunk::<4>())
                     .map(|b| Ipv4Addr::from(*b));
-                a.aggregator = asn.zip(id);
-                Check::Ok
+                if asn == Some(0) {
+                    // RFC 7607 §2: AS 0 makes AGGREGATOR malformed; RFC 7606 §7.7: discard.
+                    Check::Discard("AS 0 in AGGREGATOR (RFC 7607)")
+                } else {
+                    a.aggregator = asn.zip(id);
+                    Check::Ok
+                }
             }
         }
         attr::COMMUNITIES => {
@@ -520,7 +555,7 @@ fn decode_attr(
             Err(reason) => Check::Discard(reason),
         },
         attr::AS4_AGGREGATOR => {
-            if v.len() == 8 {
+            if v.len() == 8 && read_u32(v).is_some_and(|asn| asn != 0) {
                 a.other.push(RawAttribute {
                     flags,
                     type_code: t,
@@ -528,7 +563,7 @@ fn decode_attr(
                 });
                 Check::Ok
             } else {
-                Check::Discard("AS4_AGGREGATOR length")
+                Check::Discard("AS4_AGGREGATOR length or AS 0")
             }
         }
         _ => {
@@ -546,7 +581,8 @@ fn decode_attr(
                 data.extend_from_slice(v);
                 return Err(DecodeError::UnrecognizedWellKnown(t, data));
             }
-            // Unknown optional (e.g. Tunnel Encapsulation, 23): kept opaque, never parsed.
+            // Unknown optional (e.g. BGP-LS, 29, the CVE-2023-4481 attribute): kept opaque, never
+            // parsed, whatever it holds; the session and the route are not affected.
             a.other.push(RawAttribute {
                 flags,
                 type_code: t,
@@ -555,4 +591,148 @@ fn decode_attr(
             Check::Ok
         }
     })
+}
+
+/// The Tunnel Encapsulation attribute (RFC 9012 §13): a TLV whose sub-TLVs do not end exactly at
+/// its end is disregarded; an attribute with no valid TLV, or without the transitive bit, is
+/// removed by attribute discard. It never withdraws the route or resets the session (FRR before
+/// 9.0.1 reset, CVE-2023-38802). A usable attribute is kept opaque.
+fn tunnel_encapsulation(flags: u8, v: &[u8], a: &mut PathAttributes) -> Check {
+    const OT: u8 = attr::FLAG_OPTIONAL | attr::FLAG_TRANSITIVE;
+    if flags & OT != OT {
+        return Check::Discard("Tunnel Encapsulation flags (RFC 9012 §13)");
+    }
+    let mut valid = 0usize;
+    let mut rest = v;
+    // TLV: Tunnel Type (2 octets), Length (2 octets), sub-TLVs.
+    while let Some((&[_, _, l0, l1], r)) = rest.split_first_chunk::<4>() {
+        let Some((tlv, r)) = r.split_at_checked(usize::from(u16::from_be_bytes([l0, l1]))) else {
+            break; // overruns the attribute: neither it nor anything after it can be located
+        };
+        rest = r;
+        if sub_tlvs_fit(tlv) {
+            valid += 1;
+        }
+    }
+    if valid == 0 {
+        return Check::Discard("Tunnel Encapsulation without a valid TLV (RFC 9012 §13)");
+    }
+    a.other.push(RawAttribute {
+        flags,
+        type_code: attr::TUNNEL_ENCAPSULATION,
+        value: v.to_vec(),
+    });
+    Check::Ok
+}
+
+/// Whether a TLV value is a run of sub-TLVs ending exactly at its end. Sub-TLV types 0-127 have a
+/// 1-octet length, 128-255 a 2-octet length (RFC 9012 §2).
+fn sub_tlvs_fit(mut v: &[u8]) -> bool {
+    while let Some((&t, r)) = v.split_first() {
+        let (len, r) = if t < 128 {
+            match r.split_first() {
+                Some((&l, r)) => (usize::from(l), r),
+                None => return false,
+            }
+        } else {
+            match r.split_first_chunk::<2>() {
+                Some((l, r)) => (usize::from(u16::from_be_bytes(*l)), r),
+                None => return false,
+            }
+        };
+        match r.get(len..) {
+            Some(r) => v = r,
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> DecodeContext {
+        DecodeContext {
+            four_octet_as: true,
+            families: Family::ALL.to_vec(),
+            add_path: Vec::new(),
+        }
+    }
+
+    /// ORIGIN, AS_PATH 65001, NEXT_HOP, then `extra`, announcing 198.19.1.0/24.
+    fn body(extra: &[u8]) -> Vec<u8> {
+        let mut a = vec![0x40, 1, 1, 0, 0x40, 2, 6, 2, 1, 0, 0, 0xfd, 0xe9];
+        a.extend_from_slice(&[0x40, 3, 4, 198, 18, 0, 1]);
+        a.extend_from_slice(extra);
+        let mut b = vec![0, 0];
+        b.extend_from_slice(&u16::try_from(a.len()).unwrap_or(0).to_be_bytes());
+        b.extend_from_slice(&a);
+        b.extend_from_slice(&[24, 198, 19, 1]);
+        b
+    }
+
+    fn tunnel(flags: u8, v: &[u8]) -> Vec<u8> {
+        let mut a = vec![
+            flags,
+            attr::TUNNEL_ENCAPSULATION,
+            u8::try_from(v.len()).unwrap_or(0),
+        ];
+        a.extend_from_slice(v);
+        a
+    }
+
+    #[test]
+    fn tunnel_encapsulation_follows_rfc9012_section_13() {
+        let good_tlv = [0, 8, 0, 4, 1, 2, 0, 0];
+        let bad_tlv = [0, 8, 0, 4, 1, 10, 0, 0];
+        let kept = |extra: &[u8]| -> Option<bool> {
+            let u = parse_update_from(&body(extra), &ctx(), SessionKind::External).ok()?;
+            if u.announced.len() != 1 {
+                return None;
+            }
+            Some(u.attrs.other.iter().any(|r| r.type_code == 23))
+        };
+        assert_eq!(kept(&tunnel(0xc0, &good_tlv)), Some(true));
+        let mut one_good = bad_tlv.to_vec();
+        one_good.extend_from_slice(&good_tlv);
+        assert_eq!(
+            kept(&tunnel(0xc0, &one_good)),
+            Some(true),
+            "a bad TLV is skipped"
+        );
+        assert_eq!(
+            kept(&tunnel(0xc0, &bad_tlv)),
+            Some(false),
+            "no valid TLV: discard"
+        );
+        assert_eq!(
+            kept(&tunnel(0xc0, &[0, 8, 0, 9, 0])),
+            Some(false),
+            "TLV overrun"
+        );
+        assert_eq!(
+            kept(&tunnel(0x80, &good_tlv)),
+            Some(false),
+            "not transitive"
+        );
+    }
+
+    #[test]
+    fn ibgp_only_attributes_are_discarded_from_external_peers_only() {
+        let lp = [0x40, attr::LOCAL_PREF, 4, 0, 0, 0, 100];
+        let ext = parse_update_from(&body(&lp), &ctx(), SessionKind::External).ok();
+        assert_eq!(ext.as_ref().map(|u| u.attrs.local_pref), Some(None));
+        assert!(ext.is_some_and(|u| u.actions.len() == 1 && !u.treated_as_withdraw()));
+        let int = parse_update_from(&body(&lp), &ctx(), SessionKind::Internal).ok();
+        assert_eq!(int.map(|u| u.attrs.local_pref), Some(Some(100)));
+        let unknown = parse_update(&body(&lp), &ctx()).ok();
+        assert_eq!(unknown.map(|u| u.attrs.local_pref), Some(Some(100)));
+        let bad_len = [0x40, attr::LOCAL_PREF, 3, 0, 0, 100];
+        let ext = parse_update_from(&body(&bad_len), &ctx(), SessionKind::External).ok();
+        assert!(
+            ext.is_some_and(|u| u.announced.len() == 1),
+            "discard, not withdraw"
+        );
+    }
 }

@@ -63,6 +63,7 @@ const APT_PACKAGES: &[&str] = &[
     "curl",
     "bird2",
     "tcpdump",
+    // The listener's interop tests: FRR bgpd + vtysh, gobgpd + the gobgp CLI.
     "frr",
     "gobgpd",
 ];

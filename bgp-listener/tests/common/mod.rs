@@ -1,6 +1,8 @@
 //! Byte builders for tests: what a peer would send.
 #![allow(dead_code)]
 
+pub mod lab;
+
 pub fn msg(kind: u8, body: &[u8]) -> Vec<u8> {
     let mut v = vec![0xff; 16];
     v.extend_from_slice(&u16::try_from(19 + body.len()).expect("len").to_be_bytes());

@@ -1,0 +1,423 @@
+//! Interop with a real FRR `bgpd` (Debian `frr`) in a network namespace, over a veth pair.
+//!
+//! Two sessions, each one router start-up covering IPv4 and IPv6 unicast together:
+//! - passive listener, eBGP, FRR dials over IPv4, ADD-PATH for IPv4 (`addpath-tx-all-paths`);
+//! - active listener, iBGP (so LOCAL_PREF is sent), the listener dials FRR over IPv6, ADD-PATH for
+//!   IPv6.
+//!
+//! Each announces, changes attributes (MED, communities, LOCAL_PREF, AS path prepend) through
+//! route-maps, withdraws, and checks the `--format jsonl` events. Receive-only proof from FRR's
+//! side: its `show bgp neighbor X json` message statistics count 0 UPDATEs received (and some
+//! sent), and a tcpdump capture of the listener's TCP payload holds only message types 1, 3, 4.
+//!
+//! bgpd runs without zebra (`-Z`), as root (`-S`), with its config, pid file, vty socket and log
+//! in the lab's temp dir, so parallel instances never share a path. Without zebra FRR does not know
+//! the interface addresses, so the route-maps set the next hops the test expects
+//! (`set ipv6 next-hop global`, `set ip next-hop`); `no bgp network import-check` lets `network`
+//! statements announce without a RIB route.
+
+mod common;
+
+use std::time::Duration;
+
+use common::lab::*;
+use serde_json::{Value, json};
+
+const BGPD: &str = "/usr/lib/frr/bgpd";
+
+fn frr_lab(tag: &str) -> Lab {
+    need(BGPD, "frr");
+    need("vtysh", "frr");
+    need("tcpdump", "tcpdump");
+    let mut lab = Lab::new(tag);
+    lab.keep_log(lab.path("bgpd.log"));
+    lab
+}
+
+fn start_bgpd(lab: &mut Lab, conf: &str) {
+    let conf = format!(
+        "frr defaults traditional\nhostname fe-frr\nlog file {}\n!\n{conf}",
+        lab.path("bgpd.log").display()
+    );
+    std::fs::write(lab.path("bgpd.conf"), conf).expect("write bgpd.conf");
+    let mut cmd = lab.in_router(BGPD);
+    cmd.args(["-Z", "-S", "-P", "0", "-l", ROUTER_V4, "-l", ROUTER_V6])
+        .arg("-f")
+        .arg(lab.path("bgpd.conf"))
+        .arg("-i")
+        .arg(lab.path("bgpd.pid"))
+        .arg("--vty_socket")
+        .arg(lab.dir());
+    cmd.stdout(std::process::Stdio::null());
+    lab.spawn_router("bgpd", cmd);
+}
+
+/// Runs vtysh commands against this lab's bgpd (each `-c` is one line, in order).
+fn vtysh(lab: &Lab, lines: &[&str]) -> String {
+    let dir = lab.dir().display().to_string();
+    let mut args = vec!["--vty_socket", &dir, "-d", "bgpd"];
+    for l in lines {
+        args.push("-c");
+        args.push(l);
+    }
+    lab.router_output("vtysh", &args)
+}
+
+/// FRR's message statistics for `neighbor`, polled until the JSON is there.
+fn frr_message_stats(lab: &Lab, neighbor: &str) -> Value {
+    let out = vtysh(lab, &[&format!("show bgp neighbor {neighbor} json")]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("vtysh JSON ({e}): {out}"));
+    v[neighbor]["messageStats"].clone()
+}
+
+fn assert_frr_received_no_update(lab: &Lab, neighbor: &str) {
+    let stats = frr_message_stats(lab, neighbor);
+    assert!(
+        stats["updatesSent"].as_u64().is_some_and(|n| n > 0),
+        "FRR's counters are live (it sent UPDATEs): {stats}"
+    );
+    assert!(
+        stats["keepalivesRecv"].as_u64().is_some_and(|n| n > 0),
+        "and counted the listener's KEEPALIVEs: {stats}"
+    );
+    assert_eq!(
+        stats["updatesRecv"],
+        json!(0),
+        "FRR received an UPDATE from the listener: {stats}"
+    );
+    assert_eq!(
+        stats["routeRefreshRecv"],
+        json!(0),
+        "FRR received a ROUTE-REFRESH from the listener: {stats}"
+    );
+}
+
+/// Waits for the End-of-RIB of both families and an announce for each prefix (in any order: a
+/// slow bgpd may still be reading its `network` statements when the session comes up).
+fn wait_initial(w: &mut Watch, prefixes: &[&str]) {
+    for fam in ["ipv4-unicast", "ipv6-unicast"] {
+        w.events.wait(&format!("End-of-RIB {fam}"), |e| {
+            e["type"] == "end_of_rib" && e["afi_safi"] == fam
+        });
+    }
+    for p in prefixes {
+        w.events
+            .wait(&format!("announce {p}"), |e| is(e, "announce", p));
+    }
+}
+
+const PASSIVE_CONF: &str = r#"
+ip prefix-list P2 seq 5 permit 198.19.2.0/24
+route-map OUT4 permit 10
+ match ip address prefix-list P2
+ set metric 20
+ set community 65001:200
+exit
+route-map OUT4 permit 20
+ set community 65001:100
+ set large-community 65001:1:2
+exit
+route-map OUT6 permit 10
+ set ipv6 next-hop global 2001:2::1
+ set community 65001:600
+exit
+router bgp 65001
+ bgp router-id 198.18.0.1
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ no bgp default ipv4-unicast
+ neighbor 198.18.0.2 remote-as 65002
+ neighbor 198.18.0.2 disable-connected-check
+ neighbor 198.18.0.2 timers connect 1
+ !
+ address-family ipv4 unicast
+  network 198.19.1.0/24
+  network 198.19.2.0/24
+  network 198.19.3.0/24
+  neighbor 198.18.0.2 activate
+  neighbor 198.18.0.2 addpath-tx-all-paths
+  neighbor 198.18.0.2 route-map OUT4 out
+ exit-address-family
+ !
+ address-family ipv6 unicast
+  network 2001:2:0:a::/64
+  network 2001:2:0:b::/64
+  neighbor 198.18.0.2 activate
+  neighbor 198.18.0.2 route-map OUT6 out
+ exit-address-family
+exit
+"#;
+
+#[test]
+fn frr_dials_the_passive_listener_ebgp_ipv4_ipv6_addpath_change_withdraw_receive_only() {
+    let mut lab = frr_lab("frp");
+    lab.start_capture();
+    let mut w = lab.watch(&[
+        "--local-as",
+        "65002",
+        "--peer",
+        ROUTER_V4,
+        "--remote-as",
+        "65001",
+        "--listen",
+        LISTENER_V4,
+    ]);
+    // Give the listener a moment to bind before FRR dials (FRR retries every second anyway).
+    std::thread::sleep(Duration::from_millis(300));
+    start_bgpd(&mut lab, PASSIVE_CONF);
+
+    let est = w.events.wait("session established", |e| {
+        e["type"] == "session_established"
+    });
+    assert_eq!(est["peer_as"], 65001);
+    assert_eq!(est["peer_router_id"], ROUTER_V4);
+    assert_eq!(est["families"], json!(["ipv4-unicast", "ipv6-unicast"]));
+    assert_eq!(est["four_octet_as"], true);
+    assert_eq!(est["graceful_restart"], true);
+    wait_initial(
+        &mut w,
+        &[
+            "198.19.1.0/24",
+            "198.19.2.0/24",
+            "198.19.3.0/24",
+            "2001:2:0:a::/64",
+            "2001:2:0:b::/64",
+        ],
+    );
+    let ev = w.events.seen.clone();
+    let a1 = find(&ev, "announce", "198.19.1.0/24");
+    assert_eq!(a1["afi_safi"], "ipv4-unicast");
+    assert_eq!(a1["as_path"], "65001");
+    assert_eq!(a1["next_hop"], ROUTER_V4);
+    assert_eq!(a1["origin"], "igp");
+    assert_eq!(a1["communities"], json!(["65001:100"]));
+    assert_eq!(a1["large_communities"], json!(["65001:1:2"]));
+    assert!(
+        a1["path_id"].as_u64().is_some(),
+        "ADD-PATH: FRR's v4 paths carry a path id: {a1}"
+    );
+    let a2 = find(&ev, "announce", "198.19.2.0/24");
+    assert_eq!(a2["med"], 20);
+    assert_eq!(a2["communities"], json!(["65001:200"]));
+    find(&ev, "announce", "198.19.3.0/24");
+    let v6 = find(&ev, "announce", "2001:2:0:a::/64");
+    assert_eq!(v6["afi_safi"], "ipv6-unicast");
+    assert_eq!(v6["next_hop"], ROUTER_V6);
+    assert_eq!(v6["communities"], json!(["65001:600"]));
+    find(&ev, "announce", "2001:2:0:b::/64");
+    let mark = w.events.seen.len();
+
+    // Change MED, communities and prepend the AS path for one prefix; withdraw one per family.
+    vtysh(
+        &lab,
+        &[
+            "configure terminal",
+            "route-map OUT4 permit 10",
+            "set metric 30",
+            "set community 65001:201",
+            "set as-path prepend 65001 65001",
+            "exit",
+            "router bgp 65001",
+            "address-family ipv4 unicast",
+            "no network 198.19.3.0/24",
+            "exit-address-family",
+            "address-family ipv6 unicast",
+            "no network 2001:2:0:b::/64",
+            "end",
+            "clear bgp ipv4 unicast 198.18.0.2 soft out",
+        ],
+    );
+    let ch = w
+        .events
+        .wait_from(mark, Duration::from_secs(60), "attribute change", |e| {
+            is(e, "attribute_change", "198.19.2.0/24")
+        });
+    assert_eq!(
+        ch["changed"],
+        json!(["as_path", "med", "communities"]),
+        "{ch}"
+    );
+    assert_eq!(ch["as_path"], "65001 65001 65001");
+    assert_eq!(ch["med"], 30);
+    assert_eq!(ch["communities"], json!(["65001:201"]));
+    assert_eq!(ch["previous"]["med"], 20);
+    assert_eq!(ch["previous"]["communities"], json!(["65001:200"]));
+    assert_eq!(ch["previous"]["as_path"], "65001");
+    w.events
+        .wait_from(mark, Duration::from_secs(60), "v4 withdraw", |e| {
+            is(e, "withdraw", "198.19.3.0/24")
+        });
+    w.events
+        .wait_from(mark, Duration::from_secs(60), "v6 withdraw", |e| {
+            is(e, "withdraw", "2001:2:0:b::/64")
+        });
+
+    assert!(
+        w.events.seen.iter().all(|e| e["type"] != "session_down"),
+        "one session throughout: {:#?}",
+        w.events.seen
+    );
+    let status = w.stop();
+    assert!(status.success(), "listener exit: {status}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_frr_received_no_update(&lab, LISTENER_V4);
+    let pcap = lab.stop_capture();
+    let sent = assert_receive_only(&pcap, ip(LISTENER_V4), ip(ROUTER_V4));
+    assert_eq!(sent.last(), Some(&3), "ends with our Cease: {sent:?}");
+    assert_eq!(
+        sent.iter().filter(|t| **t == 3).count(),
+        1,
+        "one NOTIFICATION: {sent:?}"
+    );
+}
+
+const ACTIVE_CONF: &str = r#"
+route-map OUT4 permit 10
+ set ip next-hop 198.18.0.1
+ set local-preference 200
+ set metric 10
+exit
+route-map OUT6 permit 10
+ set local-preference 200
+ set extcommunity rt 65001:7
+exit
+router bgp 65001
+ bgp router-id 198.18.0.1
+ no bgp network import-check
+ no bgp default ipv4-unicast
+ neighbor 2001:2::2 remote-as 65001
+ neighbor 2001:2::2 passive
+ !
+ address-family ipv4 unicast
+  network 198.19.1.0/24
+  network 198.19.3.0/24
+  neighbor 2001:2::2 activate
+  neighbor 2001:2::2 route-map OUT4 out
+ exit-address-family
+ !
+ address-family ipv6 unicast
+  network 2001:2:0:a::/64
+  network 2001:2:0:b::/64
+  neighbor 2001:2::2 activate
+  neighbor 2001:2::2 addpath-tx-all-paths
+  neighbor 2001:2::2 route-map OUT6 out
+ exit-address-family
+exit
+"#;
+
+#[test]
+fn the_active_listener_dials_frr_ibgp_over_ipv6_local_pref_change_withdraw_receive_only() {
+    let mut lab = frr_lab("fra");
+    start_bgpd(&mut lab, ACTIVE_CONF);
+    lab.start_capture();
+    let mut w = lab.watch(&[
+        "--local-as",
+        "65001",
+        "--peer",
+        ROUTER_V6,
+        "--remote-as",
+        "65001",
+        "--connect",
+        "--router-id",
+        LISTENER_V4,
+    ]);
+    let est = w.events.wait("session established", |e| {
+        e["type"] == "session_established"
+    });
+    assert_eq!(est["peer"], ROUTER_V6);
+    assert_eq!(est["families"], json!(["ipv4-unicast", "ipv6-unicast"]));
+    wait_initial(
+        &mut w,
+        &[
+            "198.19.1.0/24",
+            "198.19.3.0/24",
+            "2001:2:0:a::/64",
+            "2001:2:0:b::/64",
+        ],
+    );
+    let ev = w.events.seen.clone();
+    let a1 = find(&ev, "announce", "198.19.1.0/24");
+    assert_eq!(a1["peer"], ROUTER_V6);
+    assert_eq!(
+        a1["as_path"], "",
+        "iBGP: FRR's own routes have an empty path"
+    );
+    assert_eq!(a1["local_pref"], 200);
+    assert_eq!(a1["med"], 10);
+    assert_eq!(a1["next_hop"], ROUTER_V4);
+    find(&ev, "announce", "198.19.3.0/24");
+    let v6 = find(&ev, "announce", "2001:2:0:a::/64");
+    assert_eq!(v6["local_pref"], 200);
+    assert_eq!(v6["next_hop"], ROUTER_V6);
+    assert_eq!(
+        v6["extended_communities"],
+        json!(["0002fde900000007"]),
+        "route target 65001:7"
+    );
+    assert!(
+        v6["path_id"].as_u64().is_some(),
+        "ADD-PATH: FRR's v6 paths carry a path id: {v6}"
+    );
+    find(&ev, "announce", "2001:2:0:b::/64");
+    let mark = w.events.seen.len();
+
+    vtysh(
+        &lab,
+        &[
+            "configure terminal",
+            "route-map OUT4 permit 10",
+            "set local-preference 300",
+            "set as-path prepend 65001",
+            "exit",
+            "route-map OUT6 permit 10",
+            "set local-preference 50",
+            "exit",
+            "router bgp 65001",
+            "address-family ipv4 unicast",
+            "no network 198.19.3.0/24",
+            "exit-address-family",
+            "address-family ipv6 unicast",
+            "no network 2001:2:0:b::/64",
+            "end",
+            "clear bgp ipv4 unicast 2001:2::2 soft out",
+            "clear bgp ipv6 unicast 2001:2::2 soft out",
+        ],
+    );
+    let ch = w
+        .events
+        .wait_from(mark, Duration::from_secs(60), "v4 change", |e| {
+            is(e, "attribute_change", "198.19.1.0/24")
+        });
+    assert_eq!(ch["changed"], json!(["as_path", "local_pref"]), "{ch}");
+    assert_eq!(ch["local_pref"], 300);
+    assert_eq!(ch["as_path"], "65001");
+    assert_eq!(ch["previous"]["local_pref"], 200);
+    let ch6 = w
+        .events
+        .wait_from(mark, Duration::from_secs(60), "v6 change", |e| {
+            is(e, "attribute_change", "2001:2:0:a::/64")
+        });
+    assert_eq!(ch6["changed"], json!(["local_pref"]), "{ch6}");
+    assert_eq!(ch6["local_pref"], 50);
+    w.events
+        .wait_from(mark, Duration::from_secs(60), "v4 withdraw", |e| {
+            is(e, "withdraw", "198.19.3.0/24")
+        });
+    w.events
+        .wait_from(mark, Duration::from_secs(60), "v6 withdraw", |e| {
+            is(e, "withdraw", "2001:2:0:b::/64")
+        });
+
+    let status = w.stop();
+    assert!(status.success(), "listener exit: {status}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_frr_received_no_update(&lab, LISTENER_V6);
+    let pcap = lab.stop_capture();
+    let sent = assert_receive_only(&pcap, ip(LISTENER_V6), ip(ROUTER_V6));
+    assert_eq!(sent.last(), Some(&3), "ends with our Cease: {sent:?}");
+    assert_eq!(
+        sent.iter().filter(|t| **t == 3).count(),
+        1,
+        "one NOTIFICATION: {sent:?}"
+    );
+}
