@@ -8,10 +8,14 @@
 //! - [`session`]: the sans-IO session state machine.
 //! - [`driver`]: the thin tokio task owning the socket and timers.
 //! - [`watch`]: the `watch` command (standalone session printing events).
+//! - [`mrt`]: MRT (RFC 6396) reading: decompression, record framing, records to events.
+//! - [`replay`]: the `replay` command (MRT files printed as `watch` events).
 
 pub mod driver;
 pub mod event;
 pub mod iana;
+pub mod mrt;
+pub mod replay;
 pub mod rib;
 pub mod session;
 pub mod update;

@@ -1,8 +1,9 @@
 //! `foureyes-bgp-listener`: receive-only BGP listener and BMP station.
 //!
 //! Enrollment works through the shared agent runtime; `watch` runs one standalone receive-only
-//! session (see `foureyes_bgp_listener::watch`). `run` (collector-connected) and `replay` (MRT)
-//! arrive with the rest of the listener issue and exit non-zero until then.
+//! session (see `foureyes_bgp_listener::watch`); `replay` prints MRT files as the same events (see
+//! `foureyes_bgp_listener::replay`). `run` (collector-connected) arrives with the rest of the
+//! listener issue and exits non-zero until then.
 #![allow(clippy::print_stdout)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -31,6 +32,16 @@ enum OutFormat {
     Jsonl,
     Text,
     Summary,
+}
+
+impl From<OutFormat> for Format {
+    fn from(f: OutFormat) -> Format {
+        match f {
+            OutFormat::Jsonl => Format::Jsonl,
+            OutFormat::Text => Format::Text,
+            OutFormat::Summary => Format::Summary,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -101,10 +112,16 @@ enum Cmd {
         #[arg(long)]
         no_add_path: bool,
     },
-    /// Replay MRT files as route events (not built yet).
+    /// Replay MRT files (RFC 6396; gzip and bzip2 found by their magic bytes) as the events
+    /// `watch` prints. Exits non-zero if any file was unreadable, truncated or corrupt, after
+    /// printing every good event.
     Replay {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        /// An MRT file; give several in order (e.g. a RIB dump, then update files).
+        #[arg(long = "mrt", required = true)]
+        mrt: Vec<PathBuf>,
+        /// `summary` prints only totals: records per type, and events per peer and family.
+        #[arg(long, value_enum, default_value_t = OutFormat::Jsonl)]
+        format: OutFormat,
     },
 }
 
@@ -195,11 +212,7 @@ async fn main() -> Result<()> {
             };
             let opts = WatchOptions {
                 session: cfg,
-                format: match format {
-                    OutFormat::Jsonl => Format::Jsonl,
-                    OutFormat::Text => Format::Text,
-                    OutFormat::Summary => Format::Summary,
-                },
+                format: format.into(),
                 exit_on_eor,
                 quiet_period: Duration::from_secs_f64(quiet_period.max(0.0)),
             };
@@ -210,9 +223,29 @@ async fn main() -> Result<()> {
             foureyes_bgp_listener::watch::watch(opts, conn, &mut out, shutdown).await?;
             Ok(())
         }
-        Cmd::Run { .. } | Cmd::Replay { .. } => {
+        Cmd::Replay { mrt, format } => {
+            let opts = foureyes_bgp_listener::replay::ReplayOptions {
+                files: mrt,
+                format: format.into(),
+            };
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            let report = foureyes_bgp_listener::replay::replay(
+                &opts,
+                &mut out,
+                &mut std::io::stderr().lock(),
+            )
+            .context("writing output")?;
+            if !report.errors.is_empty() {
+                bail!(
+                    "{} error(s) in the MRT input (each reported above)",
+                    report.errors.len()
+                );
+            }
+            Ok(())
+        }
+        Cmd::Run { .. } => {
             bail!(
-                "`run` and `replay` are not built yet (see the listener issue); `enroll` and `watch` work in this version"
+                "`run` is not built yet (see the listener issue); `enroll`, `watch` and `replay` work in this version"
             )
         }
     }
