@@ -233,8 +233,13 @@ async fn main() -> Result<()> {
                 &opts,
                 &mut out,
                 &mut std::io::stderr().lock(),
-            )
-            .context("writing output")?;
+            );
+            let report = match report {
+                Ok(r) => r,
+                // `replay ... | head` is normal use: stop quietly.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                Err(e) => return Err(e).context("writing output"),
+            };
             if !report.errors.is_empty() {
                 bail!(
                     "{} error(s) in the MRT input (each reported above)",

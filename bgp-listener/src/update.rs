@@ -404,8 +404,9 @@ pub struct RibAttributes {
 /// and legacy TABLE_DUMP). It differs from an UPDATE's in three ways, so `parse_update` is not
 /// reused: MP_REACH_NLRI is usually abbreviated to next-hop length + next hop (no AFI/SAFI, no
 /// NLRI), though some writers put the full RFC 4760 form there and both are accepted; there is no
-/// NLRI, so MP_UNREACH_NLRI is meaningless and ignored; and a dump of locally originated routes
-/// may lack ORIGIN or AS_PATH, which is not an error here. `four_octet_as` is true for
+/// NLRI, so MP_UNREACH_NLRI is meaningless and ignored; a dump of locally originated routes may
+/// lack ORIGIN or AS_PATH, which is not an error here; and attribute flags are not checked (BIRD 2
+/// writes 0 for well-known attributes). `four_octet_as` is true for
 /// TABLE_DUMP_V2 (its AS_PATHs are always 4-octet) and false for legacy TABLE_DUMP.
 pub fn parse_rib_attributes(
     block: &[u8],
@@ -469,20 +470,15 @@ pub fn parse_rib_attributes(
             attr::MP_UNREACH_NLRI => continue,
             _ => {}
         }
-        let flags_ok = match expected_flags(t) {
-            Some(exp) => flags & (attr::FLAG_OPTIONAL | attr::FLAG_TRANSITIVE) == exp,
-            None => true,
-        };
-        let check = if !flags_ok {
-            if discard_on_error(t) {
-                Check::Discard("attribute flags")
-            } else {
-                Check::Withdraw("attribute flags")
-            }
+        // Flags are not checked: a dump is not a wire message, and writers differ (BIRD 2 writes
+        // 0 for the well-known attributes). Known types decode by type; for unknown ones the
+        // optional bit is all that matters, so a dump's unknown attribute is kept opaque.
+        let flags = if expected_flags(t).is_none() {
+            flags | attr::FLAG_OPTIONAL
         } else {
-            decode_attr(t, flags, v, &ctx, &mut out.attrs, &mut legacy_next_hop)?
+            flags
         };
-        match check {
+        match decode_attr(t, flags, v, &ctx, &mut out.attrs, &mut legacy_next_hop)? {
             Check::Ok => {}
             Check::Discard(reason) => out.actions.push(Rfc7606Action::AttributeDiscard {
                 type_code: t,

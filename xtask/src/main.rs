@@ -63,6 +63,11 @@ const APT_PACKAGES: &[&str] = &[
     "curl",
     "bird2",
     "tcpdump",
+    // MRT replay tests: reference decoder, sample dumps, and the dump makers.
+    "bgpdump",
+    "mrtparse",
+    "gobgpd",
+    "bzip2",
 ];
 
 fn root() -> PathBuf {
@@ -203,7 +208,7 @@ fn install() -> Result<()> {
 
 /// Every cargo-fuzz target in fuzz/, each run for a bounded time in CI. A crash fails the run;
 /// keep its input as a regression test next to the decoder.
-const FUZZ_TARGETS: &[&str] = &["bgp_session", "bgp_update"];
+const FUZZ_TARGETS: &[&str] = &["bgp_session", "bgp_update", "mrt"];
 const FUZZ_SECONDS: u32 = 20;
 
 fn fuzz(target: &str, seconds: u32) -> Result<()> {
