@@ -16,9 +16,11 @@ PREFIXES=${PREFIXES:-500000}
 PEERS=${PEERS:-4}
 RUNS=${RUNS:-3}
 LOCK=/tmp/foureyes-build.lock
+# Set FOUREYES_LOCK_HELD=1 when the caller already holds the lock (flock would wait for itself).
+locked() { if [ -n "${FOUREYES_LOCK_HELD:-}" ]; then "$@"; else flock "$LOCK" "$@"; fi; }
 command -v bgpdump >/dev/null || { echo "bgpdump missing: apt-get install -y bgpdump" >&2; exit 1; }
 cd "$ROOT"
-flock "$LOCK" cargo build --release -q -p foureyes-bgp-listener --bins --example mrt_synth
+locked cargo build --release -q -p foureyes-bgp-listener --bins --example mrt_synth
 BIN=$CARGO_TARGET_DIR/release/foureyes-bgp-listener
 FILE=${MRT_BENCH_FILE:-$CARGO_TARGET_DIR/mrt-bench-$PREFIXES-$PEERS.mrt}
 if [ ! -s "$FILE" ]; then
@@ -39,7 +41,7 @@ best() { # command...: best wall time in seconds over RUNS runs
 }
 export -f best
 export RUNS BIN FILE
-read -r T_OURS T_BGPDUMP < <(flock "$LOCK" bash -c '
+read -r T_OURS T_BGPDUMP < <(locked bash -c '
   echo "$(best "$BIN" replay --mrt "$FILE" --format jsonl) $(best bgpdump -m "$FILE")"')
 SIZE=$(stat -c %s "$FILE")
 printf 'file %s: %d bytes, %d records, %d RIB entries\n' "$FILE" "$SIZE" "$RECORDS" "$ENTRIES"

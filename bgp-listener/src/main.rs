@@ -232,7 +232,8 @@ async fn main() -> Result<()> {
             let report = foureyes_bgp_listener::replay::replay(
                 &opts,
                 &mut out,
-                &mut std::io::stderr().lock(),
+                // Not locked for the whole run: the decoding thread logs to stderr too.
+                &mut std::io::stderr(),
             );
             let report = match report {
                 Ok(r) => r,

@@ -350,8 +350,8 @@ impl<R: Read> RecordReader<R> {
 /// Counts kept while decoding, for the summary.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
-    /// Records per `TYPE/SUBTYPE` name.
-    pub records: BTreeMap<String, u64>,
+    /// Records per (type, subtype); [`record_name`] names them.
+    pub records: BTreeMap<(u16, u16), u64>,
     /// RIB entries read (TABLE_DUMP_V2 and TABLE_DUMP).
     pub rib_entries: u64,
     /// BGP messages in BGP4MP records, per message type name.
@@ -495,7 +495,7 @@ impl Decoder {
         *self
             .stats
             .records
-            .entry(record_name(rec.kind, rec.subtype))
+            .entry((rec.kind, rec.subtype))
             .or_default() += 1;
         match (rec.kind, rec.subtype) {
             (t::TABLE_DUMP_V2, t::PEER_INDEX_TABLE) => self.peer_index_table(rec),
@@ -1003,5 +1003,75 @@ pub fn decode_all<R: Read>(
         if let Err(e) = r {
             malformed.push(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(kind: u16, subtype: u16, body: &[u8]) -> Vec<u8> {
+        let mut v = 1_800_000_000u32.to_be_bytes().to_vec();
+        v.extend_from_slice(&kind.to_be_bytes());
+        v.extend_from_slice(&subtype.to_be_bytes());
+        v.extend_from_slice(&u32::try_from(body.len()).expect("len").to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn rib_entry_next_hop_from_abbreviated_and_full_mp_reach() {
+        let nh: [u8; 16] = "2001:db8::1".parse::<Ipv6Addr>().expect("ip").octets();
+        let mut abbreviated = vec![0x80, 14, 17, 16];
+        abbreviated.extend_from_slice(&nh);
+        let mut full = vec![0x80, 14, 22, 0, 2, 1, 16];
+        full.extend_from_slice(&nh);
+        full.extend_from_slice(&[0, 0]); // reserved, then one /0 NLRI
+        for block in [abbreviated, full] {
+            let ra = parse_rib_attributes(&block, Family::Ipv6Unicast, true).expect("decodes");
+            assert_eq!(ra.next_hop, Some(IpAddr::V6(Ipv6Addr::from(nh))));
+            assert!(ra.actions.is_empty());
+        }
+    }
+
+    #[test]
+    fn reader_names_offsets_of_truncated_and_absurd_records() {
+        let one = rec(t::BGP4MP, t::STATE_CHANGE, &[0; 20]);
+        let mut data = one.clone();
+        data.extend_from_slice(&one[..15]);
+        let mut r = RecordReader::new(data.as_slice());
+        assert!(r.next_record().expect("first").is_some());
+        let e = r.next_record().expect_err("truncated");
+        assert_eq!(e.offset(), one.len() as u64);
+        assert!(matches!(e, MrtError::Truncated { .. }), "{e}");
+        assert!(r.next_record().expect("stays failed").is_none());
+
+        let mut long = rec(t::TABLE_DUMP_V2, t::PEER_INDEX_TABLE, &[]);
+        long[8..12].copy_from_slice(&(MAX_RECORD_LEN + 1).to_be_bytes());
+        let e = RecordReader::new(long.as_slice())
+            .next_record()
+            .expect_err("too long");
+        assert!(matches!(e, MrtError::TooLong { offset: 0, .. }), "{e}");
+    }
+
+    #[test]
+    fn rib_record_before_peer_index_is_malformed_but_recoverable() {
+        let data = rec(
+            t::TABLE_DUMP_V2,
+            t::RIB_IPV4_UNICAST,
+            &[0, 0, 0, 1, 0, 0, 0],
+        );
+        let mut d = Decoder::new();
+        let malformed = decode_all(data.as_slice(), &mut d, |_| {}).expect("framing is fine");
+        assert_eq!(malformed.len(), 1);
+        assert!(malformed[0].recoverable());
+    }
+
+    #[test]
+    fn compression_is_told_by_magic_bytes() {
+        assert_eq!(Compression::detect(&[0x1f, 0x8b, 8]), Compression::Gzip);
+        assert_eq!(Compression::detect(b"BZh9"), Compression::Bzip2);
+        assert_eq!(Compression::detect(&[0, 0, 0]), Compression::None);
+        assert_eq!(Compression::detect(&[]), Compression::None);
     }
 }

@@ -10,11 +10,15 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Write};
+use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::mpsc;
 use std::time::SystemTime;
 
 use crate::event::{Event, Peer, Route, RouteChange, RouteEvent, SessionEvent, Source};
-use crate::mrt::{Decoder, MrtError, RecordReader, open_decompressed};
+use crate::iana::as_path;
+use crate::mrt::{Compression, Decoder, MrtError, RecordReader, open_decompressed, record_name};
+use crate::update::PathAttributes;
 use crate::watch::{Format, event_json, event_text};
 use crate::wire::Family;
 
@@ -89,53 +93,99 @@ impl ReplayReport {
 #[derive(Default)]
 pub struct EventWriter {
     buf: Vec<u8>,
-    times: [(Option<SystemTime>, String); 2],
+    received: TimeCache,
+    source: TimeCache,
+}
+
+/// The last time formatted, RFC 3339 as `watch` prints it: the entries of an MRT record share
+/// their received time, and often their originated time.
+#[derive(Default)]
+struct TimeCache {
+    t: Option<SystemTime>,
+    s: String,
+}
+
+impl TimeCache {
+    fn get(&mut self, t: SystemTime) -> &str {
+        if self.t != Some(t) {
+            self.t = Some(t);
+            self.s.clear();
+            rfc3339(&mut self.s, t);
+        }
+        &self.s
+    }
+}
+
+/// `watch`'s time format (the `time` crate's RFC 3339 in UTC). Whole seconds, the common case in
+/// MRT, are written here directly; anything else goes through `time`.
+fn rfc3339(out: &mut String, t: SystemTime) {
+    use std::fmt::Write as _;
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 || secs >= 253_402_300_800 {
+        out.push_str(
+            &time::OffsetDateTime::from(t)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        );
+        return;
+    }
+    // Days to civil date (H. Hinnant's algorithm), valid for the whole u64 range used here.
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
 }
 
 impl EventWriter {
+    /// Output is gathered and written in chunks of about this size.
+    const CHUNK: usize = 1 << 18;
+
+    /// Formats `ev`; writes to `out` when a chunk is full. Call [`EventWriter::finish`] at the end.
     pub fn write<W: Write>(&mut self, out: &mut W, format: Format, ev: &Event) -> io::Result<()> {
         match format {
             Format::Jsonl => {
-                self.buf.clear();
                 match ev {
                     Event::Route(r) if !matches!(r.peer.source, Source::Bmp { .. }) => {
                         self.route_json(r)
                     }
-                    _ => {
-                        serde_json::to_writer(&mut self.buf, &event_json(ev))?;
-                    }
+                    _ => serde_json::to_writer(&mut self.buf, &event_json(ev))?,
                 }
                 self.buf.push(b'\n');
-                out.write_all(&self.buf)
             }
-            Format::Text => writeln!(out, "{}", event_text(ev)),
-            Format::Summary => Ok(()),
+            Format::Text => writeln!(self.buf, "{}", event_text(ev))?,
+            Format::Summary => {}
         }
+        if self.buf.len() >= Self::CHUNK {
+            self.finish(out)?;
+        }
+        Ok(())
     }
 
-    /// RFC 3339 as `watch` prints it, remembering the last two times (an MRT record's entries
-    /// share their received time, and often their originated time).
-    fn ts(&mut self, t: SystemTime) -> &str {
-        let i = match &self.times {
-            [(Some(a), _), _] if *a == t => 0,
-            [_, (Some(b), _)] if *b == t => 1,
-            _ => {
-                self.times.swap(0, 1);
-                self.times[0] = (
-                    Some(t),
-                    time::OffsetDateTime::from(t)
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .unwrap_or_default(),
-                );
-                0
-            }
-        };
-        &self.times[i].1
+    /// Writes whatever is gathered.
+    pub fn finish<W: Write>(&mut self, out: &mut W) -> io::Result<()> {
+        out.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(())
     }
 
     fn route_json(&mut self, e: &RouteEvent) {
-        let received = self.ts(e.received).to_owned();
-        let source_time = e.source_time.map(|t| self.ts(t).to_owned());
+        let received = self.received.get(e.received);
+        let source_time = e.source_time.map(|t| self.source.get(t));
         let b = &mut self.buf;
         let _ = write!(b, "{{\"afi_safi\":\"{}\",", e.family.name());
         let (prefix, type_name) = match &e.change {
@@ -150,15 +200,8 @@ impl EventWriter {
                 changed,
                 ..
             } => {
-                let _ = write!(b, "\"as_path\":");
-                opt_str(
-                    b,
-                    route
-                        .attrs
-                        .as_path
-                        .as_ref()
-                        .map(|_| route.attrs.as_path_string()),
-                );
+                b.extend_from_slice(b"\"as_path\":");
+                write_as_path(b, &route.attrs);
                 b.extend_from_slice(b",\"changed\":[");
                 for (i, c) in changed.iter().enumerate() {
                     if i > 0 {
@@ -173,19 +216,18 @@ impl EventWriter {
             RouteChange::EndOfRib => (None, "end_of_rib"),
         };
         b.extend_from_slice(b"\"path_id\":");
-        match e.path_id {
-            Some(id) => {
-                let _ = write!(b, "{id}");
-            }
-            None => b.extend_from_slice(b"null"),
-        }
-        let _ = write!(
-            b,
-            ",\"peer\":\"{}\",\"peer_as\":{},",
-            e.peer.addr, e.peer.asn
-        );
+        opt_num(b, e.path_id);
+        b.extend_from_slice(b",\"peer\":\"");
+        ip(b, e.peer.addr);
+        b.extend_from_slice(b"\",\"peer_as\":");
+        num(b, e.peer.asn);
+        b.push(b',');
         if let Some(p) = prefix {
-            let _ = write!(b, "\"prefix\":\"{p}\",");
+            b.extend_from_slice(b"\"prefix\":\"");
+            ip(b, p.addr);
+            b.push(b'/');
+            num(b, u32::from(p.len));
+            b.extend_from_slice(b"\",");
         }
         if let RouteChange::AttributeChange { previous, .. } = &e.change {
             b.extend_from_slice(b"\"previous\":{");
@@ -206,33 +248,75 @@ impl EventWriter {
     }
 }
 
-fn opt_str(b: &mut Vec<u8>, v: Option<String>) {
-    match v {
-        Some(s) => {
-            b.push(b'"');
-            b.extend_from_slice(s.as_bytes());
-            b.push(b'"');
+fn num(b: &mut Vec<u8>, mut n: u32) {
+    let mut tmp = [0u8; 10];
+    let mut i = tmp.len();
+    while let Some(slot) = i.checked_sub(1).and_then(|j| tmp.get_mut(j)) {
+        *slot = b'0' + (n % 10) as u8;
+        i -= 1;
+        n /= 10;
+        if n == 0 {
+            break;
         }
-        None => b.extend_from_slice(b"null"),
     }
+    b.extend_from_slice(tmp.get(i..).unwrap_or_default());
 }
 
 fn opt_num(b: &mut Vec<u8>, v: Option<u32>) {
     match v {
-        Some(n) => {
-            let _ = write!(b, "{n}");
-        }
+        Some(n) => num(b, n),
         None => b.extend_from_slice(b"null"),
     }
+}
+
+fn ip(b: &mut Vec<u8>, a: IpAddr) {
+    match a {
+        IpAddr::V4(a) => {
+            for (i, o) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    b.push(b'.');
+                }
+                num(b, u32::from(o));
+            }
+        }
+        IpAddr::V6(a) => {
+            let _ = write!(b, "{a}");
+        }
+    }
+}
+
+/// `PathAttributes::as_path_string` as a JSON value, written in place.
+fn write_as_path(b: &mut Vec<u8>, a: &PathAttributes) {
+    let Some(segs) = &a.as_path else {
+        b.extend_from_slice(b"null");
+        return;
+    };
+    b.push(b'"');
+    for (i, seg) in segs.iter().enumerate() {
+        if i > 0 {
+            b.push(b' ');
+        }
+        let set = matches!(seg.kind, as_path::AS_SET | as_path::AS_CONFED_SET);
+        if set {
+            b.push(b'{');
+        }
+        for (j, asn) in seg.asns.iter().enumerate() {
+            if j > 0 {
+                b.push(if set { b',' } else { b' ' });
+            }
+            num(b, *asn);
+        }
+        if set {
+            b.push(b'}');
+        }
+    }
+    b.push(b'"');
 }
 
 /// `watch`'s route fields, in key order, each followed by a comma.
 fn route_fields(b: &mut Vec<u8>, r: &Route) {
     b.extend_from_slice(b"\"as_path\":");
-    opt_str(
-        b,
-        r.attrs.as_path.as_ref().map(|_| r.attrs.as_path_string()),
-    );
+    write_as_path(b, &r.attrs);
     b.push(b',');
     route_fields_after_as_path(b, r);
 }
@@ -244,7 +328,11 @@ fn route_fields_after_as_path(b: &mut Vec<u8>, r: &Route) {
         if i > 0 {
             b.push(b',');
         }
-        let _ = write!(b, "\"{}:{}\"", c >> 16, c & 0xffff);
+        b.push(b'"');
+        num(b, c >> 16);
+        b.push(b':');
+        num(b, c & 0xffff);
+        b.push(b'"');
     }
     b.extend_from_slice(b"],\"extended_communities\":[");
     for (i, c) in a.extended_communities.iter().enumerate() {
@@ -262,14 +350,27 @@ fn route_fields_after_as_path(b: &mut Vec<u8>, r: &Route) {
         if i > 0 {
             b.push(b',');
         }
-        let _ = write!(b, "\"{x}:{y}:{z}\"");
+        b.push(b'"');
+        num(b, *x);
+        b.push(b':');
+        num(b, *y);
+        b.push(b':');
+        num(b, *z);
+        b.push(b'"');
     }
     b.extend_from_slice(b"],\"local_pref\":");
     opt_num(b, a.local_pref);
     b.extend_from_slice(b",\"med\":");
     opt_num(b, a.med);
     b.extend_from_slice(b",\"next_hop\":");
-    opt_str(b, r.next_hop.map(|n| n.to_string()));
+    match r.next_hop {
+        Some(n) => {
+            b.push(b'"');
+            ip(b, n);
+            b.push(b'"');
+        }
+        None => b.extend_from_slice(b"null"),
+    }
     b.extend_from_slice(b",\"origin\":");
     b.extend_from_slice(match a.origin {
         Some(0) => b"\"igp\"",
@@ -287,56 +388,126 @@ pub fn replay<W: Write, E: Write>(
     out: &mut W,
     err: &mut E,
 ) -> io::Result<ReplayReport> {
-    let mut report = ReplayReport::default();
+    // Two stages on two threads: reading and decoding, then formatting and writing (each about
+    // half of the work; see the benchmark in the README). Batches keep the channel cheap; the
+    // bound keeps memory flat when the writer is slower.
+    let (tx, rx) = mpsc::sync_channel::<Msg>(8);
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(move || decode_files(&opts.files, &tx));
+        let mut report = ReplayReport::default();
+        let mut writer = EventWriter::default();
+        let mut result = Ok(());
+        for msg in rx.iter() {
+            match msg {
+                Msg::Events(events) => {
+                    for ev in &events {
+                        report.count(ev);
+                        if result.is_ok() {
+                            result = writer.write(out, opts.format, ev);
+                        }
+                    }
+                }
+                Msg::Error(m) => {
+                    if result.is_ok() {
+                        // Events before the error go out first.
+                        result = writer
+                            .finish(out)
+                            .and_then(|()| out.flush())
+                            .and_then(|()| writeln!(err, "replay: {m}"));
+                    }
+                    report.errors.push(m);
+                }
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        // Dropping the receiver stops the producer at its next send.
+        drop(rx);
+        let decoder = producer
+            .join()
+            .map_err(|_| io::Error::other("the MRT decoding thread panicked"))?;
+        result?;
+        writer.finish(out)?;
+        if opts.format == Format::Summary {
+            write_summary(out, &decoder, &report)?;
+        }
+        out.flush()?;
+        Ok(report)
+    })
+}
+
+enum Msg {
+    Events(Vec<Event>),
+    Error(String),
+}
+
+const BATCH: usize = 1024;
+
+/// The first stage: every file's records, decoded, sent in batches. Returns the decoder for its
+/// counts.
+fn decode_files(files: &[PathBuf], tx: &mpsc::SyncSender<Msg>) -> Decoder {
     let mut decoder = Decoder::new();
-    let mut events = Vec::new();
-    let mut writer = EventWriter::default();
-    for path in &opts.files {
+    let mut batch = Vec::with_capacity(BATCH);
+    // Sends the batch (if any) and then `then`; false once the receiver is gone.
+    let send = |batch: &mut Vec<Event>, then: Option<String>| -> bool {
+        if !batch.is_empty()
+            && tx
+                .send(Msg::Events(std::mem::replace(
+                    batch,
+                    Vec::with_capacity(BATCH),
+                )))
+                .is_err()
+        {
+            return false;
+        }
+        then.is_none_or(|m| tx.send(Msg::Error(m)).is_ok())
+    };
+    for path in files {
         let name = path.display();
         decoder.start_file();
-        let input = match File::open(path).and_then(open_decompressed) {
-            Ok((_, r)) => r,
+        let (compression, input) = match File::open(path).and_then(open_decompressed) {
+            Ok(v) => v,
             Err(e) => {
-                let msg = format!("{name}: cannot open: {e}");
-                writeln!(err, "replay: {msg}")?;
-                report.errors.push(msg);
+                if !send(&mut batch, Some(format!("{name}: cannot open: {e}"))) {
+                    return decoder;
+                }
                 continue;
             }
         };
         let mut reader = RecordReader::new(input);
+        // Offsets count the bytes of the MRT stream: after decompression for compressed files.
+        let name = match compression {
+            Compression::None => name.to_string(),
+            c => format!(
+                "{name} ({} offsets are of the decompressed stream)",
+                c.name()
+            ),
+        };
         loop {
             let rec = match reader.next_record() {
                 Ok(Some(rec)) => rec,
                 Ok(None) => break,
                 Err(e) => {
                     let recoverable = e.recoverable();
-                    let msg = describe(&name.to_string(), &e, recoverable);
-                    writeln!(err, "replay: {msg}")?;
-                    report.errors.push(msg);
+                    if !send(&mut batch, Some(describe(&name, &e, recoverable))) {
+                        return decoder;
+                    }
                     if recoverable {
                         continue;
                     }
                     break;
                 }
             };
-            events.clear();
-            let r = decoder.decode(&rec, &mut events);
-            for ev in &events {
-                report.count(ev);
-                writer.write(out, opts.format, ev)?;
-            }
-            if let Err(e) = r {
-                let msg = describe(&name.to_string(), &e, true);
-                writeln!(err, "replay: {msg}")?;
-                report.errors.push(msg);
+            let r = decoder.decode(&rec, &mut batch);
+            let error = r.err().map(|e| describe(&name, &e, true));
+            if (error.is_some() || batch.len() >= BATCH) && !send(&mut batch, error) {
+                return decoder;
             }
         }
     }
-    if opts.format == Format::Summary {
-        write_summary(out, &decoder, &report)?;
-    }
-    out.flush()?;
-    Ok(report)
+    send(&mut batch, None);
+    decoder
 }
 
 fn describe(file: &str, e: &MrtError, skipped: bool) -> String {
@@ -354,8 +525,8 @@ fn write_summary<W: Write>(
 ) -> io::Result<()> {
     let s = decoder.stats();
     writeln!(out, "records:")?;
-    for (name, n) in &s.records {
-        writeln!(out, "  {name} {n}")?;
+    for ((kind, subtype), n) in &s.records {
+        writeln!(out, "  {} {n}", record_name(*kind, *subtype))?;
     }
     writeln!(out, "rib entries: {}", s.rib_entries)?;
     if !s.messages.is_empty() {

@@ -569,6 +569,7 @@ fn fast_json_is_byte_identical_to_event_json() {
         decode_all(std::io::BufReader::new(file), &mut decoder, |ev| {
             let mut fast = Vec::new();
             w.write(&mut fast, Format::Jsonl, ev).expect("write");
+            w.finish(&mut fast).expect("write");
             let slow = format!("{}\n", event_json(ev));
             assert_eq!(
                 String::from_utf8(fast).expect("utf-8"),
