@@ -164,3 +164,48 @@ pub mod bmp {
     /// Statistics types with a per-AFI/SAFI key (RFC 7854 §4.8, RFC 8671 §5).
     pub const STAT_PER_AFI_SAFI: [u16; 4] = [9, 10, 16, 17];
 }
+
+/// MRT record types and subtypes (registry "Multi-Threaded Routing Toolkit (MRT)", RFC 6396,
+/// RFC 8050 for the ADD-PATH subtypes).
+pub mod mrt {
+    pub const TABLE_DUMP: u16 = 12;
+    pub const TABLE_DUMP_V2: u16 = 13;
+    pub const BGP4MP: u16 = 16;
+    /// BGP4MP with a microsecond timestamp field after the header (RFC 6396 §3).
+    pub const BGP4MP_ET: u16 = 17;
+
+    /// TABLE_DUMP_V2 subtypes.
+    pub const PEER_INDEX_TABLE: u16 = 1;
+    pub const RIB_IPV4_UNICAST: u16 = 2;
+    pub const RIB_IPV4_MULTICAST: u16 = 3;
+    pub const RIB_IPV6_UNICAST: u16 = 4;
+    pub const RIB_IPV6_MULTICAST: u16 = 5;
+    pub const RIB_GENERIC: u16 = 6;
+    pub const GEO_PEER_TABLE: u16 = 7;
+    pub const RIB_IPV4_UNICAST_ADDPATH: u16 = 8;
+    pub const RIB_IPV4_MULTICAST_ADDPATH: u16 = 9;
+    pub const RIB_IPV6_UNICAST_ADDPATH: u16 = 10;
+    pub const RIB_IPV6_MULTICAST_ADDPATH: u16 = 11;
+    pub const RIB_GENERIC_ADDPATH: u16 = 12;
+
+    /// BGP4MP / BGP4MP_ET subtypes.
+    pub const STATE_CHANGE: u16 = 0;
+    pub const MESSAGE: u16 = 1;
+    pub const ENTRY: u16 = 2;
+    pub const SNAPSHOT: u16 = 3;
+    pub const MESSAGE_AS4: u16 = 4;
+    pub const STATE_CHANGE_AS4: u16 = 5;
+    pub const MESSAGE_LOCAL: u16 = 6;
+    pub const MESSAGE_AS4_LOCAL: u16 = 7;
+    pub const MESSAGE_ADDPATH: u16 = 8;
+    pub const MESSAGE_AS4_ADDPATH: u16 = 9;
+    pub const MESSAGE_LOCAL_ADDPATH: u16 = 10;
+    pub const MESSAGE_AS4_LOCAL_ADDPATH: u16 = 11;
+
+    /// TABLE_DUMP (v1) subtypes are the AFI.
+    pub const TABLE_DUMP_AFI_IPV4: u16 = 1;
+    pub const TABLE_DUMP_AFI_IPV6: u16 = 2;
+
+    /// BGP FSM states in STATE_CHANGE records (RFC 6396 §4.4.1).
+    pub const STATE_ESTABLISHED: u16 = 6;
+}

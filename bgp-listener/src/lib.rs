@@ -13,6 +13,8 @@
 //! - [`config`]: `listener.toml` for `run`.
 //! - [`run`] and [`export`] (feature `agent`): the collector-connected listener and the wire form
 //!   of its events.
+//! - [`mrt`]: MRT (RFC 6396) reading: decompression, record framing, records to events.
+//! - [`replay`]: the `replay` command (MRT files printed as `watch` events).
 
 pub mod bmp;
 pub mod bmp_station;
@@ -22,6 +24,8 @@ pub mod event;
 #[cfg(feature = "agent")]
 pub mod export;
 pub mod iana;
+pub mod mrt;
+pub mod replay;
 pub mod rib;
 #[cfg(feature = "agent")]
 pub mod run;

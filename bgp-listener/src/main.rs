@@ -2,8 +2,9 @@
 //!
 //! Enrollment works through the shared agent runtime; `watch` runs one standalone receive-only
 //! session (see `foureyes_bgp_listener::watch`); `bmp` runs a standalone BMP station
-//! (`foureyes_bgp_listener::bmp_station`). `run` (collector-connected) and `replay` (MRT)
-//! arrive with the rest of the listener issue and exit non-zero until then.
+//! (`foureyes_bgp_listener::bmp_station`); `replay` prints MRT files as the same events
+//! (`foureyes_bgp_listener::replay`); `run` is the collector-connected listener
+//! (`foureyes_bgp_listener::run`).
 #![allow(clippy::print_stdout)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -33,6 +34,16 @@ enum OutFormat {
     Jsonl,
     Text,
     Summary,
+}
+
+impl From<OutFormat> for Format {
+    fn from(f: OutFormat) -> Format {
+        match f {
+            OutFormat::Jsonl => Format::Jsonl,
+            OutFormat::Text => Format::Text,
+            OutFormat::Summary => Format::Summary,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -119,19 +130,17 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = OutFormat::Jsonl)]
         format: OutFormat,
     },
-    /// Replay MRT files as route events (not built yet).
+    /// Replay MRT files (RFC 6396; gzip and bzip2 found by their magic bytes) as the events
+    /// `watch` prints. Exits non-zero if any file was unreadable, truncated or corrupt, after
+    /// printing every good event.
     Replay {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        /// An MRT file; give several in order (e.g. a RIB dump, then update files).
+        #[arg(long = "mrt", required = true)]
+        mrt: Vec<PathBuf>,
+        /// `summary` prints only totals: records per type, and events per peer and family.
+        #[arg(long, value_enum, default_value_t = OutFormat::Jsonl)]
+        format: OutFormat,
     },
-}
-
-fn out_format(f: OutFormat) -> Format {
-    match f {
-        OutFormat::Jsonl => Format::Jsonl,
-        OutFormat::Text => Format::Text,
-        OutFormat::Summary => Format::Summary,
-    }
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr> {
@@ -240,7 +249,7 @@ async fn main() -> Result<()> {
             };
             let opts = WatchOptions {
                 session: cfg,
-                format: out_format(format),
+                format: format.into(),
                 exit_on_eor,
                 quiet_period: Duration::from_secs_f64(quiet_period.max(0.0)),
             };
@@ -249,6 +258,32 @@ async fn main() -> Result<()> {
                 let _ = tokio::signal::ctrl_c().await;
             };
             foureyes_bgp_listener::watch::watch(opts, conn, &mut out, shutdown).await?;
+            Ok(())
+        }
+        Cmd::Replay { mrt, format } => {
+            let opts = foureyes_bgp_listener::replay::ReplayOptions {
+                files: mrt,
+                format: format.into(),
+            };
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            let report = foureyes_bgp_listener::replay::replay(
+                &opts,
+                &mut out,
+                // Not locked for the whole run: the decoding thread logs to stderr too.
+                &mut std::io::stderr(),
+            );
+            let report = match report {
+                Ok(r) => r,
+                // `replay ... | head` is normal use: stop quietly.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                Err(e) => return Err(e).context("writing output"),
+            };
+            if !report.errors.is_empty() {
+                bail!(
+                    "{} error(s) in the MRT input (each reported above)",
+                    report.errors.len()
+                );
+            }
             Ok(())
         }
         Cmd::Bmp {
@@ -265,14 +300,8 @@ async fn main() -> Result<()> {
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            foureyes_bgp_listener::bmp_station::watch(
-                l,
-                allow,
-                out_format(format),
-                &mut out,
-                shutdown,
-            )
-            .await?;
+            foureyes_bgp_listener::bmp_station::watch(l, allow, format.into(), &mut out, shutdown)
+                .await?;
             Ok(())
         }
         Cmd::Run { config, state_dir } => {
@@ -294,9 +323,6 @@ async fn main() -> Result<()> {
             )
             .await?;
             Ok(())
-        }
-        Cmd::Replay { .. } => {
-            bail!("`replay` is not built yet (see the listener issue)")
         }
     }
 }

@@ -66,6 +66,10 @@ const APT_PACKAGES: &[&str] = &[
     // The listener's interop tests: FRR bgpd + vtysh, gobgpd + the gobgp CLI.
     "frr",
     "gobgpd",
+    // MRT replay tests: reference decoder, sample dumps, and the dump makers.
+    "bgpdump",
+    "mrtparse",
+    "bzip2",
 ];
 
 fn root() -> PathBuf {
@@ -206,7 +210,7 @@ fn install() -> Result<()> {
 
 /// Every cargo-fuzz target in fuzz/, each run for a bounded time in CI. A crash fails the run;
 /// keep its input as a regression test next to the decoder.
-const FUZZ_TARGETS: &[&str] = &["bgp_session", "bgp_update", "bmp"];
+const FUZZ_TARGETS: &[&str] = &["bgp_session", "bgp_update", "bmp", "mrt"];
 const FUZZ_SECONDS: u32 = 20;
 
 fn fuzz(target: &str, seconds: u32) -> Result<()> {
