@@ -1,19 +1,314 @@
-//! Per-peer Adj-RIB-In: prefix → route, turning decoded UPDATEs into route events.
+//! Per-peer Adj-RIB-In: prefix → route, turning decoded UPDATEs into route events, with the stale
+//! marks of a graceful-restart helper (RFC 4724 §4.2).
 //!
-//! Attribute sets are shared (`Arc`) between the prefixes of one UPDATE; interning across UPDATEs
-//! and compact prefix keys are still to do (issue 4).
+//! Memory: a full table is about 1M prefixes but only about 100k distinct attribute sets, so the
+//! maps hold no route per prefix. Attribute sets are hash-consed across UPDATEs into one
+//! `Arc<PathAttributes>` each, and each distinct (next hop, attribute set) pair gets a slot in a
+//! reference-counted store; a prefix maps to a `u32` slot index whose top bit is its stale mark.
+//! Keys are per family and compact: IPv4 is `(u32, u8)` (12 bytes with the value), IPv6
+//! `(u64, u64, u8)`; ADD-PATH keys add the path id in maps of their own. Sets and slots are dropped
+//! when their last prefix goes. The maps use std's randomly keyed hasher on purpose: keys come from
+//! the network.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::event::{AttrKind, Peer, Route, RouteChange, RouteEvent};
-use crate::update::ParsedUpdate;
+use crate::update::{ParsedUpdate, PathAttributes};
 use crate::wire::{Family, Prefix};
+
+/// Top bit of a prefix's slot index: the route is stale (kept from a session that was lost while
+/// graceful restart applied, not yet re-announced).
+const STALE: u32 = 1 << 31;
+
+type V4 = (u32, u8);
+type V6 = (u64, u64, u8);
+
+fn v4_key(p: &Prefix) -> Option<V4> {
+    match p.addr {
+        IpAddr::V4(a) => Some((u32::from(a), p.len)),
+        IpAddr::V6(_) => None,
+    }
+}
+
+fn v6_key(p: &Prefix) -> Option<V6> {
+    match p.addr {
+        IpAddr::V6(a) => {
+            let x = u128::from(a);
+            Some(((x >> 64) as u64, x as u64, p.len))
+        }
+        IpAddr::V4(_) => None,
+    }
+}
+
+fn v4_prefix((a, len): V4) -> Prefix {
+    Prefix {
+        addr: IpAddr::V4(Ipv4Addr::from(a)),
+        len,
+    }
+}
+
+fn v6_prefix((hi, lo, len): V6) -> Prefix {
+    Prefix {
+        addr: IpAddr::V6(Ipv6Addr::from((u128::from(hi) << 64) | u128::from(lo))),
+        len,
+    }
+}
+
+/// A route in the interning map. Attribute sets are interned first, so pointer identity of the
+/// `Arc` is content identity and hashing need not walk the attributes.
+#[derive(Clone, Debug)]
+struct RouteKey(Route);
+
+impl PartialEq for RouteKey {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.next_hop == o.0.next_hop && Arc::ptr_eq(&self.0.attrs, &o.0.attrs)
+    }
+}
+impl Eq for RouteKey {}
+impl Hash for RouteKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.0.next_hop.hash(h);
+        Arc::as_ptr(&self.0.attrs).hash(h);
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    route: Route,
+    refs: u32,
+}
+
+/// Reference-counted store of distinct routes (next hop + interned attribute set).
+#[derive(Debug, Default)]
+struct RouteStore {
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+    index: HashMap<RouteKey, u32>,
+    /// Interned attribute sets and how many slots use each.
+    attrs: HashMap<Arc<PathAttributes>, u32>,
+}
+
+impl RouteStore {
+    fn intern_attrs(&mut self, attrs: PathAttributes) -> Arc<PathAttributes> {
+        if let Some((a, _)) = self.attrs.get_key_value(&attrs) {
+            return Arc::clone(a);
+        }
+        let a = Arc::new(attrs);
+        self.attrs.insert(Arc::clone(&a), 0);
+        a
+    }
+
+    /// The slot of this route, created if new; its count is not taken (see `acquire`).
+    fn slot_of(&mut self, next_hop: Option<IpAddr>, attrs: &Arc<PathAttributes>) -> u32 {
+        let key = RouteKey(Route {
+            next_hop,
+            attrs: Arc::clone(attrs),
+        });
+        if let Some(i) = self.index.get(&key) {
+            return *i;
+        }
+        let slot = Slot {
+            route: key.0.clone(),
+            refs: 0,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                if let Some(s) = self.slots.get_mut(i as usize) {
+                    *s = Some(slot);
+                }
+                i
+            }
+            None => {
+                // More than 2^31 distinct routes cannot fit in memory anyway; saturate rather
+                // than wrap into the stale bit.
+                let i = u32::try_from(self.slots.len())
+                    .unwrap_or(STALE - 1)
+                    .min(STALE - 1);
+                self.slots.push(Some(slot));
+                i
+            }
+        };
+        if let Some(n) = self.attrs.get_mut(attrs) {
+            *n += 1;
+        }
+        self.index.insert(key, i);
+        i
+    }
+
+    fn route(&self, i: u32) -> Option<&Route> {
+        self.slots
+            .get((i & !STALE) as usize)?
+            .as_ref()
+            .map(|s| &s.route)
+    }
+
+    fn acquire(&mut self, i: u32) {
+        if let Some(Some(s)) = self.slots.get_mut((i & !STALE) as usize) {
+            s.refs += 1;
+        }
+    }
+
+    /// Drops one prefix's hold on a slot, freeing the slot (and its attribute set) when unused.
+    fn release(&mut self, i: u32) {
+        let i = i & !STALE;
+        let Some(entry) = self.slots.get_mut(i as usize) else {
+            return;
+        };
+        let Some(s) = entry else { return };
+        s.refs = s.refs.saturating_sub(1);
+        if s.refs > 0 {
+            return;
+        }
+        let Some(s) = entry.take() else { return };
+        self.free.push(i);
+        let key = RouteKey(s.route);
+        self.index.remove(&key);
+        if let Some(n) = self.attrs.get_mut(&key.0.attrs) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.attrs.remove(&key.0.attrs);
+            }
+        }
+    }
+
+    /// Frees slots created by `slot_of` that no prefix took (an UPDATE whose prefixes were all
+    /// re-announcements of another slot).
+    fn release_if_unused(&mut self, i: u32) {
+        let unused = matches!(self.slots.get(i as usize), Some(Some(s)) if s.refs == 0);
+        if unused {
+            self.acquire(i);
+            self.release(i);
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = RouteStore::default();
+    }
+}
+
+/// Per-family prefix maps (`plain` without ADD-PATH path ids, `paths` with).
+#[derive(Debug)]
+struct Table<K> {
+    plain: HashMap<K, u32>,
+    paths: HashMap<(K, u32), u32>,
+    stale: usize,
+}
+
+impl<K> Default for Table<K> {
+    fn default() -> Self {
+        Table {
+            plain: HashMap::new(),
+            paths: HashMap::new(),
+            stale: 0,
+        }
+    }
+}
+
+impl<K: Hash + Eq + Copy> Table<K> {
+    fn len(&self) -> usize {
+        self.plain.len() + self.paths.len()
+    }
+
+    fn get(&self, k: K, id: Option<u32>) -> Option<u32> {
+        match id {
+            None => self.plain.get(&k).copied(),
+            Some(id) => self.paths.get(&(k, id)).copied(),
+        }
+    }
+
+    fn insert(&mut self, k: K, id: Option<u32>, v: u32) -> Option<u32> {
+        let old = match id {
+            None => self.plain.insert(k, v),
+            Some(id) => self.paths.insert((k, id), v),
+        };
+        if old.is_some_and(|o| o & STALE != 0) {
+            self.stale = self.stale.saturating_sub(1);
+        }
+        old
+    }
+
+    fn remove(&mut self, k: K, id: Option<u32>) -> Option<u32> {
+        let old = match id {
+            None => self.plain.remove(&k),
+            Some(id) => self.paths.remove(&(k, id)),
+        };
+        if old.is_some_and(|o| o & STALE != 0) {
+            self.stale = self.stale.saturating_sub(1);
+        }
+        old
+    }
+
+    fn mark_stale(&mut self) -> usize {
+        for v in self.plain.values_mut().chain(self.paths.values_mut()) {
+            *v |= STALE;
+        }
+        self.stale = self.len();
+        self.stale
+    }
+
+    /// Removes every stale entry, calling `f` with each.
+    fn take_stale(&mut self, mut f: impl FnMut(K, Option<u32>, u32)) -> usize {
+        let n = self.stale;
+        if n == 0 {
+            return 0;
+        }
+        self.plain.retain(|k, v| {
+            let stale = *v & STALE != 0;
+            if stale {
+                f(*k, None, *v);
+            }
+            !stale
+        });
+        self.paths.retain(|(k, id), v| {
+            let stale = *v & STALE != 0;
+            if stale {
+                f(*k, Some(*id), *v);
+            }
+            !stale
+        });
+        self.stale = 0;
+        n
+    }
+
+    fn drain(&mut self, mut f: impl FnMut(u32)) -> usize {
+        let n = self.len();
+        for (_, v) in self.plain.drain() {
+            f(v);
+        }
+        for (_, v) in self.paths.drain() {
+            f(v);
+        }
+        self.stale = 0;
+        // Give the memory back: a full table's maps are tens of MB.
+        self.plain.shrink_to_fit();
+        self.paths.shrink_to_fit();
+        n
+    }
+}
+
+/// A prefix key of either family.
+#[derive(Clone, Copy)]
+enum Key {
+    V4(V4),
+    V6(V6),
+}
+
+fn key(family: Family, p: &Prefix) -> Option<Key> {
+    match family {
+        Family::Ipv4Unicast => v4_key(p).map(Key::V4),
+        Family::Ipv6Unicast => v6_key(p).map(Key::V6),
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct AdjRibIn {
-    routes: HashMap<(Family, Option<u32>, Prefix), Route>,
+    v4: Table<V4>,
+    v6: Table<V6>,
+    store: RouteStore,
 }
 
 impl AdjRibIn {
@@ -22,32 +317,142 @@ impl AdjRibIn {
     }
 
     pub fn len(&self) -> usize {
-        self.routes.len()
+        self.v4.len() + self.v6.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
+        self.len() == 0
     }
 
     pub fn count(&self, family: Family) -> usize {
-        self.routes.keys().filter(|(f, _, _)| *f == family).count()
+        match family {
+            Family::Ipv4Unicast => self.v4.len(),
+            Family::Ipv6Unicast => self.v6.len(),
+        }
+    }
+
+    /// Routes of `family` still marked stale.
+    pub fn stale_count(&self, family: Family) -> usize {
+        match family {
+            Family::Ipv4Unicast => self.v4.stale,
+            Family::Ipv6Unicast => self.v6.stale,
+        }
+    }
+
+    /// Distinct attribute sets held (interned across UPDATEs).
+    pub fn attribute_sets(&self) -> usize {
+        self.store.attrs.len()
+    }
+
+    fn slot(&self, family: Family, path_id: Option<u32>, prefix: &Prefix) -> Option<u32> {
+        match key(family, prefix)? {
+            Key::V4(k) => self.v4.get(k, path_id),
+            Key::V6(k) => self.v6.get(k, path_id),
+        }
     }
 
     pub fn get(&self, family: Family, path_id: Option<u32>, prefix: &Prefix) -> Option<&Route> {
-        self.routes.get(&(family, path_id, *prefix))
+        self.store.route(self.slot(family, path_id, prefix)?)
+    }
+
+    /// Whether the route is held and marked stale.
+    pub fn is_stale(&self, family: Family, path_id: Option<u32>, prefix: &Prefix) -> bool {
+        self.slot(family, path_id, prefix)
+            .is_some_and(|v| v & STALE != 0)
     }
 
     /// Drops everything, returning how many routes were held.
     pub fn clear(&mut self) -> usize {
-        let n = self.routes.len();
-        self.routes.clear();
+        let n = self.len();
+        self.v4 = Table::default();
+        self.v6 = Table::default();
+        self.store.clear();
         n
+    }
+
+    /// Drops every route of one family without events, returning how many there were.
+    pub fn clear_family(&mut self, family: Family) -> usize {
+        let store = &mut self.store;
+        match family {
+            Family::Ipv4Unicast => self.v4.drain(|v| store.release(v)),
+            Family::Ipv6Unicast => self.v6.drain(|v| store.release(v)),
+        }
+    }
+
+    /// Marks every route of `family` stale (graceful restart: the session was lost, the peer's
+    /// routes are kept until it re-announces them or the restart ends). Returns the count.
+    pub fn mark_stale(&mut self, family: Family) -> usize {
+        match family {
+            Family::Ipv4Unicast => self.v4.mark_stale(),
+            Family::Ipv6Unicast => self.v6.mark_stale(),
+        }
+    }
+
+    /// Removes the routes of `family` still stale, returning a withdraw event for each (they were
+    /// not re-announced after the restart, so the peer no longer has them).
+    pub fn sweep_stale(&mut self, peer: Peer, at: SystemTime, family: Family) -> Vec<RouteEvent> {
+        let mut taken: Vec<(Prefix, Option<u32>, u32)> = Vec::new();
+        match family {
+            Family::Ipv4Unicast => {
+                self.v4
+                    .take_stale(|k, id, v| taken.push((v4_prefix(k), id, v)));
+            }
+            Family::Ipv6Unicast => {
+                self.v6
+                    .take_stale(|k, id, v| taken.push((v6_prefix(k), id, v)));
+            }
+        }
+        taken.sort_unstable_by_key(|(p, id, _)| (*p, *id));
+        let mut events = Vec::with_capacity(taken.len());
+        for (prefix, path_id, v) in taken {
+            if let Some(previous) = self.store.route(v).cloned() {
+                events.push(RouteEvent {
+                    peer,
+                    family,
+                    path_id,
+                    received: at,
+                    source_time: None,
+                    change: RouteChange::Withdraw { prefix, previous },
+                });
+            }
+            self.store.release(v);
+        }
+        events
+    }
+
+    /// Removes the routes of `family` still stale without events, returning how many.
+    pub fn drop_stale(&mut self, family: Family) -> usize {
+        let store = &mut self.store;
+        let mut freed = Vec::new();
+        let n = match family {
+            Family::Ipv4Unicast => self.v4.take_stale(|_, _, v| freed.push(v)),
+            Family::Ipv6Unicast => self.v6.take_stale(|_, _, v| freed.push(v)),
+        };
+        for v in freed {
+            store.release(v);
+        }
+        n
+    }
+
+    fn insert(&mut self, k: Key, id: Option<u32>, v: u32) -> Option<u32> {
+        match k {
+            Key::V4(k) => self.v4.insert(k, id, v),
+            Key::V6(k) => self.v6.insert(k, id, v),
+        }
+    }
+
+    fn remove(&mut self, k: Key, id: Option<u32>) -> Option<u32> {
+        match k {
+            Key::V4(k) => self.v4.remove(k, id),
+            Key::V6(k) => self.v6.remove(k, id),
+        }
     }
 
     /// Applies one UPDATE and returns its events, withdrawals first (RFC 4271 §3.1 order).
     ///
-    /// `source_time` is what the source says about when it happened (BMP, MRT); `None` for a
-    /// direct session.
+    /// A re-announcement of a stale route clears its mark: with the same attributes it is
+    /// silent, with others it is an attribute change. `source_time` is what the source says
+    /// about when it happened (BMP, MRT); `None` for a direct session.
     pub fn apply(
         &mut self,
         peer: Peer,
@@ -55,7 +460,7 @@ impl AdjRibIn {
         source_time: Option<SystemTime>,
         upd: ParsedUpdate,
     ) -> Vec<RouteEvent> {
-        let mut events = Vec::new();
+        let mut events = Vec::with_capacity(upd.withdrawn.len() + upd.announced.len() + 1);
         let ev = |family, path_id, change| RouteEvent {
             peer,
             family,
@@ -65,35 +470,74 @@ impl AdjRibIn {
             change,
         };
         for (family, id, prefix) in upd.withdrawn {
-            if let Some(previous) = self.routes.remove(&(family, id, prefix)) {
-                events.push(ev(family, id, RouteChange::Withdraw { prefix, previous }));
+            let Some(k) = key(family, &prefix) else {
+                continue;
+            };
+            if let Some(v) = self.remove(k, id) {
+                if let Some(previous) = self.store.route(v).cloned() {
+                    events.push(ev(family, id, RouteChange::Withdraw { prefix, previous }));
+                }
+                self.store.release(v);
             }
         }
         if !upd.announced.is_empty() {
-            let attrs = Arc::new(upd.attrs);
+            let attrs = self.store.intern_attrs(upd.attrs);
+            // The next hop is nearly always the same for every prefix of an UPDATE.
+            let mut last: Option<(Option<IpAddr>, u32)> = None;
+            let mut created = Vec::new();
             for (family, id, prefix, next_hop) in upd.announced {
-                let route = Route {
-                    next_hop,
-                    attrs: Arc::clone(&attrs),
+                let Some(k) = key(family, &prefix) else {
+                    continue;
                 };
-                match self.routes.insert((family, id, prefix), route.clone()) {
-                    None => events.push(ev(family, id, RouteChange::Announce { prefix, route })),
-                    Some(previous) => {
-                        let changed = AttrKind::diff(&previous, &route);
-                        if !changed.is_empty() {
-                            events.push(ev(
-                                family,
-                                id,
-                                RouteChange::AttributeChange {
-                                    prefix,
-                                    previous,
-                                    route,
-                                    changed,
-                                },
-                            ));
+                let slot = match last {
+                    Some((nh, s)) if nh == next_hop => s,
+                    _ => {
+                        let s = self.store.slot_of(next_hop, &attrs);
+                        created.push(s);
+                        last = Some((next_hop, s));
+                        s
+                    }
+                };
+                match self.insert(k, id, slot) {
+                    None => {
+                        self.store.acquire(slot);
+                        if let Some(route) = self.store.route(slot).cloned() {
+                            events.push(ev(family, id, RouteChange::Announce { prefix, route }));
                         }
                     }
+                    Some(old) if old & !STALE == slot => {
+                        // Same route (a refresh, or a stale route re-announced): no event.
+                    }
+                    Some(old) => {
+                        self.store.acquire(slot);
+                        if let (Some(previous), Some(route)) = (
+                            self.store.route(old).cloned(),
+                            self.store.route(slot).cloned(),
+                        ) {
+                            let changed = AttrKind::diff(&previous, &route);
+                            if !changed.is_empty() {
+                                events.push(ev(
+                                    family,
+                                    id,
+                                    RouteChange::AttributeChange {
+                                        prefix,
+                                        previous,
+                                        route,
+                                        changed,
+                                    },
+                                ));
+                            }
+                        }
+                        self.store.release(old);
+                    }
                 }
+            }
+            for s in created {
+                self.store.release_if_unused(s);
+            }
+            // An attribute set no slot took (every prefix was filtered out) is not kept.
+            if self.store.attrs.get(&attrs) == Some(&0) {
+                self.store.attrs.remove(&attrs);
             }
         }
         if let Some(family) = upd.end_of_rib {

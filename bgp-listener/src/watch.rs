@@ -72,6 +72,11 @@ impl Transfer {
                 }
             }
             Event::Session(SessionEvent::UpdateError { at, .. }) => self.last_update = Some(*at),
+            Event::Session(SessionEvent::StaleDropped { family, routes, .. }) => {
+                let c = self.counts.entry(*family).or_default();
+                *c = c.saturating_sub(*routes);
+            }
+            Event::Session(SessionEvent::PrefixLimit { .. }) => {}
             Event::Route(r) => {
                 self.updates += 1;
                 self.last_update = Some(r.received);
@@ -250,6 +255,7 @@ fn down_reason(r: &DownReason) -> String {
         DownReason::Sent(n) => format!("sent NOTIFICATION {n}"),
         DownReason::Received(n) => format!("received NOTIFICATION {n}"),
         DownReason::ConnectionClosed => "connection closed".into(),
+        DownReason::PeerRestarted => "peer reconnected (restarted)".into(),
     }
 }
 
@@ -278,6 +284,7 @@ pub fn event_json(ev: &Event) -> Value {
             at,
             reason,
             routes_lost,
+            routes_stale,
         }) => merge(
             peer_json(peer),
             json!({
@@ -285,6 +292,41 @@ pub fn event_json(ev: &Event) -> Value {
                 "at": ts(*at),
                 "reason": down_reason(reason),
                 "routes_lost": routes_lost,
+                "routes_stale": routes_stale,
+            }),
+        ),
+        Event::Session(SessionEvent::StaleDropped {
+            peer,
+            at,
+            family,
+            routes,
+            reason,
+        }) => merge(
+            peer_json(peer),
+            json!({
+                "type": "stale_dropped",
+                "at": ts(*at),
+                "afi_safi": family.name(),
+                "routes": routes,
+                "reason": reason.name(),
+            }),
+        ),
+        Event::Session(SessionEvent::PrefixLimit {
+            peer,
+            at,
+            family,
+            count,
+            limit,
+            teardown,
+        }) => merge(
+            peer_json(peer),
+            json!({
+                "type": "prefix_limit",
+                "at": ts(*at),
+                "afi_safi": family.name(),
+                "count": count,
+                "limit": limit,
+                "teardown": teardown,
             }),
         ),
         Event::Session(SessionEvent::UpdateError { peer, at, action }) => {
@@ -350,10 +392,34 @@ pub fn event_text(ev: &Event) -> String {
             at,
             reason,
             routes_lost,
+            routes_stale,
         }) => format!(
-            "{} {peer} session down: {} ({routes_lost} routes lost)",
+            "{} {peer} session down: {} ({routes_lost} routes lost, {routes_stale} kept stale)",
             ts(*at),
             down_reason(reason)
+        ),
+        Event::Session(SessionEvent::StaleDropped {
+            peer,
+            at,
+            family,
+            routes,
+            reason,
+        }) => format!(
+            "{} {peer} {family} {routes} stale routes dropped ({})",
+            ts(*at),
+            reason.name()
+        ),
+        Event::Session(SessionEvent::PrefixLimit {
+            peer,
+            at,
+            family,
+            count,
+            limit,
+            teardown,
+        }) => format!(
+            "{} {peer} {family} maximum prefixes exceeded: {count} > {limit}{}",
+            ts(*at),
+            if *teardown { "; tearing down" } else { "" }
         ),
         Event::Session(SessionEvent::UpdateError { peer, at, action }) => {
             format!("{} {peer} RFC 7606: {action:?}", ts(*at))
