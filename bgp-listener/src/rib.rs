@@ -7,14 +7,18 @@
 //! reference-counted store; a prefix maps to a `u32` slot index whose top bit is its stale mark.
 //! Keys are per family and compact: IPv4 is `(u32, u8)` (12 bytes with the value), IPv6
 //! `(u64, u64, u8)`; ADD-PATH keys add the path id in maps of their own. Sets and slots are dropped
-//! when their last prefix goes. The maps use std's randomly keyed hasher on purpose: keys come from
-//! the network.
+//! when their last prefix goes. The maps use foldhash with a per-map random seed: keys come from
+//! the network, so the seed keeps a peer from choosing colliding keys in advance, and it costs a
+//! third of SipHash per prefix (foldhash is not a cryptographic PRF; a configured peer that
+//! probes timings could still degrade a map, which the max-prefix limit bounds).
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::SystemTime;
+
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 
 use crate::event::{AttrKind, Peer, Route, RouteChange, RouteEvent};
 use crate::update::{ParsedUpdate, PathAttributes};
@@ -58,85 +62,182 @@ fn v6_prefix((hi, lo, len): V6) -> Prefix {
     }
 }
 
-/// A route in the interning map. Attribute sets are interned first, so pointer identity of the
-/// `Arc` is content identity and hashing need not walk the attributes.
-#[derive(Clone, Debug)]
-struct RouteKey(Route);
-
-impl PartialEq for RouteKey {
-    fn eq(&self, o: &Self) -> bool {
-        self.0.next_hop == o.0.next_hop && Arc::ptr_eq(&self.0.attrs, &o.0.attrs)
+/// A flat, injective encoding of an attribute set: the interning key. Comparing it touches one
+/// contiguous buffer instead of the several heap blocks of a `PathAttributes` (at 100k sets those
+/// are cache misses, and they dominated the decode benchmark).
+fn set_key(a: &PathAttributes, out: &mut Vec<u8>) {
+    fn len(out: &mut Vec<u8>, n: usize) {
+        out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
     }
-}
-impl Eq for RouteKey {}
-impl Hash for RouteKey {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.0.next_hop.hash(h);
-        Arc::as_ptr(&self.0.attrs).hash(h);
+    out.clear();
+    out.push(a.origin.map_or(0xff, |o| o));
+    match &a.as_path {
+        None => out.push(0),
+        Some(segs) => {
+            out.push(1);
+            len(out, segs.len());
+            for seg in segs {
+                out.push(seg.kind);
+                len(out, seg.asns.len());
+                for asn in &seg.asns {
+                    out.extend_from_slice(&asn.to_le_bytes());
+                }
+            }
+        }
+    }
+    for v in [a.med, a.local_pref] {
+        match v {
+            None => out.push(0),
+            Some(x) => {
+                out.push(1);
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+    }
+    out.push(u8::from(a.atomic_aggregate));
+    match a.aggregator {
+        None => out.push(0),
+        Some((asn, id)) => {
+            out.push(1);
+            out.extend_from_slice(&asn.to_le_bytes());
+            out.extend_from_slice(&id.octets());
+        }
+    }
+    len(out, a.communities.len());
+    for c in &a.communities {
+        out.extend_from_slice(&c.to_le_bytes());
+    }
+    len(out, a.extended_communities.len());
+    for c in &a.extended_communities {
+        out.extend_from_slice(c);
+    }
+    len(out, a.large_communities.len());
+    for c in a.large_communities.iter().flatten() {
+        out.extend_from_slice(&c.to_le_bytes());
+    }
+    len(out, a.other.len());
+    for r in &a.other {
+        out.extend_from_slice(&[r.flags, r.type_code]);
+        len(out, r.value.len());
+        out.extend_from_slice(&r.value);
     }
 }
 
 #[derive(Debug)]
 struct Slot {
     route: Route,
+    next_hop: Option<IpAddr>,
+    /// Index of the route's attribute set in `RouteStore::sets`.
+    set: u32,
     refs: u32,
 }
 
-/// Reference-counted store of distinct routes (next hop + interned attribute set).
+#[derive(Debug)]
+struct SetSlot {
+    attrs: Arc<PathAttributes>,
+    /// Route slots using this set.
+    slots: u32,
+}
+
+/// Reference-counted store of distinct routes (next hop + interned attribute set). Attribute
+/// sets are hashed by content once per UPDATE (to intern them) and once when dropped; every other
+/// step goes by index.
 #[derive(Debug, Default)]
 struct RouteStore {
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
-    index: HashMap<RouteKey, u32>,
-    /// Interned attribute sets and how many slots use each.
-    attrs: HashMap<Arc<PathAttributes>, u32>,
+    /// (next hop, set index) → route slot.
+    index: HashMap<(Option<IpAddr>, u32), u32>,
+    sets: Vec<Option<SetSlot>>,
+    free_sets: Vec<u32>,
+    /// `set_key` encoding → set index.
+    set_index: HashMap<Box<[u8]>, u32>,
+    /// Scratch buffer for `set_key`.
+    key_buf: Vec<u8>,
+}
+
+/// Saturating `usize` → slot index below the stale bit (2^31 distinct routes cannot fit in
+/// memory anyway).
+fn index_of(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(STALE - 1).min(STALE - 1)
 }
 
 impl RouteStore {
-    fn intern_attrs(&mut self, attrs: PathAttributes) -> Arc<PathAttributes> {
-        if let Some((a, _)) = self.attrs.get_key_value(&attrs) {
-            return Arc::clone(a);
+    /// The interned set equal to `attrs`, and whether it was created (unused) by this call.
+    fn intern_attrs(&mut self, attrs: PathAttributes) -> (u32, bool) {
+        let mut key = std::mem::take(&mut self.key_buf);
+        set_key(&attrs, &mut key);
+        if let Some(i) = self.set_index.get(key.as_slice()) {
+            let i = *i;
+            self.key_buf = key;
+            return (i, false);
         }
         let a = Arc::new(attrs);
-        self.attrs.insert(Arc::clone(&a), 0);
-        a
-    }
-
-    /// The slot of this route, created if new; its count is not taken (see `acquire`).
-    fn slot_of(&mut self, next_hop: Option<IpAddr>, attrs: &Arc<PathAttributes>) -> u32 {
-        let key = RouteKey(Route {
-            next_hop,
-            attrs: Arc::clone(attrs),
+        let set = Some(SetSlot {
+            attrs: Arc::clone(&a),
+            slots: 0,
         });
-        if let Some(i) = self.index.get(&key) {
-            return *i;
-        }
-        let slot = Slot {
-            route: key.0.clone(),
-            refs: 0,
-        };
-        let i = match self.free.pop() {
+        let i = match self.free_sets.pop() {
             Some(i) => {
-                if let Some(s) = self.slots.get_mut(i as usize) {
-                    *s = Some(slot);
+                if let Some(s) = self.sets.get_mut(i as usize) {
+                    *s = set;
                 }
                 i
             }
             None => {
-                // More than 2^31 distinct routes cannot fit in memory anyway; saturate rather
-                // than wrap into the stale bit.
-                let i = u32::try_from(self.slots.len())
-                    .unwrap_or(STALE - 1)
-                    .min(STALE - 1);
-                self.slots.push(Some(slot));
-                i
+                self.sets.push(set);
+                index_of(self.sets.len() - 1)
             }
         };
-        if let Some(n) = self.attrs.get_mut(attrs) {
-            *n += 1;
+        self.set_index.insert(key.as_slice().into(), i);
+        self.key_buf = key;
+        (i, true)
+    }
+
+    /// Drops a set no route slot uses.
+    fn drop_set_if_unused(&mut self, set: u32) {
+        let unused = matches!(self.sets.get(set as usize), Some(Some(s)) if s.slots == 0);
+        if !unused {
+            return;
         }
-        self.index.insert(key, i);
-        i
+        if let Some(Some(s)) = self.sets.get_mut(set as usize).map(Option::take) {
+            let mut key = std::mem::take(&mut self.key_buf);
+            set_key(&s.attrs, &mut key);
+            self.set_index.remove(key.as_slice());
+            self.key_buf = key;
+            self.free_sets.push(set);
+        }
+    }
+
+    /// The slot of this route, created if new; its count is not taken (see `acquire`).
+    fn slot_of(&mut self, next_hop: Option<IpAddr>, set: u32) -> Option<u32> {
+        if let Some(i) = self.index.get(&(next_hop, set)) {
+            return Some(*i);
+        }
+        let attrs = Arc::clone(&self.sets.get(set as usize)?.as_ref()?.attrs);
+        let slot = Some(Slot {
+            route: Route { next_hop, attrs },
+            next_hop,
+            set,
+            refs: 0,
+        });
+        let i = match self.free.pop() {
+            Some(i) => {
+                if let Some(s) = self.slots.get_mut(i as usize) {
+                    *s = slot;
+                }
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                index_of(self.slots.len() - 1)
+            }
+        };
+        if let Some(Some(s)) = self.sets.get_mut(set as usize) {
+            s.slots += 1;
+        }
+        self.index.insert((next_hop, set), i);
+        Some(i)
     }
 
     fn route(&self, i: u32) -> Option<&Route> {
@@ -165,24 +266,24 @@ impl RouteStore {
         }
         let Some(s) = entry.take() else { return };
         self.free.push(i);
-        let key = RouteKey(s.route);
-        self.index.remove(&key);
-        if let Some(n) = self.attrs.get_mut(&key.0.attrs) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.attrs.remove(&key.0.attrs);
-            }
+        self.index.remove(&(s.next_hop, s.set));
+        if let Some(Some(set)) = self.sets.get_mut(s.set as usize) {
+            set.slots = set.slots.saturating_sub(1);
         }
+        self.drop_set_if_unused(s.set);
     }
 
-    /// Frees slots created by `slot_of` that no prefix took (an UPDATE whose prefixes were all
-    /// re-announcements of another slot).
+    /// Frees a slot created by `slot_of` that no prefix took.
     fn release_if_unused(&mut self, i: u32) {
         let unused = matches!(self.slots.get(i as usize), Some(Some(s)) if s.refs == 0);
         if unused {
             self.acquire(i);
             self.release(i);
         }
+    }
+
+    fn sets_held(&self) -> usize {
+        self.set_index.len()
     }
 
     fn clear(&mut self) {
@@ -193,22 +294,22 @@ impl RouteStore {
 /// Per-family prefix maps (`plain` without ADD-PATH path ids, `paths` with).
 #[derive(Debug)]
 struct Table<K> {
-    plain: HashMap<K, u32>,
-    paths: HashMap<(K, u32), u32>,
+    plain: BTreeMap<K, u32>,
+    paths: BTreeMap<(K, u32), u32>,
     stale: usize,
 }
 
 impl<K> Default for Table<K> {
     fn default() -> Self {
         Table {
-            plain: HashMap::new(),
-            paths: HashMap::new(),
+            plain: BTreeMap::new(),
+            paths: BTreeMap::new(),
             stale: 0,
         }
     }
 }
 
-impl<K: Hash + Eq + Copy> Table<K> {
+impl<K: Ord + Copy> Table<K> {
     fn len(&self) -> usize {
         self.plain.len() + self.paths.len()
     }
@@ -276,16 +377,13 @@ impl<K: Hash + Eq + Copy> Table<K> {
 
     fn drain(&mut self, mut f: impl FnMut(u32)) -> usize {
         let n = self.len();
-        for (_, v) in self.plain.drain() {
+        for v in std::mem::take(&mut self.plain).into_values() {
             f(v);
         }
-        for (_, v) in self.paths.drain() {
+        for v in std::mem::take(&mut self.paths).into_values() {
             f(v);
         }
         self.stale = 0;
-        // Give the memory back: a full table's maps are tens of MB.
-        self.plain.shrink_to_fit();
-        self.paths.shrink_to_fit();
         n
     }
 }
@@ -341,7 +439,7 @@ impl AdjRibIn {
 
     /// Distinct attribute sets held (interned across UPDATEs).
     pub fn attribute_sets(&self) -> usize {
-        self.store.attrs.len()
+        self.store.sets_held()
     }
 
     fn slot(&self, family: Family, path_id: Option<u32>, prefix: &Prefix) -> Option<u32> {
@@ -481,10 +579,12 @@ impl AdjRibIn {
             }
         }
         if !upd.announced.is_empty() {
-            let attrs = self.store.intern_attrs(upd.attrs);
+            let (set, new_set) = self.store.intern_attrs(upd.attrs);
             // The next hop is nearly always the same for every prefix of an UPDATE.
             let mut last: Option<(Option<IpAddr>, u32)> = None;
-            let mut created = Vec::new();
+            // Slots looked up for this UPDATE: the first inline, more only for several next hops.
+            let mut first: Option<u32> = None;
+            let mut created: Vec<u32> = Vec::new();
             for (family, id, prefix, next_hop) in upd.announced {
                 let Some(k) = key(family, &prefix) else {
                     continue;
@@ -492,8 +592,14 @@ impl AdjRibIn {
                 let slot = match last {
                     Some((nh, s)) if nh == next_hop => s,
                     _ => {
-                        let s = self.store.slot_of(next_hop, &attrs);
-                        created.push(s);
+                        let Some(s) = self.store.slot_of(next_hop, set) else {
+                            continue;
+                        };
+                        if first.is_none() {
+                            first = Some(s);
+                        } else {
+                            created.push(s);
+                        }
                         last = Some((next_hop, s));
                         s
                     }
@@ -532,12 +638,12 @@ impl AdjRibIn {
                     }
                 }
             }
-            for s in created {
+            for s in first.into_iter().chain(created) {
                 self.store.release_if_unused(s);
             }
-            // An attribute set no slot took (every prefix was filtered out) is not kept.
-            if self.store.attrs.get(&attrs) == Some(&0) {
-                self.store.attrs.remove(&attrs);
+            if new_set {
+                // A new attribute set no slot took (every prefix was filtered out) is not kept.
+                self.store.drop_set_if_unused(set);
             }
         }
         if let Some(family) = upd.end_of_rib {
