@@ -150,12 +150,18 @@ impl Driver {
                         tracing::info!(error = %e, "write to contender failed");
                     }
                 }
-                Output::Event(ev) => {
-                    self.events
+                Output::Event(ev) => match self.events.try_send(ev) {
+                    Ok(()) => {}
+                    // Full: wait for room (backpressure reaches the peer through TCP).
+                    Err(mpsc::error::TrySendError::Full(ev)) => self
+                        .events
                         .send(ev)
                         .await
-                        .map_err(|_| DriverError::EventsClosed)?;
-                }
+                        .map_err(|_| DriverError::EventsClosed)?,
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        return Err(DriverError::EventsClosed);
+                    }
+                },
                 Output::SetTimer(t, d) => *self.timers.slot(t) = d.map(|d| Instant::now() + d),
                 Output::Close => {
                     if let Some(mut l) = self.primary.take() {

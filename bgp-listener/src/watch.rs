@@ -471,24 +471,38 @@ pub async fn watch<W: Write>(
     let mut state = "connecting";
     let mut result = None;
     let mut task_done = false;
+    let mut batch: Vec<Event> = Vec::with_capacity(1024);
+    let mut finished = false;
     loop {
         tokio::select! {
-            ev = rx.recv() => {
-                let Some(ev) = ev else { break };
-                transfer.on_event(&ev);
-                match &ev {
-                    Event::Session(SessionEvent::Established { .. }) => state = "established",
-                    Event::Session(SessionEvent::Down { .. }) => state = "down",
-                    _ => {}
+            // Events are taken in batches: one select and one flush per batch, not per route
+            // (a full table is a million events).
+            n = rx.recv_many(&mut batch, 1024) => {
+                if n == 0 {
+                    break;
                 }
-                match opts.format {
-                    Format::Jsonl => writeln!(out, "{}", event_json(&ev))?,
-                    Format::Text => writeln!(out, "{}", event_text(&ev))?,
-                    Format::Summary => {
-                        if let Event::Session(_) = ev {
-                            writeln!(out, "{}", event_text(&ev))?;
+                for ev in batch.drain(..) {
+                    if finished {
+                        // The final line is due: later events go to the log only.
+                        tracing::debug!(event = %event_json(&ev), "after transfer");
+                        continue;
+                    }
+                    transfer.on_event(&ev);
+                    match &ev {
+                        Event::Session(SessionEvent::Established { .. }) => state = "established",
+                        Event::Session(SessionEvent::Down { .. }) => state = "down",
+                        _ => {}
+                    }
+                    match opts.format {
+                        Format::Jsonl => writeln!(out, "{}", event_json(&ev))?,
+                        Format::Text => writeln!(out, "{}", event_text(&ev))?,
+                        Format::Summary => {
+                            if let Event::Session(_) = ev {
+                                writeln!(out, "{}", event_text(&ev))?;
+                            }
                         }
                     }
+                    finished = opts.exit_on_eor && transfer.done().is_some();
                 }
             }
             _ = tick.tick() => {
