@@ -506,6 +506,7 @@ impl Station {
                 at: now,
                 reason: reason.clone(),
                 routes_lost: rib.clear(),
+                routes_stale: 0,
             })));
         }
     }

@@ -210,12 +210,7 @@ impl Summary {
     pub fn on_event(&mut self, ev: &Event) {
         let peer = match ev {
             Event::Route(r) => r.peer,
-            Event::Session(
-                SessionEvent::Established { peer, .. }
-                | SessionEvent::Down { peer, .. }
-                | SessionEvent::UpdateError { peer, .. }
-                | SessionEvent::Statistics { peer, .. },
-            ) => *peer,
+            Event::Session(s) => *s.peer_and_time().0,
         };
         let Source::Bmp {
             router,

@@ -1,20 +1,28 @@
-//! The thin tokio driver: owns the TCP connection and the timers, feeds a [`Session`], writes what
-//! it sends, and forwards its events.
+//! The thin tokio driver: owns the TCP connections and the timers, feeds a [`Session`], writes
+//! what it sends, and forwards its events.
+//!
+//! One loop serves the peer for the driver's whole life. It keeps accepting while a session is up:
+//! a connection from the peer then is a *contender* (collision, RFC 4271 §6.8, or a restarted
+//! peer, RFC 4724 §4.2) and the session decides which connection survives. Timers outlive
+//! connections, because the graceful-restart timer runs while the peer is away.
 //!
 //! Backpressure: events go into a bounded channel and the driver awaits room before reading more
-//! from the socket, so a slow consumer slows the peer down through TCP (hold timer permitting)
+//! from the sockets, so a slow consumer slows the peer down through TCP (hold timer permitting)
 //! instead of growing memory.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::SystemTime;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio::time::{Duration, Instant, sleep_until};
 
 use crate::event::Event;
-use crate::session::{Input, Output, Session, SessionConfig, Timer};
+use crate::session::{Direction, Input, Output, Session, SessionConfig, State, Timer};
 use crate::wire::encode;
 
 /// The BGP port (RFC 4271).
@@ -29,8 +37,16 @@ pub enum Connection {
     /// Dial the peer at this address, retrying after `retry`.
     Active { remote: SocketAddr, retry: Duration },
     /// Connections from the peer accepted elsewhere: `run` shares one listening socket between
-    /// the peers configured on it and hands each its own connections.
-    Accepted(mpsc::Receiver<TcpStream>),
+    /// the peers configured on it and hands each its own connections (already filtered by
+    /// source address). The mutex only lets the driver poll it through a shared reference.
+    Accepted(tokio::sync::Mutex<mpsc::Receiver<TcpStream>>),
+}
+
+impl Connection {
+    /// Connections handed over by another task (see [`Connection::Accepted`]).
+    pub fn accepted(rx: mpsc::Receiver<TcpStream>) -> Self {
+        Connection::Accepted(tokio::sync::Mutex::new(rx))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,149 +61,283 @@ fn canonical(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
 }
 
+struct Link {
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+}
+
+impl Link {
+    fn new(stream: TcpStream) -> Link {
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = stream.into_split();
+        Link { rd, wr }
+    }
+}
+
+/// Reads from a connection that may not exist (then never completes).
+async fn read_opt(link: Option<&mut Link>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match link {
+        Some(l) => l.rd.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn opt<F: Future + Unpin>(f: Option<&mut F>) -> F::Output {
+    match f {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next connection from the configured peer on a passive listener (others are closed).
+async fn accept_peer(conn: &Connection, peer: IpAddr) -> Result<Option<TcpStream>, DriverError> {
+    match conn {
+        Connection::Passive(listener) => {
+            let (stream, from) = listener.accept().await.map_err(DriverError::Accept)?;
+            if canonical(from.ip()) != canonical(peer) {
+                tracing::warn!(%from, %peer, "connection from an address that is not the configured peer; closed");
+                return Ok(None);
+            }
+            tracing::info!(%from, "accepted connection from peer");
+            Ok(Some(stream))
+        }
+        Connection::Accepted(rx) => match rx.lock().await.recv().await {
+            Some(stream) => {
+                tracing::info!("accepted connection from peer");
+                Ok(Some(stream))
+            }
+            // The acceptor is gone (shutting down): wait for stop.
+            None => std::future::pending().await,
+        },
+        Connection::Active { .. } => std::future::pending().await,
+    }
+}
+
+#[derive(Default)]
+struct Timers {
+    hold: Option<Instant>,
+    keepalive: Option<Instant>,
+    restart: Option<Instant>,
+    contender_hold: Option<Instant>,
+}
+
+impl Timers {
+    fn slot(&mut self, t: Timer) -> &mut Option<Instant> {
+        match t {
+            Timer::Hold => &mut self.hold,
+            Timer::Keepalive => &mut self.keepalive,
+            Timer::Restart => &mut self.restart,
+            Timer::ContenderHold => &mut self.contender_hold,
+        }
+    }
+}
+
+struct Driver {
+    session: Session,
+    events: mpsc::Sender<Event>,
+    timers: Timers,
+    primary: Option<Link>,
+    contender: Option<Link>,
+}
+
+impl Driver {
+    /// Feeds one input to the session and carries out what it asks, in order.
+    async fn step(&mut self, input: Input) -> Result<(), DriverError> {
+        let outputs = self.session.handle(SystemTime::now(), input);
+        let mut close_primary = false;
+        for o in outputs {
+            match o {
+                Output::Send(msg) => {
+                    if let Some(l) = self.primary.as_mut()
+                        && let Err(e) = l.wr.write_all(&encode(&msg)).await
+                    {
+                        tracing::info!(error = %e, "write failed");
+                        close_primary = true;
+                    }
+                }
+                Output::SendContender(msg) => {
+                    if let Some(l) = self.contender.as_mut()
+                        && let Err(e) = l.wr.write_all(&encode(&msg)).await
+                    {
+                        tracing::info!(error = %e, "write to contender failed");
+                    }
+                }
+                Output::Event(ev) => match self.events.try_send(ev) {
+                    Ok(()) => {}
+                    // Full: wait for room (backpressure reaches the peer through TCP).
+                    Err(mpsc::error::TrySendError::Full(ev)) => self
+                        .events
+                        .send(ev)
+                        .await
+                        .map_err(|_| DriverError::EventsClosed)?,
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        return Err(DriverError::EventsClosed);
+                    }
+                },
+                Output::SetTimer(t, d) => *self.timers.slot(t) = d.map(|d| Instant::now() + d),
+                Output::Close => {
+                    if let Some(mut l) = self.primary.take() {
+                        let _ = l.wr.shutdown().await;
+                    }
+                    close_primary = false;
+                }
+                Output::CloseContender => {
+                    if let Some(mut l) = self.contender.take() {
+                        let _ = l.wr.shutdown().await;
+                    }
+                }
+                Output::PromoteContender => {
+                    if let Some(mut old) = self.primary.take() {
+                        let _ = old.wr.shutdown().await;
+                    }
+                    self.primary = self.contender.take();
+                }
+            }
+        }
+        if close_primary && let Some(mut l) = self.primary.take() {
+            let _ = l.wr.shutdown().await;
+        }
+        if self.primary.is_none() && self.session.state() != State::Idle {
+            // The connection is gone but the session has not said so (a failed write): tell it.
+            Box::pin(self.step(Input::Closed)).await?;
+        }
+        Ok(())
+    }
+
+    /// A new connection from the peer: the connection if there is none, else a contender (a
+    /// newer contender replaces an older one).
+    async fn connected(&mut self, stream: TcpStream, dir: Direction) -> Result<(), DriverError> {
+        if self.primary.is_none() {
+            self.primary = Some(Link::new(stream));
+            let input = match dir {
+                Direction::Accepted => Input::Connected,
+                Direction::Dialled => Input::Dialled,
+            };
+            return self.step(input).await;
+        }
+        if self.contender.take().is_some() {
+            self.step(Input::ContenderClosed).await?;
+        }
+        tracing::info!("second connection from the peer while a session exists: contender");
+        self.contender = Some(Link::new(stream));
+        self.step(Input::ContenderConnected(dir)).await
+    }
+}
+
 /// Runs sessions with one peer until `stop` becomes true (then a Cease is sent if a session is up).
 pub async fn run(
     cfg: SessionConfig,
-    mut conn: Connection,
+    conn: Connection,
     events: mpsc::Sender<Event>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), DriverError> {
-    let mut session = Session::new(cfg.clone());
+    let peer = cfg.peer;
+    let mut d = Driver {
+        session: Session::new(cfg),
+        events,
+        timers: Timers::default(),
+        primary: None,
+        contender: None,
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut cbuf = vec![0u8; 4096];
+    // Active mode: the dial in flight, and when to dial next.
+    let mut dial: Option<JoinHandle<std::io::Result<TcpStream>>> = None;
+    let mut next_dial: Option<Instant> = match &conn {
+        Connection::Active { .. } => Some(Instant::now()),
+        Connection::Passive(_) | Connection::Accepted(_) => None,
+    };
     loop {
         if *stop.borrow() {
+            if d.primary.is_some() || d.contender.is_some() {
+                d.step(Input::Stop).await?;
+            }
+            if let Some(h) = dial.take() {
+                h.abort();
+            }
             return Ok(());
         }
-        let stream = match &mut conn {
-            Connection::Accepted(rx) => {
-                tokio::select! {
-                    s = rx.recv() => match s {
-                        Some(s) => s,
-                        None => return Ok(()),
-                    },
-                    _ = stop.changed() => return Ok(()),
+        let dial_due = if d.primary.is_none() && dial.is_none() {
+            next_dial
+        } else {
+            None
+        };
+        let t = &d.timers;
+        let (hold, keepalive, restart, contender_hold) =
+            (t.hold, t.keepalive, t.restart, t.contender_hold);
+        tokio::select! {
+            r = accept_peer(&conn, peer) => {
+                if let Some(stream) = r? {
+                    d.connected(stream, Direction::Accepted).await?;
                 }
             }
-            Connection::Passive(listener) => {
-                let (stream, from) = tokio::select! {
-                    r = listener.accept() => r.map_err(DriverError::Accept)?,
-                    _ = stop.changed() => return Ok(()),
+            r = read_opt(d.primary.as_mut(), &mut buf) => {
+                let input = match r {
+                    Ok(0) | Err(_) => {
+                        d.primary = None;
+                        Input::Closed
+                    }
+                    Ok(n) => Input::Received(buf.get(..n).unwrap_or_default().to_vec()),
                 };
-                if canonical(from.ip()) != canonical(cfg.peer) {
-                    tracing::warn!(%from, peer = %cfg.peer, "connection from an address that is not the configured peer; closed");
-                    drop(stream);
-                    continue;
-                }
-                tracing::info!(%from, "accepted connection from peer");
-                stream
+                d.step(input).await?;
             }
-            Connection::Active { remote, retry } => {
-                let r = tokio::select! {
-                    r = TcpStream::connect(*remote) => r,
-                    _ = stop.changed() => return Ok(()),
+            r = read_opt(d.contender.as_mut(), &mut cbuf) => {
+                let input = match r {
+                    Ok(0) | Err(_) => {
+                        d.contender = None;
+                        Input::ContenderClosed
+                    }
+                    Ok(n) => Input::ContenderReceived(cbuf.get(..n).unwrap_or_default().to_vec()),
+                };
+                d.step(input).await?;
+            }
+            _ = sleep_opt(hold) => { d.timers.hold = None; d.step(Input::TimerFired(Timer::Hold)).await?; }
+            _ = sleep_opt(keepalive) => { d.timers.keepalive = None; d.step(Input::TimerFired(Timer::Keepalive)).await?; }
+            _ = sleep_opt(restart) => { d.timers.restart = None; d.step(Input::TimerFired(Timer::Restart)).await?; }
+            _ = sleep_opt(contender_hold) => {
+                d.timers.contender_hold = None;
+                d.step(Input::TimerFired(Timer::ContenderHold)).await?;
+            }
+            _ = sleep_opt(dial_due) => {
+                if let Connection::Active { remote, .. } = &conn {
+                    let remote = *remote;
+                    next_dial = None;
+                    dial = Some(tokio::spawn(TcpStream::connect(remote)));
+                }
+            }
+            r = opt(dial.as_mut()) => {
+                dial = None;
+                let retry = match &conn {
+                    Connection::Active { retry, .. } => *retry,
+                    Connection::Passive(_) | Connection::Accepted(_) => Duration::from_secs(5),
                 };
                 match r {
-                    Ok(s) => {
-                        tracing::info!(%remote, "connected to peer");
-                        s
+                    Ok(Ok(stream)) => {
+                        tracing::info!("connected to peer");
+                        d.connected(stream, Direction::Dialled).await?;
                     }
-                    Err(e) => {
-                        tracing::info!(%remote, error = %e, "connect failed; retrying");
-                        tokio::select! {
-                            _ = tokio::time::sleep(*retry) => continue,
-                            _ = stop.changed() => return Ok(()),
-                        }
+                    Ok(Err(e)) => tracing::info!(error = %e, "connect failed; retrying"),
+                    Err(e) => tracing::info!(error = %e, "connect task failed; retrying"),
+                }
+                // Dial again after `retry` once the connection is gone.
+                next_dial = Some(Instant::now() + retry);
+            }
+            r = stop.changed() => {
+                if r.is_err() {
+                    // The stop sender is gone: nobody can stop us any more; treat as stop.
+                    if d.primary.is_some() || d.contender.is_some() {
+                        d.step(Input::Stop).await?;
                     }
+                    return Ok(());
                 }
             }
-        };
-        let _ = stream.set_nodelay(true);
-        run_connection(&mut session, stream, &events, &mut stop).await?;
-    }
-}
-
-async fn run_connection(
-    session: &mut Session,
-    stream: TcpStream,
-    events: &mpsc::Sender<Event>,
-    stop: &mut watch::Receiver<bool>,
-) -> Result<(), DriverError> {
-    let (mut rd, mut wr) = stream.into_split();
-    let mut hold: Option<Instant> = None;
-    let mut keepalive: Option<Instant> = None;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut input = Some(Input::Connected);
-    let far = || Instant::now() + Duration::from_secs(86400 * 365);
-    loop {
-        if let Some(i) = input.take() {
-            let outputs = session.handle(SystemTime::now(), i);
-            let mut close = false;
-            for o in outputs {
-                match o {
-                    Output::Send(msg) => {
-                        if let Err(e) = wr.write_all(&encode(&msg)).await {
-                            tracing::info!(error = %e, "write failed");
-                            close = true;
-                        }
-                    }
-                    Output::Event(ev) => {
-                        events
-                            .send(ev)
-                            .await
-                            .map_err(|_| DriverError::EventsClosed)?;
-                    }
-                    Output::SetTimer(t, d) => {
-                        let at = d.map(|d| Instant::now() + d);
-                        match t {
-                            Timer::Hold => hold = at,
-                            Timer::Keepalive => keepalive = at,
-                        }
-                    }
-                    Output::Close => close = true,
-                }
-            }
-            if close {
-                let _ = wr.shutdown().await;
-                // Deliver the Down event if the session has not produced one yet.
-                if session.state() != crate::session::State::Idle {
-                    deliver_closed(session, events).await?;
-                }
-                return Ok(());
-            }
-        }
-        let hold_at = hold.unwrap_or_else(far);
-        let ka_at = keepalive.unwrap_or_else(far);
-        input = Some(tokio::select! {
-            r = rd.read(&mut buf) => match r {
-                Ok(0) | Err(_) => Input::Closed,
-                Ok(n) => Input::Received(buf.get(..n).unwrap_or_default().to_vec()),
-            },
-            _ = sleep_until(hold_at), if hold.is_some() => { hold = None; Input::TimerFired(Timer::Hold) },
-            _ = sleep_until(ka_at), if keepalive.is_some() => { keepalive = None; Input::TimerFired(Timer::Keepalive) },
-            r = stop.changed() => match r {
-                Ok(()) if !*stop.borrow() => continue,
-                _ => Input::Stop,
-            },
-        });
-        if matches!(input, Some(Input::Closed)) {
-            deliver_closed(session, events).await?;
-            return Ok(());
         }
     }
-}
-
-/// Tells the session its connection closed and forwards the events that produces (the one
-/// session-down event with the count of routes lost).
-async fn deliver_closed(
-    session: &mut Session,
-    events: &mpsc::Sender<Event>,
-) -> Result<(), DriverError> {
-    for o in session.handle(SystemTime::now(), Input::Closed) {
-        if let Output::Event(ev) = o {
-            events
-                .send(ev)
-                .await
-                .map_err(|_| DriverError::EventsClosed)?;
-        }
-    }
-    Ok(())
 }

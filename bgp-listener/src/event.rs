@@ -224,6 +224,9 @@ pub enum DownReason {
     /// A source that observes the session (BMP) reported it down without a NOTIFICATION, or its
     /// feed ended; the text says which.
     Reported(String),
+    /// The peer opened a new connection while the session was up, and graceful restart was
+    /// negotiated: the old session is taken as lost (RFC 4724 §4.2) and the new one proceeds.
+    PeerRestarted,
 }
 
 /// One counter of a BMP Statistics Report (RFC 7854 §4.8). Types the station does not know keep
@@ -239,6 +242,25 @@ pub struct Statistic {
     pub raw: Vec<u8>,
 }
 
+/// Why stale routes (kept over a graceful restart) were dropped without a withdraw per prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StaleDropReason {
+    /// The peer did not come back within the restart time it advertised.
+    RestartTimerExpired,
+    /// The peer came back without graceful restart for this family, or without its F bit
+    /// (forwarding state not preserved): RFC 4724 §4.2 says to drop them at once.
+    NotPreserved,
+}
+
+impl StaleDropReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            StaleDropReason::RestartTimerExpired => "restart-timer-expired",
+            StaleDropReason::NotPreserved => "not-preserved",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionEvent {
     Established {
@@ -247,12 +269,33 @@ pub enum SessionEvent {
         negotiated: Negotiated,
     },
     /// One event for a session loss, carrying how many routes the Adj-RIB-In lost (no per-prefix
-    /// withdraws).
+    /// withdraws), and how many it keeps marked stale because graceful restart applies.
     Down {
         peer: Peer,
         at: SystemTime,
         reason: DownReason,
         routes_lost: usize,
+        routes_stale: usize,
+    },
+    /// Every route of `family` still stale was dropped at once, before the peer re-announced any
+    /// of them, so the consumer drops all routes it holds from this peer in this family.
+    StaleDropped {
+        peer: Peer,
+        at: SystemTime,
+        family: Family,
+        routes: usize,
+        reason: StaleDropReason,
+    },
+    /// The peer's routes in `family` went over the configured maximum. Raised once per crossing;
+    /// raised again only after the count fell below the hysteresis level (90 % of the limit).
+    PrefixLimit {
+        peer: Peer,
+        at: SystemTime,
+        family: Family,
+        count: usize,
+        limit: u32,
+        /// The session is being torn down for it (Cease, RFC 4486 subcode 1).
+        teardown: bool,
     },
     /// An RFC 7606 outcome that kept the session up.
     UpdateError {
@@ -267,6 +310,20 @@ pub enum SessionEvent {
         source_time: Option<SystemTime>,
         stats: Vec<Statistic>,
     },
+}
+
+impl SessionEvent {
+    /// The peer the event is about, and when the listener saw it.
+    pub fn peer_and_time(&self) -> (&Peer, &SystemTime) {
+        match self {
+            SessionEvent::Established { peer, at, .. }
+            | SessionEvent::Down { peer, at, .. }
+            | SessionEvent::StaleDropped { peer, at, .. }
+            | SessionEvent::PrefixLimit { peer, at, .. }
+            | SessionEvent::UpdateError { peer, at, .. }
+            | SessionEvent::Statistics { peer, at, .. } => (peer, at),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

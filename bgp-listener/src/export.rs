@@ -122,6 +122,7 @@ pub fn down_reason(r: &DownReason) -> String {
         DownReason::Received(n) => format!("received NOTIFICATION {n}"),
         DownReason::ConnectionClosed => "connection closed".into(),
         DownReason::Reported(why) => why.clone(),
+        DownReason::PeerRestarted => "peer reconnected (restarted); routes kept as stale".into(),
     }
 }
 
@@ -180,12 +181,7 @@ pub fn event(ev: &Event) -> pb::RouteEvent {
     match ev {
         Event::Route(r) => route_event(r),
         Event::Session(s) => {
-            let (p, at) = match s {
-                SessionEvent::Established { peer, at, .. }
-                | SessionEvent::Down { peer, at, .. }
-                | SessionEvent::UpdateError { peer, at, .. }
-                | SessionEvent::Statistics { peer, at, .. } => (peer, at),
-            };
+            let (p, at) = s.peer_and_time();
             let mut out = pb::RouteEvent {
                 peer: Some(peer(p)),
                 observed_at: Some(foureyes_proto::timestamp(*at)),
@@ -199,11 +195,39 @@ pub fn event(ev: &Event) -> pb::RouteEvent {
                 SessionEvent::Down {
                     reason,
                     routes_lost,
+                    routes_stale,
                     ..
                 } => {
                     out.r#type = pb::RouteEventType::SessionDown as i32;
                     out.reason = down_reason(reason);
                     out.routes_lost = *routes_lost as u64;
+                    out.routes_stale = *routes_stale as u64;
+                }
+                SessionEvent::StaleDropped {
+                    family,
+                    routes,
+                    reason,
+                    ..
+                } => {
+                    out.r#type = pb::RouteEventType::StaleDropped as i32;
+                    out.afi_safi = afi_safi(*family) as i32;
+                    out.routes_lost = *routes as u64;
+                    out.reason = reason.name().to_string();
+                }
+                SessionEvent::PrefixLimit {
+                    family,
+                    count,
+                    limit,
+                    teardown,
+                    ..
+                } => {
+                    out.r#type = pb::RouteEventType::MaxPrefix as i32;
+                    out.afi_safi = afi_safi(*family) as i32;
+                    out.prefix_count = *count as u64;
+                    out.reason = format!(
+                        "limit {limit}{}",
+                        if *teardown { ", session torn down" } else { "" }
+                    );
                 }
                 SessionEvent::UpdateError { action, .. } => {
                     out.r#type = pb::RouteEventType::UpdateError as i32;

@@ -113,8 +113,10 @@ pub mod notif {
     pub const FSM_UNEXPECTED_IN_ESTABLISHED: u8 = 3;
 
     pub const CEASE: u8 = 6;
+    pub const CEASE_MAX_PREFIXES: u8 = 1;
     pub const CEASE_ADMINISTRATIVE_SHUTDOWN: u8 = 2;
     pub const CEASE_CONNECTION_REJECTED: u8 = 5;
+    pub const CEASE_CONNECTION_COLLISION: u8 = 7;
 }
 
 /// BMP code points (registry "BGP Monitoring Protocol (BMP) Parameters", RFC 7854, RFC 8671,

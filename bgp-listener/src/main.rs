@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use foureyes_bgp_listener::bmp_station::BMP_PORT;
 use foureyes_bgp_listener::driver::{BGP_PORT, Connection};
-use foureyes_bgp_listener::session::SessionConfig;
+use foureyes_bgp_listener::session::{MaxPrefixes, SessionConfig};
 use foureyes_bgp_listener::watch::{Format, WatchOptions};
 
 #[derive(Parser)]
@@ -117,6 +117,13 @@ enum Cmd {
         /// Do not advertise ADD-PATH receive.
         #[arg(long)]
         no_add_path: bool,
+        /// Warn (a `prefix_limit` event) when the peer's routes in one family exceed N; again
+        /// only after the count fell below 90 % of N.
+        #[arg(long, value_name = "N")]
+        max_prefixes: Option<u32>,
+        /// With --max-prefixes: also tear the session down (Cease, subcode 1, RFC 4486).
+        #[arg(long, requires = "max_prefixes")]
+        max_prefixes_teardown: bool,
     },
     /// BMP station: accept BMP feeds from routers and print their events (no collector needed).
     /// Never sends a byte to a router.
@@ -219,6 +226,8 @@ async fn main() -> Result<()> {
             quiet_period,
             no_graceful_restart,
             no_add_path,
+            max_prefixes,
+            max_prefixes_teardown,
         } => {
             if hold_time == 1 || hold_time == 2 {
                 bail!("--hold-time must be 0 or at least 3");
@@ -233,6 +242,10 @@ async fn main() -> Result<()> {
             cfg.hold_time = hold_time;
             cfg.graceful_restart = !no_graceful_restart;
             cfg.add_path = !no_add_path;
+            cfg.max_prefixes = max_prefixes.map(|limit| MaxPrefixes {
+                limit,
+                teardown: max_prefixes_teardown,
+            });
             let conn = match (listen, connect) {
                 (Some(addr), false) => {
                     let l = tokio::net::TcpListener::bind(addr)

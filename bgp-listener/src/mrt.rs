@@ -794,6 +794,7 @@ impl Decoder {
                 at,
                 reason,
                 routes_lost,
+                routes_stale: 0,
             }));
         }
         Ok(())

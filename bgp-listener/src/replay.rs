@@ -81,8 +81,12 @@ impl ReplayReport {
             Event::Session(SessionEvent::UpdateError { peer, .. }) => {
                 self.peers.entry(*peer).or_default().update_errors += 1
             }
-            // MRT carries no BMP statistics.
-            Event::Session(SessionEvent::Statistics { .. }) => {}
+            // MRT carries no BMP statistics, graceful-restart or prefix-limit events.
+            Event::Session(
+                SessionEvent::Statistics { .. }
+                | SessionEvent::StaleDropped { .. }
+                | SessionEvent::PrefixLimit { .. },
+            ) => {}
         }
     }
 }

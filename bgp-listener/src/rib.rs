@@ -1,19 +1,453 @@
-//! Per-peer Adj-RIB-In: prefix → route, turning decoded UPDATEs into route events.
+//! Per-peer Adj-RIB-In: prefix → route, turning decoded UPDATEs into route events, with the stale
+//! marks of a graceful-restart helper (RFC 4724 §4.2).
 //!
-//! Attribute sets are shared (`Arc`) between the prefixes of one UPDATE; interning across UPDATEs
-//! and compact prefix keys are still to do (issue 4).
+//! Memory: a full table is about 1M prefixes but only about 100k distinct attribute sets, so the
+//! maps hold no route per prefix. Attribute sets are hash-consed across UPDATEs into one
+//! `Arc<PathAttributes>` each, and each distinct (next hop, attribute set) pair gets a slot in a
+//! reference-counted store; a prefix maps to a `u32` slot index whose top bit is its stale mark.
+//! Keys are per family and compact: IPv4 is `(u32, u8)` (12 bytes with the value), IPv6
+//! `(u64, u64, u8)`; ADD-PATH keys add the path id in maps of their own. Sets and slots are dropped
+//! when their last prefix goes. The maps use foldhash with a per-map random seed: keys come from
+//! the network, so the seed keeps a peer from choosing colliding keys in advance, and it costs a
+//! third of SipHash per prefix (foldhash is not a cryptographic PRF; a configured peer that
+//! probes timings could still degrade a map, which the max-prefix limit bounds).
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
+
 use crate::event::{AttrKind, Peer, Route, RouteChange, RouteEvent};
-use crate::update::ParsedUpdate;
+use crate::update::{ParsedUpdate, PathAttributes};
 use crate::wire::{Family, Prefix};
+
+/// Top bit of a prefix's slot index: the route is stale (kept from a session that was lost while
+/// graceful restart applied, not yet re-announced).
+const STALE: u32 = 1 << 31;
+
+type V4 = (u32, u8);
+type V6 = (u64, u64, u8);
+
+fn v4_key(p: &Prefix) -> Option<V4> {
+    match p.addr {
+        IpAddr::V4(a) => Some((u32::from(a), p.len)),
+        IpAddr::V6(_) => None,
+    }
+}
+
+fn v6_key(p: &Prefix) -> Option<V6> {
+    match p.addr {
+        IpAddr::V6(a) => {
+            let x = u128::from(a);
+            Some(((x >> 64) as u64, x as u64, p.len))
+        }
+        IpAddr::V4(_) => None,
+    }
+}
+
+fn v4_prefix((a, len): V4) -> Prefix {
+    Prefix {
+        addr: IpAddr::V4(Ipv4Addr::from(a)),
+        len,
+    }
+}
+
+fn v6_prefix((hi, lo, len): V6) -> Prefix {
+    Prefix {
+        addr: IpAddr::V6(Ipv6Addr::from((u128::from(hi) << 64) | u128::from(lo))),
+        len,
+    }
+}
+
+/// A flat encoding of an attribute set, hashed to find interned sets: hashing one contiguous
+/// buffer is cheaper than the derived `Hash` walk over the vectors of a `PathAttributes`.
+fn set_key(a: &PathAttributes, out: &mut Vec<u8>) {
+    fn len(out: &mut Vec<u8>, n: usize) {
+        out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+    }
+    out.clear();
+    out.push(a.origin.map_or(0xff, |o| o));
+    match &a.as_path {
+        None => out.push(0),
+        Some(segs) => {
+            out.push(1);
+            len(out, segs.len());
+            for seg in segs {
+                out.push(seg.kind);
+                len(out, seg.asns.len());
+                for asn in &seg.asns {
+                    out.extend_from_slice(&asn.to_le_bytes());
+                }
+            }
+        }
+    }
+    for v in [a.med, a.local_pref] {
+        match v {
+            None => out.push(0),
+            Some(x) => {
+                out.push(1);
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+    }
+    out.push(u8::from(a.atomic_aggregate));
+    match a.aggregator {
+        None => out.push(0),
+        Some((asn, id)) => {
+            out.push(1);
+            out.extend_from_slice(&asn.to_le_bytes());
+            out.extend_from_slice(&id.octets());
+        }
+    }
+    len(out, a.communities.len());
+    for c in &a.communities {
+        out.extend_from_slice(&c.to_le_bytes());
+    }
+    len(out, a.extended_communities.len());
+    for c in &a.extended_communities {
+        out.extend_from_slice(c);
+    }
+    len(out, a.large_communities.len());
+    for c in a.large_communities.iter().flatten() {
+        out.extend_from_slice(&c.to_le_bytes());
+    }
+    len(out, a.other.len());
+    for r in &a.other {
+        out.extend_from_slice(&[r.flags, r.type_code]);
+        len(out, r.value.len());
+        out.extend_from_slice(&r.value);
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    route: Route,
+    next_hop: Option<IpAddr>,
+    /// Index of the route's attribute set in `RouteStore::sets`.
+    set: u32,
+    refs: u32,
+}
+
+#[derive(Debug)]
+struct SetSlot {
+    attrs: Arc<PathAttributes>,
+    /// Route slots using this set.
+    slots: u32,
+    /// Hash of the set's `set_key`, and the next set with the same hash (a chain; almost always
+    /// empty).
+    hash: u64,
+    next: Option<u32>,
+}
+
+/// Reference-counted store of distinct routes (next hop + interned attribute set). Attribute
+/// sets are found by the hash of their flat `set_key` encoding (computed once per UPDATE into a
+/// reused buffer; hashing bytes is cheaper than walking `PathAttributes`), then compared in full.
+/// Keeping only the hash (not the encoding) saves about 9 MB on a full table.
+#[derive(Debug, Default)]
+struct RouteStore {
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+    /// (next hop, set index) → route slot.
+    index: HashMap<(Option<IpAddr>, u32), u32>,
+    sets: Vec<Option<SetSlot>>,
+    free_sets: Vec<u32>,
+    /// Hash of `set_key` → first set of that hash.
+    set_index: HashMap<u64, u32>,
+    hasher: foldhash::fast::RandomState,
+    /// Scratch buffer for `set_key`.
+    key_buf: Vec<u8>,
+}
+
+/// Saturating `usize` → slot index below the stale bit (2^31 distinct routes cannot fit in
+/// memory anyway).
+fn index_of(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(STALE - 1).min(STALE - 1)
+}
+
+impl RouteStore {
+    fn hash_of(&mut self, attrs: &PathAttributes) -> u64 {
+        let mut key = std::mem::take(&mut self.key_buf);
+        set_key(attrs, &mut key);
+        let h = self.hasher.hash_one(key.as_slice());
+        self.key_buf = key;
+        h
+    }
+
+    fn set(&self, i: u32) -> Option<&SetSlot> {
+        self.sets.get(i as usize)?.as_ref()
+    }
+
+    /// The interned set equal to `attrs`, and whether it was created (unused) by this call.
+    fn intern_attrs(&mut self, attrs: PathAttributes) -> (u32, bool) {
+        let hash = self.hash_of(&attrs);
+        let head = self.set_index.get(&hash).copied();
+        let mut at = head;
+        while let Some(i) = at {
+            let Some(s) = self.set(i) else { break };
+            if *s.attrs == attrs {
+                return (i, false);
+            }
+            at = s.next;
+        }
+        let set = Some(SetSlot {
+            attrs: Arc::new(attrs),
+            slots: 0,
+            hash,
+            next: head,
+        });
+        let i = match self.free_sets.pop() {
+            Some(i) => {
+                if let Some(s) = self.sets.get_mut(i as usize) {
+                    *s = set;
+                }
+                i
+            }
+            None => {
+                self.sets.push(set);
+                index_of(self.sets.len() - 1)
+            }
+        };
+        self.set_index.insert(hash, i);
+        (i, true)
+    }
+
+    /// Drops a set no route slot uses.
+    fn drop_set_if_unused(&mut self, set: u32) {
+        let unused = matches!(self.set(set), Some(s) if s.slots == 0);
+        if !unused {
+            return;
+        }
+        let Some(Some(s)) = self.sets.get_mut(set as usize).map(Option::take) else {
+            return;
+        };
+        self.free_sets.push(set);
+        // Unlink it from its hash chain.
+        if self.set_index.get(&s.hash) == Some(&set) {
+            match s.next {
+                Some(n) => {
+                    self.set_index.insert(s.hash, n);
+                }
+                None => {
+                    self.set_index.remove(&s.hash);
+                }
+            }
+            return;
+        }
+        let mut at = self.set_index.get(&s.hash).copied();
+        while let Some(i) = at {
+            let Some(Some(p)) = self.sets.get_mut(i as usize) else {
+                break;
+            };
+            if p.next == Some(set) {
+                p.next = s.next;
+                break;
+            }
+            at = p.next;
+        }
+    }
+
+    /// The slot of this route, created if new; its count is not taken (see `acquire`).
+    fn slot_of(&mut self, next_hop: Option<IpAddr>, set: u32) -> Option<u32> {
+        if let Some(i) = self.index.get(&(next_hop, set)) {
+            return Some(*i);
+        }
+        let attrs = Arc::clone(&self.sets.get(set as usize)?.as_ref()?.attrs);
+        let slot = Some(Slot {
+            route: Route { next_hop, attrs },
+            next_hop,
+            set,
+            refs: 0,
+        });
+        let i = match self.free.pop() {
+            Some(i) => {
+                if let Some(s) = self.slots.get_mut(i as usize) {
+                    *s = slot;
+                }
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                index_of(self.slots.len() - 1)
+            }
+        };
+        if let Some(Some(s)) = self.sets.get_mut(set as usize) {
+            s.slots += 1;
+        }
+        self.index.insert((next_hop, set), i);
+        Some(i)
+    }
+
+    fn route(&self, i: u32) -> Option<&Route> {
+        self.slots
+            .get((i & !STALE) as usize)?
+            .as_ref()
+            .map(|s| &s.route)
+    }
+
+    fn acquire(&mut self, i: u32) {
+        if let Some(Some(s)) = self.slots.get_mut((i & !STALE) as usize) {
+            s.refs += 1;
+        }
+    }
+
+    /// Drops one prefix's hold on a slot, freeing the slot (and its attribute set) when unused.
+    fn release(&mut self, i: u32) {
+        let i = i & !STALE;
+        let Some(entry) = self.slots.get_mut(i as usize) else {
+            return;
+        };
+        let Some(s) = entry else { return };
+        s.refs = s.refs.saturating_sub(1);
+        if s.refs > 0 {
+            return;
+        }
+        let Some(s) = entry.take() else { return };
+        self.free.push(i);
+        self.index.remove(&(s.next_hop, s.set));
+        if let Some(Some(set)) = self.sets.get_mut(s.set as usize) {
+            set.slots = set.slots.saturating_sub(1);
+        }
+        self.drop_set_if_unused(s.set);
+    }
+
+    /// Frees a slot created by `slot_of` that no prefix took.
+    fn release_if_unused(&mut self, i: u32) {
+        let unused = matches!(self.slots.get(i as usize), Some(Some(s)) if s.refs == 0);
+        if unused {
+            self.acquire(i);
+            self.release(i);
+        }
+    }
+
+    fn sets_held(&self) -> usize {
+        self.sets.len() - self.free_sets.len()
+    }
+
+    fn clear(&mut self) {
+        *self = RouteStore::default();
+    }
+}
+
+/// Per-family prefix maps (`plain` without ADD-PATH path ids, `paths` with).
+#[derive(Debug)]
+struct Table<K> {
+    plain: BTreeMap<K, u32>,
+    paths: BTreeMap<(K, u32), u32>,
+    stale: usize,
+}
+
+impl<K> Default for Table<K> {
+    fn default() -> Self {
+        Table {
+            plain: BTreeMap::new(),
+            paths: BTreeMap::new(),
+            stale: 0,
+        }
+    }
+}
+
+impl<K: Ord + Copy> Table<K> {
+    fn len(&self) -> usize {
+        self.plain.len() + self.paths.len()
+    }
+
+    fn get(&self, k: K, id: Option<u32>) -> Option<u32> {
+        match id {
+            None => self.plain.get(&k).copied(),
+            Some(id) => self.paths.get(&(k, id)).copied(),
+        }
+    }
+
+    fn insert(&mut self, k: K, id: Option<u32>, v: u32) -> Option<u32> {
+        let old = match id {
+            None => self.plain.insert(k, v),
+            Some(id) => self.paths.insert((k, id), v),
+        };
+        if old.is_some_and(|o| o & STALE != 0) {
+            self.stale = self.stale.saturating_sub(1);
+        }
+        old
+    }
+
+    fn remove(&mut self, k: K, id: Option<u32>) -> Option<u32> {
+        let old = match id {
+            None => self.plain.remove(&k),
+            Some(id) => self.paths.remove(&(k, id)),
+        };
+        if old.is_some_and(|o| o & STALE != 0) {
+            self.stale = self.stale.saturating_sub(1);
+        }
+        old
+    }
+
+    fn mark_stale(&mut self) -> usize {
+        for v in self.plain.values_mut().chain(self.paths.values_mut()) {
+            *v |= STALE;
+        }
+        self.stale = self.len();
+        self.stale
+    }
+
+    /// Removes every stale entry, calling `f` with each.
+    fn take_stale(&mut self, mut f: impl FnMut(K, Option<u32>, u32)) -> usize {
+        let n = self.stale;
+        if n == 0 {
+            return 0;
+        }
+        self.plain.retain(|k, v| {
+            let stale = *v & STALE != 0;
+            if stale {
+                f(*k, None, *v);
+            }
+            !stale
+        });
+        self.paths.retain(|(k, id), v| {
+            let stale = *v & STALE != 0;
+            if stale {
+                f(*k, Some(*id), *v);
+            }
+            !stale
+        });
+        self.stale = 0;
+        n
+    }
+
+    fn drain(&mut self, mut f: impl FnMut(u32)) -> usize {
+        let n = self.len();
+        for v in std::mem::take(&mut self.plain).into_values() {
+            f(v);
+        }
+        for v in std::mem::take(&mut self.paths).into_values() {
+            f(v);
+        }
+        self.stale = 0;
+        n
+    }
+}
+
+/// A prefix key of either family.
+#[derive(Clone, Copy)]
+enum Key {
+    V4(V4),
+    V6(V6),
+}
+
+fn key(family: Family, p: &Prefix) -> Option<Key> {
+    match family {
+        Family::Ipv4Unicast => v4_key(p).map(Key::V4),
+        Family::Ipv6Unicast => v6_key(p).map(Key::V6),
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct AdjRibIn {
-    routes: HashMap<(Family, Option<u32>, Prefix), Route>,
+    v4: Table<V4>,
+    v6: Table<V6>,
+    store: RouteStore,
 }
 
 impl AdjRibIn {
@@ -22,32 +456,142 @@ impl AdjRibIn {
     }
 
     pub fn len(&self) -> usize {
-        self.routes.len()
+        self.v4.len() + self.v6.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
+        self.len() == 0
     }
 
     pub fn count(&self, family: Family) -> usize {
-        self.routes.keys().filter(|(f, _, _)| *f == family).count()
+        match family {
+            Family::Ipv4Unicast => self.v4.len(),
+            Family::Ipv6Unicast => self.v6.len(),
+        }
+    }
+
+    /// Routes of `family` still marked stale.
+    pub fn stale_count(&self, family: Family) -> usize {
+        match family {
+            Family::Ipv4Unicast => self.v4.stale,
+            Family::Ipv6Unicast => self.v6.stale,
+        }
+    }
+
+    /// Distinct attribute sets held (interned across UPDATEs).
+    pub fn attribute_sets(&self) -> usize {
+        self.store.sets_held()
+    }
+
+    fn slot(&self, family: Family, path_id: Option<u32>, prefix: &Prefix) -> Option<u32> {
+        match key(family, prefix)? {
+            Key::V4(k) => self.v4.get(k, path_id),
+            Key::V6(k) => self.v6.get(k, path_id),
+        }
     }
 
     pub fn get(&self, family: Family, path_id: Option<u32>, prefix: &Prefix) -> Option<&Route> {
-        self.routes.get(&(family, path_id, *prefix))
+        self.store.route(self.slot(family, path_id, prefix)?)
+    }
+
+    /// Whether the route is held and marked stale.
+    pub fn is_stale(&self, family: Family, path_id: Option<u32>, prefix: &Prefix) -> bool {
+        self.slot(family, path_id, prefix)
+            .is_some_and(|v| v & STALE != 0)
     }
 
     /// Drops everything, returning how many routes were held.
     pub fn clear(&mut self) -> usize {
-        let n = self.routes.len();
-        self.routes.clear();
+        let n = self.len();
+        self.v4 = Table::default();
+        self.v6 = Table::default();
+        self.store.clear();
         n
+    }
+
+    /// Drops every route of one family without events, returning how many there were.
+    pub fn clear_family(&mut self, family: Family) -> usize {
+        let store = &mut self.store;
+        match family {
+            Family::Ipv4Unicast => self.v4.drain(|v| store.release(v)),
+            Family::Ipv6Unicast => self.v6.drain(|v| store.release(v)),
+        }
+    }
+
+    /// Marks every route of `family` stale (graceful restart: the session was lost, the peer's
+    /// routes are kept until it re-announces them or the restart ends). Returns the count.
+    pub fn mark_stale(&mut self, family: Family) -> usize {
+        match family {
+            Family::Ipv4Unicast => self.v4.mark_stale(),
+            Family::Ipv6Unicast => self.v6.mark_stale(),
+        }
+    }
+
+    /// Removes the routes of `family` still stale, returning a withdraw event for each (they were
+    /// not re-announced after the restart, so the peer no longer has them).
+    pub fn sweep_stale(&mut self, peer: Peer, at: SystemTime, family: Family) -> Vec<RouteEvent> {
+        let mut taken: Vec<(Prefix, Option<u32>, u32)> = Vec::new();
+        match family {
+            Family::Ipv4Unicast => {
+                self.v4
+                    .take_stale(|k, id, v| taken.push((v4_prefix(k), id, v)));
+            }
+            Family::Ipv6Unicast => {
+                self.v6
+                    .take_stale(|k, id, v| taken.push((v6_prefix(k), id, v)));
+            }
+        }
+        taken.sort_unstable_by_key(|(p, id, _)| (*p, *id));
+        let mut events = Vec::with_capacity(taken.len());
+        for (prefix, path_id, v) in taken {
+            if let Some(previous) = self.store.route(v).cloned() {
+                events.push(RouteEvent {
+                    peer,
+                    family,
+                    path_id,
+                    received: at,
+                    source_time: None,
+                    change: RouteChange::Withdraw { prefix, previous },
+                });
+            }
+            self.store.release(v);
+        }
+        events
+    }
+
+    /// Removes the routes of `family` still stale without events, returning how many.
+    pub fn drop_stale(&mut self, family: Family) -> usize {
+        let store = &mut self.store;
+        let mut freed = Vec::new();
+        let n = match family {
+            Family::Ipv4Unicast => self.v4.take_stale(|_, _, v| freed.push(v)),
+            Family::Ipv6Unicast => self.v6.take_stale(|_, _, v| freed.push(v)),
+        };
+        for v in freed {
+            store.release(v);
+        }
+        n
+    }
+
+    fn insert(&mut self, k: Key, id: Option<u32>, v: u32) -> Option<u32> {
+        match k {
+            Key::V4(k) => self.v4.insert(k, id, v),
+            Key::V6(k) => self.v6.insert(k, id, v),
+        }
+    }
+
+    fn remove(&mut self, k: Key, id: Option<u32>) -> Option<u32> {
+        match k {
+            Key::V4(k) => self.v4.remove(k, id),
+            Key::V6(k) => self.v6.remove(k, id),
+        }
     }
 
     /// Applies one UPDATE and returns its events, withdrawals first (RFC 4271 §3.1 order).
     ///
-    /// `source_time` is what the source says about when it happened (BMP, MRT); `None` for a
-    /// direct session.
+    /// A re-announcement of a stale route clears its mark: with the same attributes it is
+    /// silent, with others it is an attribute change. `source_time` is what the source says
+    /// about when it happened (BMP, MRT); `None` for a direct session.
     pub fn apply(
         &mut self,
         peer: Peer,
@@ -55,7 +599,7 @@ impl AdjRibIn {
         source_time: Option<SystemTime>,
         upd: ParsedUpdate,
     ) -> Vec<RouteEvent> {
-        let mut events = Vec::new();
+        let mut events = Vec::with_capacity(upd.withdrawn.len() + upd.announced.len() + 1);
         let ev = |family, path_id, change| RouteEvent {
             peer,
             family,
@@ -65,35 +609,82 @@ impl AdjRibIn {
             change,
         };
         for (family, id, prefix) in upd.withdrawn {
-            if let Some(previous) = self.routes.remove(&(family, id, prefix)) {
-                events.push(ev(family, id, RouteChange::Withdraw { prefix, previous }));
+            let Some(k) = key(family, &prefix) else {
+                continue;
+            };
+            if let Some(v) = self.remove(k, id) {
+                if let Some(previous) = self.store.route(v).cloned() {
+                    events.push(ev(family, id, RouteChange::Withdraw { prefix, previous }));
+                }
+                self.store.release(v);
             }
         }
         if !upd.announced.is_empty() {
-            let attrs = Arc::new(upd.attrs);
+            let (set, new_set) = self.store.intern_attrs(upd.attrs);
+            // The next hop is nearly always the same for every prefix of an UPDATE.
+            let mut last: Option<(Option<IpAddr>, u32)> = None;
+            // Slots looked up for this UPDATE: the first inline, more only for several next hops.
+            let mut first: Option<u32> = None;
+            let mut created: Vec<u32> = Vec::new();
             for (family, id, prefix, next_hop) in upd.announced {
-                let route = Route {
-                    next_hop,
-                    attrs: Arc::clone(&attrs),
+                let Some(k) = key(family, &prefix) else {
+                    continue;
                 };
-                match self.routes.insert((family, id, prefix), route.clone()) {
-                    None => events.push(ev(family, id, RouteChange::Announce { prefix, route })),
-                    Some(previous) => {
-                        let changed = AttrKind::diff(&previous, &route);
-                        if !changed.is_empty() {
-                            events.push(ev(
-                                family,
-                                id,
-                                RouteChange::AttributeChange {
-                                    prefix,
-                                    previous,
-                                    route,
-                                    changed,
-                                },
-                            ));
+                let slot = match last {
+                    Some((nh, s)) if nh == next_hop => s,
+                    _ => {
+                        let Some(s) = self.store.slot_of(next_hop, set) else {
+                            continue;
+                        };
+                        if first.is_none() {
+                            first = Some(s);
+                        } else {
+                            created.push(s);
+                        }
+                        last = Some((next_hop, s));
+                        s
+                    }
+                };
+                match self.insert(k, id, slot) {
+                    None => {
+                        self.store.acquire(slot);
+                        if let Some(route) = self.store.route(slot).cloned() {
+                            events.push(ev(family, id, RouteChange::Announce { prefix, route }));
                         }
                     }
+                    Some(old) if old & !STALE == slot => {
+                        // Same route (a refresh, or a stale route re-announced): no event.
+                    }
+                    Some(old) => {
+                        self.store.acquire(slot);
+                        if let (Some(previous), Some(route)) = (
+                            self.store.route(old).cloned(),
+                            self.store.route(slot).cloned(),
+                        ) {
+                            let changed = AttrKind::diff(&previous, &route);
+                            if !changed.is_empty() {
+                                events.push(ev(
+                                    family,
+                                    id,
+                                    RouteChange::AttributeChange {
+                                        prefix,
+                                        previous,
+                                        route,
+                                        changed,
+                                    },
+                                ));
+                            }
+                        }
+                        self.store.release(old);
+                    }
                 }
+            }
+            for s in first.into_iter().chain(created) {
+                self.store.release_if_unused(s);
+            }
+            if new_set {
+                // A new attribute set no slot took (every prefix was filtered out) is not kept.
+                self.store.drop_set_if_unused(set);
             }
         }
         if let Some(family) = upd.end_of_rib {

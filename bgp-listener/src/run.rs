@@ -111,7 +111,7 @@ pub async fn run(
                     .entry(addr)
                     .or_default()
                     .insert(p.session.peer.to_canonical(), tx);
-                Connection::Accepted(rx)
+                Connection::accepted(rx)
             }
             PeerMode::Active(remote) => Connection::Active {
                 remote,

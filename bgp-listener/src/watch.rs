@@ -75,6 +75,11 @@ impl Transfer {
             }
             Event::Session(SessionEvent::UpdateError { at, .. }) => self.last_update = Some(*at),
             Event::Session(SessionEvent::Statistics { .. }) => {}
+            Event::Session(SessionEvent::StaleDropped { family, routes, .. }) => {
+                let c = self.counts.entry(*family).or_default();
+                *c = c.saturating_sub(*routes);
+            }
+            Event::Session(SessionEvent::PrefixLimit { .. }) => {}
             Event::Route(r) => {
                 self.updates += 1;
                 self.last_update = Some(r.received);
@@ -254,6 +259,7 @@ fn down_reason(r: &DownReason) -> String {
         DownReason::Received(n) => format!("received NOTIFICATION {n}"),
         DownReason::ConnectionClosed => "connection closed".into(),
         DownReason::Reported(s) => s.clone(),
+        DownReason::PeerRestarted => "peer reconnected (restarted)".into(),
     }
 }
 
@@ -300,6 +306,7 @@ pub fn event_json(ev: &Event) -> Value {
             at,
             reason,
             routes_lost,
+            routes_stale,
         }) => merge(
             peer_json(peer),
             json!({
@@ -307,6 +314,41 @@ pub fn event_json(ev: &Event) -> Value {
                 "at": ts(*at),
                 "reason": down_reason(reason),
                 "routes_lost": routes_lost,
+                "routes_stale": routes_stale,
+            }),
+        ),
+        Event::Session(SessionEvent::StaleDropped {
+            peer,
+            at,
+            family,
+            routes,
+            reason,
+        }) => merge(
+            peer_json(peer),
+            json!({
+                "type": "stale_dropped",
+                "at": ts(*at),
+                "afi_safi": family.name(),
+                "routes": routes,
+                "reason": reason.name(),
+            }),
+        ),
+        Event::Session(SessionEvent::PrefixLimit {
+            peer,
+            at,
+            family,
+            count,
+            limit,
+            teardown,
+        }) => merge(
+            peer_json(peer),
+            json!({
+                "type": "prefix_limit",
+                "at": ts(*at),
+                "afi_safi": family.name(),
+                "count": count,
+                "limit": limit,
+                "teardown": teardown,
             }),
         ),
         Event::Session(SessionEvent::UpdateError { peer, at, action }) => {
@@ -382,10 +424,34 @@ pub fn event_text(ev: &Event) -> String {
             at,
             reason,
             routes_lost,
+            routes_stale,
         }) => format!(
-            "{} {peer} session down: {} ({routes_lost} routes lost)",
+            "{} {peer} session down: {} ({routes_lost} routes lost, {routes_stale} kept stale)",
             ts(*at),
             down_reason(reason)
+        ),
+        Event::Session(SessionEvent::StaleDropped {
+            peer,
+            at,
+            family,
+            routes,
+            reason,
+        }) => format!(
+            "{} {peer} {family} {routes} stale routes dropped ({})",
+            ts(*at),
+            reason.name()
+        ),
+        Event::Session(SessionEvent::PrefixLimit {
+            peer,
+            at,
+            family,
+            count,
+            limit,
+            teardown,
+        }) => format!(
+            "{} {peer} {family} maximum prefixes exceeded: {count} > {limit}{}",
+            ts(*at),
+            if *teardown { "; tearing down" } else { "" }
         ),
         Event::Session(SessionEvent::UpdateError { peer, at, action }) => {
             format!("{} {peer} RFC 7606: {action:?}", ts(*at))
@@ -458,24 +524,38 @@ pub async fn watch<W: Write>(
     let mut state = "connecting";
     let mut result = None;
     let mut task_done = false;
+    let mut batch: Vec<Event> = Vec::with_capacity(1024);
+    let mut finished = false;
     loop {
         tokio::select! {
-            ev = rx.recv() => {
-                let Some(ev) = ev else { break };
-                transfer.on_event(&ev);
-                match &ev {
-                    Event::Session(SessionEvent::Established { .. }) => state = "established",
-                    Event::Session(SessionEvent::Down { .. }) => state = "down",
-                    _ => {}
+            // Events are taken in batches: one select and one flush per batch, not per route
+            // (a full table is a million events).
+            n = rx.recv_many(&mut batch, 1024) => {
+                if n == 0 {
+                    break;
                 }
-                match opts.format {
-                    Format::Jsonl => writeln!(out, "{}", event_json(&ev))?,
-                    Format::Text => writeln!(out, "{}", event_text(&ev))?,
-                    Format::Summary => {
-                        if let Event::Session(_) = ev {
-                            writeln!(out, "{}", event_text(&ev))?;
+                for ev in batch.drain(..) {
+                    if finished {
+                        // The final line is due: later events go to the log only.
+                        tracing::debug!(event = %event_json(&ev), "after transfer");
+                        continue;
+                    }
+                    transfer.on_event(&ev);
+                    match &ev {
+                        Event::Session(SessionEvent::Established { .. }) => state = "established",
+                        Event::Session(SessionEvent::Down { .. }) => state = "down",
+                        _ => {}
+                    }
+                    match opts.format {
+                        Format::Jsonl => writeln!(out, "{}", event_json(&ev))?,
+                        Format::Text => writeln!(out, "{}", event_text(&ev))?,
+                        Format::Summary => {
+                            if let Event::Session(_) = ev {
+                                writeln!(out, "{}", event_text(&ev))?;
+                            }
                         }
                     }
+                    finished = opts.exit_on_eor && transfer.done().is_some();
                 }
             }
             _ = tick.tick() => {

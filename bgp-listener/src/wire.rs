@@ -190,9 +190,11 @@ impl Notification {
             (3, _) => "UPDATE message error",
             (4, _) => "hold timer expired",
             (5, _) => "finite state machine error",
+            (6, 1) => "cease: maximum number of prefixes reached",
             (6, 2) => "cease: administrative shutdown",
             (6, 4) => "cease: administrative reset",
             (6, 5) => "cease: connection rejected",
+            (6, 7) => "cease: connection collision resolution",
             (6, _) => "cease",
             _ => "unknown error code",
         }
@@ -485,6 +487,50 @@ pub fn encode(msg: &Outgoing) -> Vec<u8> {
     out
 }
 
+/// A peer's graceful-restart capability (RFC 4724 §3, RFC 8538 §2 for the N bit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GracefulRestartCap {
+    /// Restart Time: how long, in seconds, the peer asks us to keep its routes while it restarts.
+    pub restart_time: u16,
+    /// R bit: the peer has just restarted (it will not wait for our End-of-RIB).
+    pub restarted: bool,
+    /// N bit (RFC 8538): the peer supports graceful restart for NOTIFICATION messages. Read only;
+    /// the listener does not advertise it, so it never applies.
+    pub notification: bool,
+    /// The families the peer preserves across a restart, each with its F bit (forwarding state
+    /// was kept over the restart that just happened). Families the listener does not know are
+    /// left out.
+    pub families: Vec<(Family, bool)>,
+}
+
+/// Graceful-restart capability bits (RFC 4724 §3, RFC 8538 §2).
+const GR_FLAG_RESTART: u16 = 0x8000;
+const GR_FLAG_NOTIFICATION: u16 = 0x4000;
+const GR_AF_FORWARDING: u8 = 0x80;
+
+fn decode_graceful_restart(cv: &[u8]) -> Option<GracefulRestartCap> {
+    let (head, tuples) = cv.split_first_chunk::<2>()?;
+    if tuples.len() % 4 != 0 {
+        return None;
+    }
+    let head = u16::from_be_bytes(*head);
+    let mut families = Vec::new();
+    for t in tuples.chunks_exact(4) {
+        if let [a0, a1, safi, flags] = *t
+            && let Some(f) = Family::from_afi_safi(u16::from_be_bytes([a0, a1]), safi)
+            && !families.iter().any(|(x, _)| *x == f)
+        {
+            families.push((f, flags & GR_AF_FORWARDING != 0));
+        }
+    }
+    Some(GracefulRestartCap {
+        restart_time: head & 0x0fff,
+        restarted: head & GR_FLAG_RESTART != 0,
+        notification: head & GR_FLAG_NOTIFICATION != 0,
+        families,
+    })
+}
+
 /// A received OPEN, with the capabilities the listener understands pulled out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerOpen {
@@ -496,6 +542,8 @@ pub struct PeerOpen {
     /// `None` if the peer sent no Multiprotocol capability at all (then IPv4 unicast is implied).
     pub families: Option<Vec<Family>>,
     pub graceful_restart: bool,
+    /// The graceful-restart capability's contents (RFC 4724 §3), if the peer sent one.
+    pub graceful_restart_cap: Option<GracefulRestartCap>,
     pub route_refresh: bool,
     /// Families for which the peer can send ADD-PATH (its Send/Receive is 2 or 3).
     pub add_path_send: Vec<Family>,
@@ -544,6 +592,7 @@ pub fn decode_open(body: &[u8]) -> Result<PeerOpen, DecodeError> {
         four_octet_as: None,
         families: None,
         graceful_restart: false,
+        graceful_restart_cap: None,
         route_refresh: false,
         add_path_send: Vec::new(),
         add_path_receive: Vec::new(),
@@ -593,10 +642,10 @@ pub fn decode_open(body: &[u8]) -> Result<PeerOpen, DecodeError> {
                     open.four_octet_as = be32(cv);
                 }
                 cap::GRACEFUL_RESTART => {
-                    if cv.len() < 2 || (cv.len() - 2) % 4 != 0 {
-                        return Err(DecodeError::MalformedOpen("graceful restart capability"));
-                    }
+                    let gr = decode_graceful_restart(cv)
+                        .ok_or(DecodeError::MalformedOpen("graceful restart capability"))?;
                     open.graceful_restart = true;
+                    open.graceful_restart_cap = Some(gr);
                 }
                 cap::ROUTE_REFRESH | cap::ENHANCED_ROUTE_REFRESH => open.route_refresh = true,
                 cap::ADD_PATH => {

@@ -604,3 +604,647 @@ fn add_path_is_advertised_receive_only_and_can_be_switched_off() {
     let s = established(cfg(), &caps);
     assert!(s.negotiated().expect("n").add_path.is_empty());
 }
+
+// ---- Graceful restart helper (RFC 4724 §4.2) ----
+
+use foureyes_bgp_listener::event::StaleDropReason;
+use foureyes_bgp_listener::session::{Direction, MaxPrefixes};
+
+/// MP v4+v6, 4-octet AS, and a graceful-restart capability with restart time `time` and these
+/// (afi, F bit) tuples.
+fn gr_caps(time: u16, families: &[(u16, bool)]) -> Vec<u8> {
+    let mut c = vec![1, 4, 0, 1, 0, 1, 1, 4, 0, 2, 0, 1, 65, 4];
+    c.extend_from_slice(&PEER_AS.to_be_bytes());
+    c.push(64);
+    c.push(u8::try_from(2 + 4 * families.len()).expect("len"));
+    c.extend_from_slice(&time.to_be_bytes());
+    for (afi, f) in families {
+        c.extend_from_slice(&afi.to_be_bytes());
+        c.push(1);
+        c.push(if *f { 0x80 } else { 0 });
+    }
+    c
+}
+
+fn both_f() -> Vec<u8> {
+    gr_caps(120, &[(1, true), (2, true)])
+}
+
+fn v6_nh() -> [u8; 16] {
+    let mut nh = [0u8; 16];
+    nh[..4].copy_from_slice(&[0x20, 0x01, 0, 2]);
+    nh[15] = 1;
+    nh
+}
+
+/// An Established GR session holding 10.0.0.0/24, 10.0.1.0/24, 10.0.2.0/24 and 2001:2:1::/48.
+fn gr_session_with_routes(c: SessionConfig, caps: &[u8]) -> Session {
+    let mut s = established(c, caps);
+    s.handle(
+        t(2),
+        Input::Received(update(
+            &[],
+            &base_attrs(&[65001], [198, 18, 0, 1]),
+            &[24, 10, 0, 0, 24, 10, 0, 1, 24, 10, 0, 2],
+        )),
+    );
+    let mut a6 = attr(0x40, 1, &[0]);
+    a6.extend(as_path4(&[65001]));
+    a6.extend(mp_reach_v6(v6_nh(), &[48, 0x20, 0x01, 0, 2, 0, 1]));
+    s.handle(t(2), Input::Received(update(&[], &a6, &[])));
+    assert_eq!(s.rib().len(), 4);
+    s
+}
+
+fn down_counts(out: &[Output]) -> (DownReason, usize, usize) {
+    let ev = events(out);
+    let downs: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Session(SessionEvent::Down {
+                reason,
+                routes_lost,
+                routes_stale,
+                ..
+            }) => Some((reason.clone(), *routes_lost, *routes_stale)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(downs.len(), 1, "exactly one Down event: {ev:?}");
+    downs.into_iter().next().expect("one")
+}
+
+fn p4(s: &str) -> foureyes_bgp_listener::wire::Prefix {
+    let (a, l) = s.split_once('/').expect("prefix");
+    foureyes_bgp_listener::wire::Prefix {
+        addr: a.parse().expect("addr"),
+        len: l.parse().expect("len"),
+    }
+}
+
+/// Re-establishes `s` on a new connection with the given capabilities.
+fn reconnect(s: &mut Session, at: u64, caps: &[u8]) -> Vec<Output> {
+    s.handle(t(at), Input::Connected);
+    s.handle(
+        t(at),
+        Input::Received(open_with(PEER_AS as u16, 90, [198, 18, 0, 1], caps)),
+    );
+    let out = s.handle(t(at), Input::Received(keepalive()));
+    assert_eq!(s.state(), State::Established);
+    out
+}
+
+#[test]
+fn graceful_restart_capability_is_decoded_with_restart_time_and_flags() {
+    let mut caps = gr_caps(0, &[(1, true), (2, false), (25, true)]);
+    // R and N bits set, restart time 300.
+    let i = caps.iter().position(|b| *b == 64).expect("gr") + 2;
+    caps[i] = 0xc1;
+    caps[i + 1] = 0x2c;
+    let body = &open_with(PEER_AS as u16, 90, [1, 1, 1, 1], &caps)[19..];
+    let o = foureyes_bgp_listener::wire::decode_open(body).expect("open");
+    let g = o.graceful_restart_cap.expect("gr cap");
+    assert_eq!(g.restart_time, 300);
+    assert!(g.restarted && g.notification);
+    assert_eq!(
+        g.families,
+        vec![(Family::Ipv4Unicast, true), (Family::Ipv6Unicast, false)],
+        "unknown AFI 25 left out"
+    );
+    // A tuple cut short is a malformed OPEN.
+    let mut bad = vec![64, 5, 0, 120, 0, 1, 1];
+    bad.extend_from_slice(&[1, 4, 0, 1, 0, 1]);
+    let body = &open_with(PEER_AS as u16, 90, [1, 1, 1, 1], &bad)[19..];
+    assert!(foureyes_bgp_listener::wire::decode_open(body).is_err());
+}
+
+#[test]
+fn gr_tcp_close_keeps_routes_stale_with_one_down_event_and_starts_the_restart_timer() {
+    let mut s = gr_session_with_routes(cfg(), &gr_caps(77, &[(1, true), (2, true)]));
+    let out = s.handle(t(10), Input::Closed);
+    assert_eq!(down_counts(&out), (DownReason::ConnectionClosed, 0, 4));
+    assert_eq!(events(&out).len(), 1, "no per-prefix withdraws");
+    assert!(out.contains(&Output::SetTimer(
+        Timer::Restart,
+        Some(Duration::from_secs(77))
+    )));
+    assert_eq!(s.rib().len(), 4);
+    assert!(
+        s.rib()
+            .is_stale(Family::Ipv4Unicast, None, &p4("10.0.1.0/24"))
+    );
+    assert_eq!(s.rib().stale_count(Family::Ipv6Unicast), 1);
+    assert_eq!(s.retained(), &[Family::Ipv4Unicast, Family::Ipv6Unicast]);
+}
+
+#[test]
+fn gr_hold_timer_expiry_keeps_routes_stale() {
+    let mut s = gr_session_with_routes(cfg(), &both_f());
+    let out = s.handle(t(100), Input::TimerFired(Timer::Hold));
+    assert_eq!(notification(&out), Some(Notification::new(4, 0)));
+    let (reason, lost, stale) = down_counts(&out);
+    assert!(matches!(reason, DownReason::Sent(n) if n.code == 4));
+    assert_eq!((lost, stale), (0, 4));
+    assert_eq!(s.rib().stale_count(Family::Ipv4Unicast), 3);
+}
+
+#[test]
+fn gr_families_missing_from_the_capability_are_dropped_at_loss() {
+    let mut s = gr_session_with_routes(cfg(), &gr_caps(120, &[(1, false)]));
+    let out = s.handle(t(10), Input::Closed);
+    assert_eq!(down_counts(&out), (DownReason::ConnectionClosed, 1, 3));
+    assert_eq!(s.rib().count(Family::Ipv6Unicast), 0);
+    assert_eq!(s.retained(), &[Family::Ipv4Unicast]);
+    // A helper-form capability (no tuples, as the listener itself sends) keeps nothing.
+    let mut s = gr_session_with_routes(cfg(), &full_caps(PEER_AS));
+    let out = s.handle(t(10), Input::Closed);
+    assert_eq!(down_counts(&out), (DownReason::ConnectionClosed, 4, 0));
+    assert!(out.contains(&Output::SetTimer(Timer::Restart, None)));
+}
+
+#[test]
+fn a_notification_either_way_drops_routes_even_with_graceful_restart() {
+    let mut s = gr_session_with_routes(cfg(), &both_f());
+    let out = s.handle(t(10), Input::Received(msg(3, &[6, 4])));
+    let (reason, lost, stale) = down_counts(&out);
+    assert!(matches!(reason, DownReason::Received(_)));
+    assert_eq!((lost, stale), (4, 0));
+    assert!(s.rib().is_empty());
+    let mut s = gr_session_with_routes(cfg(), &both_f());
+    let out = s.handle(t(10), Input::Stop);
+    assert_eq!(down_counts(&out).1, 4);
+    // Our own UPDATE-error NOTIFICATION too.
+    let mut s = gr_session_with_routes(cfg(), &both_f());
+    let out = s.handle(t(10), Input::Received(msg(7, &[])));
+    assert_eq!(down_counts(&out).1, 4);
+    assert!(s.retained().is_empty());
+}
+
+#[test]
+fn gr_switched_off_in_config_drops_routes_on_close() {
+    let mut c = cfg();
+    c.graceful_restart = false;
+    let mut s = gr_session_with_routes(c, &both_f());
+    let out = s.handle(t(10), Input::Closed);
+    assert_eq!(down_counts(&out), (DownReason::ConnectionClosed, 4, 0));
+}
+
+#[test]
+fn gr_peer_back_reannounce_is_silent_change_is_an_attribute_change_and_end_of_rib_sweeps() {
+    let mut s = gr_session_with_routes(cfg(), &both_f());
+    s.handle(t(10), Input::Closed);
+    let out = reconnect(&mut s, 20, &both_f());
+    assert!(
+        out.contains(&Output::SetTimer(Timer::Restart, Some(STALE_TIME))),
+        "{out:?}"
+    );
+    assert_eq!(s.rib().stale_count(Family::Ipv4Unicast), 3);
+    // Same attributes for 10.0.0.0/24: no event, mark cleared.
+    let out = s.handle(
+        t(21),
+        Input::Received(update(
+            &[],
+            &base_attrs(&[65001], [198, 18, 0, 1]),
+            &[24, 10, 0, 0],
+        )),
+    );
+    assert!(route_changes(&out).is_empty(), "{out:?}");
+    assert!(
+        !s.rib()
+            .is_stale(Family::Ipv4Unicast, None, &p4("10.0.0.0/24"))
+    );
+    // A new AS path for 10.0.1.0/24: attribute change, mark cleared.
+    let out = s.handle(
+        t(22),
+        Input::Received(update(
+            &[],
+            &base_attrs(&[65001, 65030], [198, 18, 0, 1]),
+            &[24, 10, 0, 1],
+        )),
+    );
+    let ch = route_changes(&out);
+    assert!(
+        matches!(ch.as_slice(), [(_, RouteChange::AttributeChange { changed, .. })] if changed == &vec![AttrKind::AsPath]),
+        "{ch:?}"
+    );
+    assert_eq!(s.rib().stale_count(Family::Ipv4Unicast), 1);
+    // End-of-RIB v4: 10.0.2.0/24 was not re-announced → withdrawn, before the End-of-RIB event.
+    let out = s.handle(t(23), Input::Received(update(&[], &[], &[])));
+    let ch = route_changes(&out);
+    assert!(
+        matches!(ch.as_slice(), [
+            (Family::Ipv4Unicast, RouteChange::Withdraw { prefix, .. }),
+            (Family::Ipv4Unicast, RouteChange::EndOfRib),
+        ] if prefix.to_string() == "10.0.2.0/24"),
+        "{ch:?}"
+    );
+    assert_eq!(s.rib().count(Family::Ipv4Unicast), 2);
+    assert_eq!(s.retained(), &[Family::Ipv6Unicast]);
+    assert!(!out.contains(&Output::SetTimer(Timer::Restart, None)));
+    // End-of-RIB v6 with nothing re-announced: the v6 route goes, and the timer is cancelled.
+    let out = s.handle(
+        t(24),
+        Input::Received(update(&[], &mp_unreach_v6(&[]), &[])),
+    );
+    let ch = route_changes(&out);
+    assert!(
+        matches!(
+            ch.as_slice(),
+            [
+                (Family::Ipv6Unicast, RouteChange::Withdraw { .. }),
+                (Family::Ipv6Unicast, RouteChange::EndOfRib),
+            ]
+        ),
+        "{ch:?}"
+    );
+    assert!(out.contains(&Output::SetTimer(Timer::Restart, None)));
+    assert!(s.retained().is_empty());
+}
+
+const STALE_TIME: Duration = Duration::from_secs(360);
+
+#[test]
+fn gr_restart_timer_expiry_while_away_drops_stale_in_one_event_per_family() {
+    let mut s = gr_session_with_routes(cfg(), &both_f());
+    s.handle(t(10), Input::Closed);
+    let out = s.handle(t(130), Input::TimerFired(Timer::Restart));
+    let ev = events(&out);
+    assert_eq!(
+        ev.iter()
+            .map(|e| match e {
+                Event::Session(SessionEvent::StaleDropped {
+                    family,
+                    routes,
+                    reason,
+                    ..
+                }) => (*family, *routes, *reason),
+                other => panic!("only StaleDropped events: {other:?}"),
+            })
+            .collect::<Vec<_>>(),
+        vec![
+            (Family::Ipv4Unicast, 3, StaleDropReason::RestartTimerExpired),
+            (Family::Ipv6Unicast, 1, StaleDropReason::RestartTimerExpired)
+        ]
+    );
+    assert!(s.rib().is_empty());
+    assert!(s.retained().is_empty());
+}
+
+#[test]
+fn gr_stale_timer_after_the_peer_is_back_withdraws_what_is_still_stale() {
+    let mut s = gr_session_with_routes(cfg(), &both_f());
+    s.handle(t(10), Input::Closed);
+    reconnect(&mut s, 20, &both_f());
+    s.handle(
+        t(21),
+        Input::Received(update(
+            &[],
+            &base_attrs(&[65001], [198, 18, 0, 1]),
+            &[24, 10, 0, 0],
+        )),
+    );
+    let out = s.handle(t(400), Input::TimerFired(Timer::Restart));
+    let ch = route_changes(&out);
+    assert_eq!(ch.len(), 3, "two v4 and one v6 still stale: {ch:?}");
+    assert!(
+        ch.iter()
+            .all(|(_, c)| matches!(c, RouteChange::Withdraw { .. }))
+    );
+    assert_eq!(s.rib().len(), 1);
+}
+
+#[test]
+fn gr_new_session_without_graceful_restart_or_f_bit_sweeps_at_once() {
+    // No graceful restart at all in the new OPEN.
+    let mut s = gr_session_with_routes(cfg(), &both_f());
+    s.handle(t(10), Input::Closed);
+    let mut caps = vec![1, 4, 0, 1, 0, 1, 1, 4, 0, 2, 0, 1, 65, 4];
+    caps.extend_from_slice(&PEER_AS.to_be_bytes());
+    let out = reconnect(&mut s, 20, &caps);
+    let dropped: Vec<_> = events(&out)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Session(SessionEvent::StaleDropped {
+                family,
+                routes,
+                reason: StaleDropReason::NotPreserved,
+                ..
+            }) => Some((family, routes)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        dropped,
+        vec![(Family::Ipv4Unicast, 3), (Family::Ipv6Unicast, 1)]
+    );
+    assert!(s.rib().is_empty());
+    assert!(out.contains(&Output::SetTimer(Timer::Restart, None)));
+    // F bit only for IPv4: IPv6 goes at once, IPv4 waits for End-of-RIB.
+    let mut s = gr_session_with_routes(cfg(), &both_f());
+    s.handle(t(10), Input::Closed);
+    let out = reconnect(&mut s, 20, &gr_caps(120, &[(1, true), (2, false)]));
+    assert!(events(&out).iter().any(|e| matches!(
+        e,
+        Event::Session(SessionEvent::StaleDropped {
+            family: Family::Ipv6Unicast,
+            routes: 1,
+            ..
+        })
+    )));
+    assert_eq!(s.retained(), &[Family::Ipv4Unicast]);
+    assert_eq!(s.rib().stale_count(Family::Ipv4Unicast), 3);
+}
+
+#[test]
+fn gr_a_failed_attempt_to_come_back_keeps_the_stale_routes_and_the_timer() {
+    let mut s = gr_session_with_routes(cfg(), &both_f());
+    s.handle(t(10), Input::Closed);
+    s.handle(t(20), Input::Connected);
+    let out = s.handle(
+        t(20),
+        Input::Received(open_with(65099, 90, [198, 18, 0, 1], &[])),
+    );
+    assert_eq!(notification(&out), Some(Notification::new(2, 2)));
+    assert_eq!(
+        down_counts(&out),
+        (DownReason::Sent(Notification::new(2, 2)), 0, 4)
+    );
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::SetTimer(Timer::Restart, _))),
+        "the restart timer keeps running"
+    );
+    assert_eq!(s.rib().stale_count(Family::Ipv4Unicast), 3);
+}
+
+// ---- Collisions (RFC 4271 §6.8, RFC 4724 §4.2) ----
+
+fn contender_open(s: &mut Session, at: u64, id: [u8; 4], caps: &[u8]) -> Vec<Output> {
+    s.handle(
+        t(at),
+        Input::ContenderReceived(open_with(PEER_AS as u16, 90, id, caps)),
+    )
+}
+
+#[test]
+fn a_contender_while_established_without_gr_is_closed_with_cease_7() {
+    let mut s = gr_session_with_routes(cfg(), &{
+        let mut c = vec![1, 4, 0, 1, 0, 1, 1, 4, 0, 2, 0, 1, 65, 4];
+        c.extend_from_slice(&PEER_AS.to_be_bytes());
+        c
+    });
+    let out = s.handle(t(5), Input::ContenderConnected(Direction::Accepted));
+    assert!(matches!(
+        out.as_slice(),
+        [
+            Output::SendContender(Outgoing::Open(_)),
+            Output::SetTimer(Timer::ContenderHold, Some(_))
+        ]
+    ));
+    let out = contender_open(&mut s, 5, [198, 18, 0, 1], &full_caps(PEER_AS));
+    assert!(out.contains(&Output::SendContender(Outgoing::Notification(
+        Notification::new(6, 7)
+    ))));
+    assert!(out.contains(&Output::CloseContender));
+    assert!(!out.contains(&Output::Close));
+    assert!(events(&out).is_empty());
+    assert_eq!(s.state(), State::Established);
+    assert_eq!(s.rib().len(), 4);
+    assert!(!s.has_contender());
+}
+
+#[test]
+fn a_restarted_gr_peer_reconnecting_replaces_the_established_session_and_marks_stale() {
+    let mut s = gr_session_with_routes(cfg(), &both_f());
+    s.handle(t(5), Input::ContenderConnected(Direction::Accepted));
+    // The contender's OPEN and KEEPALIVE arrive in one read.
+    let mut bytes = open_with(PEER_AS as u16, 90, [198, 18, 0, 1], &both_f());
+    bytes.extend(keepalive());
+    let out = s.handle(t(6), Input::ContenderReceived(bytes));
+    let close = out
+        .iter()
+        .position(|o| *o == Output::Close)
+        .expect("old closed");
+    let promote = out
+        .iter()
+        .position(|o| *o == Output::PromoteContender)
+        .expect("promoted");
+    assert!(close < promote);
+    assert_eq!(
+        notification(&out),
+        None,
+        "no NOTIFICATION on the old session"
+    );
+    assert_eq!(down_counts(&out), (DownReason::PeerRestarted, 0, 4));
+    // After the promotion the KEEPALIVE goes on the new primary, and the session is up again.
+    let after: Vec<_> = out.iter().skip(promote).cloned().collect();
+    assert!(sent(&after).contains(&Outgoing::Keepalive));
+    assert_eq!(s.state(), State::Established);
+    assert!(
+        events(&out)
+            .iter()
+            .any(|e| matches!(e, Event::Session(SessionEvent::Established { .. })))
+    );
+    assert_eq!(s.rib().stale_count(Family::Ipv4Unicast), 3);
+    assert!(out.contains(&Output::SetTimer(Timer::Restart, Some(STALE_TIME))));
+}
+
+#[test]
+fn a_contender_during_open_exchange_from_the_same_side_wins() {
+    let mut s = Session::new(cfg());
+    s.handle(t(0), Input::Connected);
+    s.handle(
+        t(0),
+        Input::Received(open_with(PEER_AS as u16, 90, [198, 18, 0, 1], &both_f())),
+    );
+    assert_eq!(s.state(), State::OpenConfirm);
+    s.handle(t(1), Input::ContenderConnected(Direction::Accepted));
+    let out = contender_open(&mut s, 2, [198, 18, 0, 1], &both_f());
+    assert_eq!(notification(&out), Some(Notification::new(6, 7)), "old one");
+    assert!(out.contains(&Output::PromoteContender));
+    assert_eq!(s.state(), State::OpenConfirm);
+    let out = s.handle(t(3), Input::Received(keepalive()));
+    assert!(matches!(
+        events(&out).as_slice(),
+        [Event::Session(SessionEvent::Established { .. })]
+    ));
+}
+
+#[test]
+fn a_dialled_and_an_accepted_connection_collide_by_bgp_identifier() {
+    // Our identifier is 198.18.0.2. Peer 198.18.0.1 is lower: keep the connection we dialled.
+    let mut s = Session::new(cfg());
+    s.handle(t(0), Input::Dialled);
+    s.handle(t(0), Input::ContenderConnected(Direction::Accepted));
+    let out = contender_open(&mut s, 1, [198, 18, 0, 1], &both_f());
+    assert!(out.contains(&Output::CloseContender));
+    assert!(!out.contains(&Output::PromoteContender));
+    assert_eq!(s.state(), State::OpenSent);
+    // Peer 198.18.0.9 is higher: keep the connection it opened.
+    let mut s = Session::new(cfg());
+    s.handle(t(0), Input::Dialled);
+    s.handle(t(0), Input::ContenderConnected(Direction::Accepted));
+    let out = contender_open(&mut s, 1, [198, 18, 0, 9], &both_f());
+    assert!(out.contains(&Output::PromoteContender));
+    assert_eq!(notification(&out), Some(Notification::new(6, 7)));
+    assert_eq!(s.state(), State::OpenConfirm);
+    // And the other way round: accepted primary, dialled contender, lower peer identifier.
+    let mut s = Session::new(cfg());
+    s.handle(t(0), Input::Connected);
+    s.handle(t(0), Input::ContenderConnected(Direction::Dialled));
+    let out = contender_open(&mut s, 1, [198, 18, 0, 1], &both_f());
+    assert!(out.contains(&Output::PromoteContender));
+}
+
+#[test]
+fn a_waiting_contender_takes_over_when_the_primary_closes_and_times_out_alone() {
+    let mut s = established(cfg(), &full_caps(PEER_AS));
+    s.handle(t(5), Input::ContenderConnected(Direction::Accepted));
+    let out = s.handle(t(6), Input::Closed);
+    assert!(out.contains(&Output::PromoteContender));
+    assert_eq!(s.state(), State::OpenSent);
+    assert!(!s.has_contender());
+    // The new primary is a normal session now.
+    s.handle(
+        t(7),
+        Input::Received(open_with(PEER_AS as u16, 90, [198, 18, 0, 1], &both_f())),
+    );
+    s.handle(t(7), Input::Received(keepalive()));
+    assert_eq!(s.state(), State::Established);
+    // A contender that never sends its OPEN is closed by its own hold timer.
+    s.handle(t(8), Input::ContenderConnected(Direction::Accepted));
+    let out = s.handle(t(300), Input::TimerFired(Timer::ContenderHold));
+    assert!(out.contains(&Output::SendContender(Outgoing::Notification(
+        Notification::new(4, 0)
+    ))));
+    assert!(out.contains(&Output::CloseContender));
+    assert_eq!(s.state(), State::Established);
+    // A contender sending garbage gets the header error, the session is untouched.
+    s.handle(t(301), Input::ContenderConnected(Direction::Accepted));
+    let out = s.handle(t(301), Input::ContenderReceived(msg(9, &[])));
+    assert!(out.contains(&Output::CloseContender));
+    assert!(!out.contains(&Output::Close));
+    assert_eq!(s.state(), State::Established);
+}
+
+// ---- Maximum prefixes (RFC 4486 subcode 1) ----
+
+fn announce_n(s: &mut Session, at: u64, from: u8, n: u8) -> Vec<Output> {
+    let nlri: Vec<u8> = (from..from + n).flat_map(|i| [24, 10, 1, i]).collect();
+    s.handle(
+        t(at),
+        Input::Received(update(&[], &base_attrs(&[65001], [198, 18, 0, 1]), &nlri)),
+    )
+}
+
+fn limit_events(out: &[Output]) -> Vec<(Family, usize, u32, bool)> {
+    events(out)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Session(SessionEvent::PrefixLimit {
+                family,
+                count,
+                limit,
+                teardown,
+                ..
+            }) => Some((family, count, limit, teardown)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn max_prefixes_warns_once_and_again_only_below_ninety_percent() {
+    let mut c = cfg();
+    c.max_prefixes = Some(MaxPrefixes {
+        limit: 10,
+        teardown: false,
+    });
+    let mut s = established(c, &full_caps(PEER_AS));
+    assert!(
+        limit_events(&announce_n(&mut s, 2, 0, 10)).is_empty(),
+        "10 is not over 10"
+    );
+    assert_eq!(
+        limit_events(&announce_n(&mut s, 3, 10, 1)),
+        vec![(Family::Ipv4Unicast, 11, 10, false)]
+    );
+    assert!(
+        limit_events(&announce_n(&mut s, 4, 11, 2)).is_empty(),
+        "once"
+    );
+    assert_eq!(s.state(), State::Established);
+    // Down to 9 (not below 90 % = 9): still warned.
+    let w: Vec<u8> = (9..13).flat_map(|i| [24, 10, 1, i]).collect();
+    s.handle(t(5), Input::Received(update(&w, &[], &[])));
+    assert!(limit_events(&announce_n(&mut s, 6, 20, 2)).is_empty());
+    // Down to 8: re-armed; over again: warned again.
+    let w: Vec<u8> = [8u8, 20, 21].iter().flat_map(|i| [24, 10, 1, *i]).collect();
+    s.handle(t(7), Input::Received(update(&w, &[], &[])));
+    assert_eq!(s.rib().count(Family::Ipv4Unicast), 8);
+    assert_eq!(
+        limit_events(&announce_n(&mut s, 8, 30, 3)),
+        vec![(Family::Ipv4Unicast, 11, 10, false)]
+    );
+}
+
+#[test]
+fn max_prefixes_teardown_sends_cease_1_with_afi_safi_and_limit() {
+    let mut c = cfg();
+    c.max_prefixes = Some(MaxPrefixes {
+        limit: 2,
+        teardown: true,
+    });
+    let mut s = established(c, &both_f());
+    let out = announce_n(&mut s, 2, 0, 3);
+    assert_eq!(limit_events(&out), vec![(Family::Ipv4Unicast, 3, 2, true)]);
+    assert_eq!(
+        notification(&out),
+        Some(Notification::with_data(6, 1, vec![0, 1, 1, 0, 0, 0, 2]))
+    );
+    assert!(out.contains(&Output::Close));
+    assert_eq!(
+        down_counts(&out).1,
+        3,
+        "our NOTIFICATION: routes dropped, not stale"
+    );
+    assert_eq!(s.state(), State::Idle);
+}
+
+// ---- Adj-RIB-In interning ----
+
+#[test]
+fn attribute_sets_are_shared_across_updates_and_dropped_when_unused() {
+    let mut s = established(cfg(), &full_caps(PEER_AS));
+    announce_n(&mut s, 2, 0, 3);
+    announce_n(&mut s, 3, 3, 3);
+    assert_eq!(s.rib().attribute_sets(), 1);
+    let a = s
+        .rib()
+        .get(Family::Ipv4Unicast, None, &p4("10.1.0.0/24"))
+        .expect("route");
+    let b = s
+        .rib()
+        .get(Family::Ipv4Unicast, None, &p4("10.1.5.0/24"))
+        .expect("route");
+    assert!(std::sync::Arc::ptr_eq(&a.attrs, &b.attrs));
+    s.handle(
+        t(4),
+        Input::Received(update(
+            &[],
+            &base_attrs(&[65001, 65002], [198, 18, 0, 1]),
+            &[24, 10, 1, 0],
+        )),
+    );
+    assert_eq!(s.rib().attribute_sets(), 2);
+    let w: Vec<u8> = (1..6).flat_map(|i| [24, 10, 1, i]).collect();
+    s.handle(t(5), Input::Received(update(&w, &[], &[])));
+    assert_eq!(
+        s.rib().attribute_sets(),
+        1,
+        "the first set went with its last prefix"
+    );
+    s.handle(t(6), Input::Received(update(&[24, 10, 1, 0], &[], &[])));
+    assert_eq!(s.rib().attribute_sets(), 0);
+    assert!(s.rib().is_empty());
+}

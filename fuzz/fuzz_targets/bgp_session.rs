@@ -5,7 +5,7 @@
 
 use std::time::SystemTime;
 
-use foureyes_bgp_listener::session::{Input, Output, Session, SessionConfig};
+use foureyes_bgp_listener::session::{Direction, Input, Output, Session, SessionConfig, Timer};
 use libfuzzer_sys::fuzz_target;
 
 fn msg(kind: u8, body: &[u8]) -> Vec<u8> {
@@ -47,4 +47,16 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
+    // The same bytes on a contender connection (collision handling), then the primary closing
+    // (graceful-restart stale marking and promotion of the contender).
+    s.handle(now, Input::ContenderConnected(Direction::Accepted));
+    for chunk in data.chunks(61) {
+        for o in s.handle(now, Input::ContenderReceived(chunk.to_vec())) {
+            if let Output::Send(m) | Output::SendContender(m) = o {
+                assert!(matches!(m.message_type(), 1 | 3 | 4));
+            }
+        }
+    }
+    s.handle(now, Input::Closed);
+    s.handle(now, Input::TimerFired(Timer::Restart));
 });

@@ -2,8 +2,9 @@
 //!
 //! The routes table is the collector's copy of every listener peer's Adj-RIB-In, kept by replaying
 //! the listener's events in sequence order inside the ingest transaction: announce and attribute
-//! change upsert, withdraw deletes, and a session coming up or going down without stale routes
-//! (no graceful restart) empties that peer's table. A session that comes up fresh therefore also
+//! change upsert, withdraw deletes, a session coming up or going down without stale routes
+//! (no graceful restart) empties that peer's table, and stale routes dropped after a graceful
+//! restart empty that peer's table for the family. A session that comes up fresh therefore also
 //! clears what an earlier run of the listener left behind (it cannot have sent a down event if it
 //! was killed).
 
@@ -125,6 +126,15 @@ pub(crate) fn write_event(
                      AND len = ?5 AND path_id = ?6",
             )?
             .execute(params![agent_id, peer, afi, net, len, path_id])?;
+        }
+        T::StaleDropped => {
+            let afi = match pb::AfiSafi::try_from(ev.afi_safi) {
+                Ok(pb::AfiSafi::Ipv4Unicast) => crate::prefix::AFI_IPV4,
+                Ok(pb::AfiSafi::Ipv6Unicast) => crate::prefix::AFI_IPV6,
+                _ => return Ok(true),
+            };
+            tx.prepare_cached("DELETE FROM routes WHERE agent_id = ?1 AND peer = ?2 AND afi = ?3")?
+                .execute(params![agent_id, peer, afi])?;
         }
         T::SessionUp | T::SessionDown if ev.routes_stale == 0 => {
             tx.prepare_cached("DELETE FROM routes WHERE agent_id = ?1 AND peer = ?2")?

@@ -238,7 +238,7 @@ fn events_build_each_peers_table_and_reads_match_prefixes() {
             "l1",
             "a",
             "x",
-            vec![session(11, T::SessionDown, "192.0.2.1", 0)],
+            vec![session(12, T::SessionDown, "192.0.2.1", 0)],
             1_700_000_000_004,
         )],
     )
