@@ -65,6 +65,7 @@ const APT_PACKAGES: &[&str] = &[
     "tcpdump",
     "frr",
     "gobgpd",
+    "prometheus",
 ];
 
 fn root() -> PathBuf {
