@@ -189,8 +189,12 @@ impl Hub {
         Subscription { rx, dropped }
     }
 
+    /// Clients still connected (those that hung up are forgotten here too, not only on the next
+    /// event they would have got).
     pub fn client_count(&self) -> usize {
-        lock(&self.clients).len()
+        let mut clients = lock(&self.clients);
+        clients.retain(|c| !c.tx.is_closed());
+        clients.len()
     }
 
     pub fn position(&self) -> StreamCursor {
@@ -326,13 +330,18 @@ pub fn spawn(c: Arc<Collector>, shutdown: CancellationToken) -> tokio::task::Joi
                 _ = tick.tick() => {}
                 Some(corr) = corr_rx.recv() => {
                     // Rows committed before the correlation go first.
-                    c.stream.catch_up(&c, &sys);
-                    c.stream.send_correlation(&corr);
+                    let c2 = c.clone();
+                    let sys2 = sys.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        c2.stream.catch_up(&c2, &sys2);
+                        c2.stream.send_correlation(&corr);
+                    })
+                    .await;
                     continue;
                 }
                 _ = shutdown.cancelled() => return,
             }
-            // SQLite reads block: keep them off the async workers' hot path.
+            // SQLite reads block: keep them off the async workers.
             let c2 = c.clone();
             let sys2 = sys.clone();
             let _ = tokio::task::spawn_blocking(move || c2.stream.catch_up(&c2, &sys2)).await;
