@@ -11,17 +11,22 @@ use axum::{
     body::Bytes,
     extract::{FromRequestParts, Path, Query, State},
     http::{StatusCode, header, request::Parts},
-    response::{IntoResponse, Response},
+    response::{
+        IntoResponse, Response,
+        sse::{Event as SseEvent, KeepAlive, Sse},
+    },
     routing::{get, post},
 };
 use foureyes_identity::ApiToken;
 use foureyes_proto::{openapi::Route, v1 as pb};
 use foureyes_store::{
-    AgentRow, IpPrefix, PrefixMatch, ResultFilter, RouteEventFilter, RouteQuery, Scope, Tenant,
+    AgentRow, IpPrefix, PrefixMatch, ResultFilter, RouteEventFilter, RouteQuery, Scope,
+    StreamCursor, StreamItem, Tenant,
 };
+use futures::StreamExt;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::{state::Collector, validate};
+use crate::{state::Collector, stream, validate};
 
 pub fn router(c: Arc<Collector>) -> Router {
     Router::new()
@@ -40,6 +45,8 @@ pub fn router(c: Arc<Collector>) -> Router {
         .route("/api/v1/routes", get(list_routes))
         .route("/api/v1/correlations", get(list_correlations))
         .route("/api/v1/correlations/{id}", get(get_correlation))
+        .route("/api/v1/stream", get(stream))
+        .route("/metrics", get(crate::metrics::handler))
         .route("/openapi.json", get(openapi))
         .route("/updates/{sha256}", get(update_binary))
         .with_state(c)
@@ -194,6 +201,21 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/api/v1/stream",
+        summary: "Server-Sent Events: the tenant's results, route events and correlations as they are stored (event names result, route_event, correlation; data is the message's JSON). Resumes after the Last-Event-ID header (at most 10000 rows are replayed; correlations are live only). A client that does not keep up gets `event: dropped` and should reconnect with Last-Event-ID",
+        request: None,
+        response: None,
+        query: &[
+            (
+                "kinds",
+                "comma-separated: results, route_events, correlations (default: all)",
+            ),
+            ("test_id", "only this test's results and correlations"),
+            ("agent_id", "only this agent's rows"),
+        ],
+    },
+    Route {
+        method: "get",
         path: "/api/v1/correlations/{id}",
         summary: "Get a correlation",
         request: None,
@@ -280,15 +302,7 @@ impl FromRequestParts<Arc<Collector>> for Auth {
                 "missing or invalid API token (Authorization: Bearer fea1...)".into(),
             )
         };
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(unauthorized)?;
-        let text = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(unauthorized)?;
+        let text = credential(parts).ok_or_else(unauthorized)?;
         let token = ApiToken::parse(text).map_err(|_| unauthorized())?;
         let row = c
             .auth_lookup(&token.secret_hash())?
@@ -298,6 +312,18 @@ impl FromRequestParts<Arc<Collector>> for Auth {
             team: row.team,
         }))
     }
+}
+
+/// The presented API token. Every credential source goes here (a session cookie for the web app
+/// would be one more branch); all of them resolve to a token row the same way.
+fn credential(parts: &Parts) -> Option<&str> {
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
 }
 
 pub fn agent_to_pb(a: AgentRow, connected: bool) -> pb::Agent {
@@ -718,4 +744,127 @@ async fn get_correlation(
         .get_correlation(&auth.scope(), &id)?
         .ok_or_else(|| ApiError::not_found("correlation"))?;
     Ok(json(StatusCode::OK, &corr))
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    kinds: Option<String>,
+    test_id: Option<String>,
+    agent_id: Option<String>,
+}
+
+fn sse_event(ev: &stream::Event, id: StreamCursor) -> SseEvent {
+    SseEvent::default()
+        .event(ev.name)
+        .id(id.encode())
+        .data(ev.data.as_str())
+}
+
+/// `/api/v1/stream`. Subscribes first, then replays from the store after `Last-Event-ID`, then
+/// goes live, skipping live rows the replay already sent: no gap between the two, no duplicate.
+async fn stream(
+    State(c): State<Arc<Collector>>,
+    auth: Auth,
+    headers: header::HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> Result<Response, ApiError> {
+    let mut filter = stream::StreamFilter {
+        tenant: auth.0.clone(),
+        results: true,
+        route_events: true,
+        correlations: true,
+        test_id: q.test_id.filter(|s| !s.is_empty()),
+        agent_id: q.agent_id.filter(|s| !s.is_empty()),
+    };
+    if let Some(kinds) = q.kinds.as_deref().filter(|s| !s.is_empty()) {
+        filter.results = false;
+        filter.route_events = false;
+        filter.correlations = false;
+        for k in kinds.split(',') {
+            match k.trim() {
+                "results" => filter.results = true,
+                "route_events" => filter.route_events = true,
+                "correlations" => filter.correlations = true,
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "kinds {other:?}: use results, route_events or correlations"
+                    )));
+                }
+            }
+        }
+    }
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            StreamCursor::decode(s).ok_or_else(|| ApiError::bad_request("invalid Last-Event-ID"))
+        })
+        .transpose()?;
+    let sub = c.stream.subscribe(filter.clone());
+    let mut replay = Vec::new();
+    let mut pos = resume.unwrap_or_default();
+    if resume.is_some() {
+        let scope = auth.scope();
+        let mut scanned = 0;
+        loop {
+            let page = c.store.stream_rows(&scope, pos, 1_000)?;
+            let mut at = pos;
+            for row in &page.rows {
+                match row.item {
+                    StreamItem::Result(_) => at.result_key = row.key,
+                    StreamItem::RouteEvent(_) => at.event_key = row.key,
+                }
+                if filter.wants_row(row)
+                    && let Some(ev) = stream::row_event(row, at)
+                {
+                    replay.push(Ok(sse_event(&ev, at)));
+                }
+            }
+            scanned += page.rows.len();
+            pos = page.last;
+            if !page.more {
+                break;
+            }
+            if scanned >= stream::MAX_REPLAY {
+                replay.push(Ok(SseEvent::default().comment(format!(
+                    "replay stopped after {} rows; later rows missed while disconnected are not sent",
+                    stream::MAX_REPLAY
+                ))));
+                break;
+            }
+        }
+    }
+    let live = futures::stream::unfold(Some((sub, pos)), |state| async move {
+        let (mut sub, mut pos) = state?;
+        loop {
+            let Some(ev) = sub.rx.recv().await else {
+                if sub.dropped.load(std::sync::atomic::Ordering::Relaxed) {
+                    let bye = SseEvent::default()
+                        .event("dropped")
+                        .data("client too slow; reconnect with Last-Event-ID");
+                    return Some((Ok(bye), None));
+                }
+                return None;
+            };
+            let seen = match ev.name {
+                "result" => ev.key <= pos.result_key,
+                "route_event" => ev.key <= pos.event_key,
+                _ => false,
+            };
+            if seen {
+                continue;
+            }
+            pos.result_key = pos.result_key.max(ev.id.result_key);
+            pos.event_key = pos.event_key.max(ev.id.event_key);
+            let out = sse_event(&ev, pos);
+            return Some((Ok(out), Some((sub, pos))));
+        }
+    });
+    let events = futures::stream::iter(replay).chain(live);
+    Ok(
+        Sse::new(events.map(|e: Result<SseEvent, std::convert::Infallible>| e))
+            .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+            .into_response(),
+    )
 }

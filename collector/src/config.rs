@@ -30,10 +30,23 @@ pub struct FileConfig {
     pub api_tls_key_file: Option<PathBuf>,
     /// Base URL nodes download releases from (default: the API URL).
     pub update_base_url: Option<String>,
+    /// File holding the bearer token a Prometheus scraper presents for `/metrics` from a
+    /// non-loopback address (loopback clients need none). The token itself is never in this file.
+    pub metrics_token_file: Option<PathBuf>,
     #[serde(default)]
     pub ingest: IngestFileConfig,
     #[serde(default)]
     pub correlation: CorrelationFileConfig,
+    #[serde(default)]
+    pub stream: StreamFileConfig,
+}
+
+/// `[stream]`: the live event stream (`/api/v1/stream`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamFileConfig {
+    /// Events queued per client before the client counts as too slow and is dropped (default 1024).
+    pub client_buffer: Option<usize>,
 }
 
 /// `[correlation]`: windows and verdict thresholds (see `correlator.rs` for the rules).
@@ -85,6 +98,8 @@ pub struct Config {
     pub update_base_url: Option<String>,
     pub ingest: foureyes_store::ingest::IngestConfig,
     pub correlation: crate::correlator::CorrelationConfig,
+    pub metrics_token_file: Option<PathBuf>,
+    pub stream_client_buffer: usize,
 }
 
 impl Config {
@@ -164,8 +179,14 @@ impl Config {
             &fc.burst_spacing,
             &mut correlation.burst_spacing,
         )?;
+        let stream_client_buffer = file.stream.client_buffer.unwrap_or(1024);
+        if stream_client_buffer == 0 {
+            return Err("stream.client_buffer must be at least 1".into());
+        }
         Ok(Self {
             correlation,
+            metrics_token_file: file.metrics_token_file,
+            stream_client_buffer,
             kek_file: file.kek_file.unwrap_or_else(|| data_dir.join("kek")),
             data_dir,
             node_addr: node_addr

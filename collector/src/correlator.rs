@@ -556,15 +556,30 @@ impl Correlator {
         for inc in self.open.values_mut() {
             if inc.dirty {
                 inc.dirty = false;
-                if let Err(e) = self.c.store.save_correlation(
+                match self.c.store.save_correlation(
                     &SystemScope::collector_internal(),
                     &inc.corr,
                     false,
                 ) {
-                    tracing::warn!(error = %e, "cannot save a correlation");
+                    Ok(()) => self.c.stream.publish_correlation(&inc.corr),
+                    Err(e) => tracing::warn!(error = %e, "cannot save a correlation"),
                 }
             }
         }
+        self.report_gauges();
+    }
+
+    /// Open and pending incident counts for `/metrics`.
+    fn report_gauges(&self) {
+        let h = &self.c.stream.counters;
+        h.correlations_open.store(
+            i64::try_from(self.open.len()).unwrap_or(i64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        h.correlations_pending.store(
+            i64::try_from(self.waiting.len()).unwrap_or(i64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     fn close_idle(&mut self, now: i64) {
@@ -592,14 +607,16 @@ impl Correlator {
         self.waiting = rest;
         for (_, mut corr) in due {
             self.verdict(&mut corr, now);
-            if let Err(e) =
-                self.c
-                    .store
-                    .save_correlation(&SystemScope::collector_internal(), &corr, true)
+            match self
+                .c
+                .store
+                .save_correlation(&SystemScope::collector_internal(), &corr, true)
             {
-                tracing::warn!(error = %e, "cannot save a correlation verdict");
+                Ok(()) => self.c.stream.publish_correlation(&corr),
+                Err(e) => tracing::warn!(error = %e, "cannot save a correlation verdict"),
             }
         }
+        self.report_gauges();
     }
 
     fn verdict(&self, corr: &mut pb::Correlation, now: i64) {

@@ -86,9 +86,23 @@ impl Collector {
                 .revoked_key_ids(&SystemScope::collector_internal())
                 .map_err(setup)?,
         );
+        let metrics_token = match &cfg.metrics_token_file {
+            Some(p) => {
+                let t = std::fs::read_to_string(p)
+                    .map_err(|e| setup(format!("metrics_token_file {}: {e}", p.display())))?;
+                let t = t.trim().to_string();
+                if t.len() < 16 {
+                    return Err(setup(format!(
+                        "metrics_token_file {}: the token must be at least 16 characters",
+                        p.display()
+                    )));
+                }
+                Some(t)
+            }
+            None => None,
+        };
         let (ingest, _task) = Ingest::start(store.clone(), cfg.ingest.clone());
         Ok(Arc::new(Self {
-            cfg,
             store,
             ca,
             ingest,
@@ -96,6 +110,9 @@ impl Collector {
             revoked,
             route_events_committed: Arc::new(tokio::sync::Notify::new()),
             update_base_url: std::sync::OnceLock::new(),
+            stream: crate::stream::Hub::new(cfg.stream_client_buffer),
+            metrics_token,
+            cfg,
         }))
     }
 
@@ -245,6 +262,12 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         });
     }
     {
+        let task = crate::stream::spawn(c.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let _ = task.await;
+        });
+    }
+    {
         let router = api::router(c.clone());
         let sd = shutdown.clone();
         tasks.spawn(async move { serve_api(api_listener, router, api_tls, sd).await });
@@ -327,9 +350,13 @@ async fn serve_api(
     shutdown: CancellationToken,
 ) {
     let Some(tls) = tls else {
-        let r = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
+        // The peer address reaches handlers as `ConnectInfo` (`/metrics` admits loopback peers).
+        let r = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
         if let Err(e) = r {
             tracing::error!(error = %e, "API port stopped");
         }
@@ -337,12 +364,14 @@ async fn serve_api(
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
             _ = shutdown.cancelled() => return,
         };
         let acceptor = acceptor.clone();
-        let router = router.clone();
+        let router = router
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
         tokio::spawn(async move {
             let Ok(Ok(stream)) =
                 tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await

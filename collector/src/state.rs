@@ -18,4 +18,8 @@ pub struct Collector {
     pub route_events_committed: Arc<tokio::sync::Notify>,
     /// Where nodes fetch releases: `update_base_url`, else the API URL once bound.
     pub update_base_url: std::sync::OnceLock<String>,
+    /// Live fan-out of committed rows and correlations (`/api/v1/stream`), and the per-test gauges.
+    pub stream: crate::stream::Hub,
+    /// The `/metrics` scrape token, read from `metrics_token_file` at start.
+    pub metrics_token: Option<String>,
 }

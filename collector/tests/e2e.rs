@@ -228,6 +228,9 @@ fn tenants_see_nothing_of_each_other() {
                 );
                 let (s, v) = b.call(&m, &path.replace("{id}", id), body);
                 assert_eq!(s, 404, "{m} {path} with org A's id from org B: {v}");
+            } else if path.ends_with("/stream") {
+                // A stream never ends; tests/stream.rs shows another tenant's stream stays empty.
+                continue;
             } else if m == "GET" {
                 let url = if path.ends_with("results") {
                     format!("{path}?test_id={tid}")

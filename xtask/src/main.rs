@@ -70,6 +70,8 @@ const APT_PACKAGES: &[&str] = &[
     "bgpdump",
     "mrtparse",
     "bzip2",
+    // /metrics is checked with promtool.
+    "prometheus",
 ];
 
 fn root() -> PathBuf {

@@ -136,6 +136,9 @@ struct Shared {
     room: Arc<Semaphore>,
     capacity: u32,
     counters: Counters,
+    /// Poked after every committed flush. `notify_one` never blocks, so followers (the stream hub)
+    /// cannot slow the flusher down; they read what was committed from the store themselves.
+    committed: Arc<tokio::sync::Notify>,
 }
 
 impl Shared {
@@ -184,6 +187,7 @@ impl Ingest {
             room: Arc::new(Semaphore::new(capacity as usize)),
             capacity,
             counters: Counters::default(),
+            committed: Arc::new(tokio::sync::Notify::new()),
         });
         let flusher = Flusher {
             shared: shared.clone(),
@@ -245,6 +249,12 @@ impl Ingest {
         }
         self.shared.wake.notify_one();
         rx.await.map_err(|_| IngestError::Closed)?.result
+    }
+
+    /// Notified after each committed flush (a stored permit: a follower that was busy still sees
+    /// the latest commit).
+    pub fn committed(&self) -> Arc<tokio::sync::Notify> {
+        self.shared.committed.clone()
     }
 
     pub fn metrics(&self) -> IngestMetrics {
@@ -367,6 +377,7 @@ impl Flusher {
                         _spent: b,
                     });
                 }
+                self.shared.committed.notify_one();
                 tracing::debug!(batches = n, rows = rows_total, us, "ingest flush committed");
             }
             Err(e) => {

@@ -314,6 +314,68 @@ pub struct CorrelationPage {
     pub next: Option<ResultCursor>,
 }
 
+/// A position in the live stream of rows (`/api/v1/stream`): the last results key and the last
+/// route-events key a reader has seen. Both keys only grow (see [`ResultCursor`]), so a reader that
+/// resumes from a cursor gets every later row exactly once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamCursor {
+    pub result_key: i64,
+    pub event_key: i64,
+}
+
+impl StreamCursor {
+    const PREFIX: &'static str = "s1.";
+
+    /// The SSE event id: `s1.<results key hex>.<route events key hex>`.
+    pub fn encode(&self) -> String {
+        format!("{}{:x}.{:x}", Self::PREFIX, self.result_key, self.event_key)
+    }
+
+    /// `None` for anything this store did not hand out.
+    pub fn decode(s: &str) -> Option<Self> {
+        let (r, e) = s.strip_prefix(Self::PREFIX)?.split_once('.')?;
+        let hex = |h: &str| -> Option<i64> {
+            if h.is_empty() || h.len() > 16 {
+                return None;
+            }
+            i64::try_from(u64::from_str_radix(h, 16).ok()?).ok()
+        };
+        Some(Self {
+            result_key: hex(r)?,
+            event_key: hex(e)?,
+        })
+    }
+}
+
+/// A stored row as the stream sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamItem {
+    // Both boxed: the messages are hundreds of bytes and of very different sizes.
+    Result(Box<pb::ProbeResult>),
+    RouteEvent(Box<pb::RouteEvent>),
+}
+
+/// One row for the stream, with the tenant it belongs to (the stream filters by it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamRow {
+    /// The row's key in its table (results or route events).
+    pub key: i64,
+    pub org: String,
+    /// Empty for an org-wide agent's rows.
+    pub team: String,
+    pub item: StreamItem,
+}
+
+/// Rows after a [`StreamCursor`]: results, then route events, each in key order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StreamPage {
+    pub rows: Vec<StreamRow>,
+    /// The cursor after the last row of each kind (unchanged where none came).
+    pub last: StreamCursor,
+    /// Set when either table had more rows than `limit`.
+    pub more: bool,
+}
+
 /// What one signed batch did to the store in a flush.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BatchOutcome {
@@ -490,6 +552,19 @@ pub trait Store: Send + Sync + 'static {
         scope: &Scope,
         id: &str,
     ) -> Result<Option<pb::Correlation>, StoreError>;
+
+    // --- live stream ---
+    /// Results and route events stored after `after`, at most `limit` of each kind, scoped like
+    /// every other read. The stream hub reads with the system scope after each commit; a client
+    /// resuming with `Last-Event-ID` replays with its tenant scope.
+    fn stream_rows(
+        &self,
+        scope: &Scope,
+        after: StreamCursor,
+        limit: usize,
+    ) -> Result<StreamPage, StoreError>;
+    /// The cursor after the newest stored rows: where a fresh follower starts.
+    fn stream_head(&self, sys: &SystemScope) -> Result<StreamCursor, StoreError>;
 
     // --- ingest ---
     /// Writes verified signed batches in ONE transaction, deduplicating by each agent's watermark

@@ -27,7 +27,8 @@ use crate::{
     AgentKey, AgentRow, ApiTokenRow, BatchOutcome, CorrelationFilter, CorrelationPage, IngestBatch,
     MAX_GAPS, MAX_ROUTES, NewAgent, PrefixMatch, RedeemError, ResultCursor, ResultFilter,
     ResultPage, RouteEventFilter, RouteEventPage, RouteQuery, Scope, Store, StoreError,
-    SystemScope, Tenant, TokenBinding, now_ms, routes, schema, validate_name,
+    StreamCursor, StreamItem, StreamPage, StreamRow, SystemScope, Tenant, TokenBinding, now_ms,
+    routes, schema, validate_name,
 };
 
 /// Readers kept open between calls; more are opened on demand under load and closed afterwards.
@@ -1497,6 +1498,89 @@ impl Store for SqliteStore {
             Ok(body
                 .map(|b| pb::Correlation::decode(b.as_slice()))
                 .transpose()?)
+        })
+    }
+
+    fn stream_rows(
+        &self,
+        scope: &Scope,
+        after: StreamCursor,
+        limit: usize,
+    ) -> Result<StreamPage, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let w = Where::default().scope(scope, "");
+        let params = |key: i64| {
+            let mut p = w.params.clone();
+            p.push(Value::Integer(key));
+            p
+        };
+        self.read(|c| {
+            // One snapshot for both tables.
+            let tx = c.unchecked_transaction()?;
+            let mut page = StreamPage {
+                last: after,
+                ..Default::default()
+            };
+            for table in ["results", "route_events"] {
+                let sql = format!(
+                    "SELECT key, org, team, body FROM {table} WHERE key > ?{} ORDER BY key LIMIT {}",
+                    w.and_sql(),
+                    limit + 1
+                );
+                let from = if table == "results" {
+                    after.result_key
+                } else {
+                    after.event_key
+                };
+                // The key is bound first: the scope's parameters follow it.
+                let mut p = params(from);
+                p.rotate_right(1);
+                let mut st = tx.prepare_cached(&sql)?;
+                let rows = st
+                    .query_map(params_from_iter(&p), |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, Vec<u8>>(3)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                page.more |= rows.len() > limit;
+                for (key, org, team, body) in rows.into_iter().take(limit) {
+                    let item = if table == "results" {
+                        page.last.result_key = key;
+                        StreamItem::Result(Box::new(pb::ProbeResult::decode(body.as_slice())?))
+                    } else {
+                        page.last.event_key = key;
+                        StreamItem::RouteEvent(Box::new(pb::RouteEvent::decode(body.as_slice())?))
+                    };
+                    page.rows.push(StreamRow {
+                        key,
+                        org,
+                        team,
+                        item,
+                    });
+                }
+            }
+            Ok(page)
+        })
+    }
+
+    fn stream_head(&self, _sys: &SystemScope) -> Result<StreamCursor, StoreError> {
+        self.read(|c| {
+            let tx = c.unchecked_transaction()?;
+            let max = |table: &str| -> Result<i64, StoreError> {
+                Ok(tx.query_row(
+                    &format!("SELECT coalesce(max(key), 0) FROM {table}"),
+                    [],
+                    |r| r.get(0),
+                )?)
+            };
+            Ok(StreamCursor {
+                result_key: max("results")?,
+                event_key: max("route_events")?,
+            })
         })
     }
 

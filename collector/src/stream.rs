@@ -1,0 +1,422 @@
+//! The live stream behind `/api/v1/stream` and the post-commit tap behind `/metrics`.
+//!
+//! Design: a bounded fan-out. The ingest flusher only pokes a `Notify` after each commit (it never
+//! waits on the stream). One hub task then reads the committed rows back from the store after its
+//! [`StreamCursor`] (results and route events have time-ordered keys that only grow), updates the
+//! per-test gauges, and offers each row to every registered client whose tenant and filter match,
+//! with `try_send` into the client's bounded queue. A full queue drops that client: its stream ends
+//! with an `event: dropped`, a counter increments, and nobody else waits.
+//!
+//! Reading back instead of forwarding the flusher's records is deliberate: every event then carries
+//! the store key of its row as its SSE id, live events and a `Last-Event-ID` replay come from the
+//! same rows in the same order, and the flusher hands nothing over. The cost is one extra read of
+//! each committed row.
+//!
+//! Correlations have no time-ordered key (they are saved by id and updated in place), so they are
+//! published by the correlator through [`Hub::publish_correlation`] and not replayed on resume.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use foureyes_proto::v1 as pb;
+use foureyes_store::{Scope, StreamCursor, StreamItem, StreamRow, SystemScope, Tenant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::Collector;
+
+/// Rows a resuming client gets from the store before it goes live.
+pub const MAX_REPLAY: usize = 10_000;
+/// Rows the hub reads per store call.
+const READ_PAGE: usize = 5_000;
+/// Tests tracked for the per-test gauges; beyond this, new tests are not added (the gauges are a
+/// health view, not storage).
+const MAX_GAUGES: usize = 50_000;
+/// Correlations waiting for the hub; beyond this they are dropped (and counted).
+const CORRELATION_QUEUE: usize = 1_024;
+
+/// What a client asked for.
+#[derive(Clone, Debug)]
+pub struct StreamFilter {
+    pub tenant: Tenant,
+    pub results: bool,
+    pub route_events: bool,
+    pub correlations: bool,
+    pub test_id: Option<String>,
+    pub agent_id: Option<String>,
+}
+
+/// One SSE event as the hub hands it to clients.
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// `result`, `route_event` or `correlation`.
+    pub name: &'static str,
+    /// The stream position after this event (its SSE id).
+    pub id: StreamCursor,
+    /// Canonical proto3 JSON of the message.
+    pub data: String,
+    /// Results key or route-events key of the row (0 for correlations): a client that replayed up to
+    /// a position skips live rows it already has.
+    pub key: i64,
+}
+
+/// The same visibility rule as the store's scope filter: the org, and the team if the credential
+/// is narrowed to one.
+pub fn visible(t: &Tenant, org: &str, team: &str) -> bool {
+    t.org == org && t.team.as_deref().is_none_or(|x| x == team)
+}
+
+impl StreamFilter {
+    pub fn wants_row(&self, row: &StreamRow) -> bool {
+        if !visible(&self.tenant, &row.org, &row.team) {
+            return false;
+        }
+        match &row.item {
+            StreamItem::Result(r) => {
+                self.results
+                    && self.test_id.as_ref().is_none_or(|t| *t == r.test_id)
+                    && self.agent_id.as_ref().is_none_or(|a| *a == r.agent_id)
+            }
+            StreamItem::RouteEvent(e) => {
+                // Route events belong to no test: a test filter leaves them out.
+                self.route_events
+                    && self.test_id.is_none()
+                    && self.agent_id.as_ref().is_none_or(|a| *a == e.agent_id)
+            }
+        }
+    }
+
+    pub fn wants_correlation(&self, c: &pb::Correlation) -> bool {
+        self.correlations
+            && visible(&self.tenant, &c.org, &c.team)
+            && self
+                .test_id
+                .as_ref()
+                .is_none_or(|t| c.tests.iter().any(|x| x.test_id == *t))
+            && self.agent_id.as_ref().is_none_or(|a| *a == c.listener_id)
+    }
+}
+
+/// The row as an event, with `id` the position after it.
+pub fn row_event(row: &StreamRow, id: StreamCursor) -> Option<Event> {
+    let (name, data) = match &row.item {
+        StreamItem::Result(r) => ("result", serde_json::to_string(r)),
+        StreamItem::RouteEvent(e) => ("route_event", serde_json::to_string(e)),
+    };
+    Some(Event {
+        name,
+        id,
+        data: data.ok()?,
+        key: row.key,
+    })
+}
+
+struct Client {
+    filter: StreamFilter,
+    tx: mpsc::Sender<Arc<Event>>,
+    dropped: Arc<AtomicBool>,
+}
+
+/// The receiving end a client's SSE response reads.
+pub struct Subscription {
+    pub rx: mpsc::Receiver<Arc<Event>>,
+    /// Set when the hub dropped this client for being slow.
+    pub dropped: Arc<AtomicBool>,
+}
+
+/// Latest figures of one test, for the per-test gauges.
+#[derive(Clone, Debug, Default)]
+pub struct TestGauge {
+    pub latency_ms: f64,
+    pub loss: f64,
+    pub received_ms: i64,
+    pub results: u64,
+}
+
+#[derive(Default)]
+pub struct HubCounters {
+    pub events: AtomicU64,
+    pub dropped_clients: AtomicU64,
+    pub dropped_correlations: AtomicU64,
+    pub correlations_open: AtomicI64,
+    pub correlations_pending: AtomicI64,
+}
+
+pub struct Hub {
+    clients: Mutex<Vec<Client>>,
+    client_buffer: usize,
+    correlations: mpsc::Sender<pb::Correlation>,
+    correlations_rx: Mutex<Option<mpsc::Receiver<pb::Correlation>>>,
+    /// (org, test id) → latest figures.
+    gauges: Mutex<HashMap<(String, String), TestGauge>>,
+    position: Mutex<StreamCursor>,
+    pub counters: HubCounters,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Hub {
+    pub fn new(client_buffer: usize) -> Self {
+        let (tx, rx) = mpsc::channel(CORRELATION_QUEUE);
+        Self {
+            clients: Mutex::new(Vec::new()),
+            client_buffer: client_buffer.max(1),
+            correlations: tx,
+            correlations_rx: Mutex::new(Some(rx)),
+            gauges: Mutex::new(HashMap::new()),
+            position: Mutex::new(StreamCursor::default()),
+            counters: HubCounters::default(),
+        }
+    }
+
+    /// Registers a client. Rows committed after this call reach it live.
+    pub fn subscribe(&self, filter: StreamFilter) -> Subscription {
+        let (tx, rx) = mpsc::channel(self.client_buffer);
+        let dropped = Arc::new(AtomicBool::new(false));
+        lock(&self.clients).push(Client {
+            filter,
+            tx,
+            dropped: dropped.clone(),
+        });
+        Subscription { rx, dropped }
+    }
+
+    /// Clients still connected (those that hung up are forgotten here too, not only on the next
+    /// event they would have got).
+    pub fn client_count(&self) -> usize {
+        let mut clients = lock(&self.clients);
+        clients.retain(|c| !c.tx.is_closed());
+        clients.len()
+    }
+
+    pub fn position(&self) -> StreamCursor {
+        *lock(&self.position)
+    }
+
+    pub fn gauges(&self) -> Vec<((String, String), TestGauge)> {
+        let mut v: Vec<_> = lock(&self.gauges)
+            .iter()
+            .map(|(k, g)| (k.clone(), g.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Called by the correlator after it saved a record. Never waits.
+    pub fn publish_correlation(&self, c: &pb::Correlation) {
+        if self.correlations.try_send(c.clone()).is_err() {
+            self.counters
+                .dropped_correlations
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Offers an event to every matching client; a client whose queue is full is dropped.
+    fn fan_out(&self, event: Event, wants: impl Fn(&StreamFilter) -> bool) {
+        let event = Arc::new(event);
+        let mut clients = lock(&self.clients);
+        clients.retain(|c| {
+            if c.tx.is_closed() {
+                return false;
+            }
+            if !wants(&c.filter) {
+                return true;
+            }
+            match c.tx.try_send(event.clone()) {
+                Ok(()) => {
+                    self.counters.events.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    c.dropped.store(true, Ordering::Relaxed);
+                    self.counters
+                        .dropped_clients
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(org = %c.filter.tenant.org, "stream client too slow, dropped");
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+    }
+
+    fn tap(&self, row: &StreamRow) {
+        let StreamItem::Result(r) = &row.item else {
+            return;
+        };
+        let mut g = lock(&self.gauges);
+        let key = (row.org.clone(), r.test_id.clone());
+        if g.len() >= MAX_GAUGES && !g.contains_key(&key) {
+            return;
+        }
+        let e = g.entry(key).or_default();
+        e.latency_ms = r.latency_ms;
+        e.loss = r.loss;
+        e.received_ms = r
+            .received_at
+            .as_ref()
+            .map(foureyes_proto::timestamp_ms)
+            .unwrap_or(0);
+        e.results += 1;
+    }
+
+    /// Reads everything committed after the hub's position and hands it out.
+    fn catch_up(&self, c: &Collector, sys: &Scope) {
+        loop {
+            let from = self.position();
+            let page = match c.store.stream_rows(sys, from, READ_PAGE) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "stream: cannot read committed rows");
+                    return;
+                }
+            };
+            let mut pos = from;
+            for row in &page.rows {
+                match row.item {
+                    StreamItem::Result(_) => pos.result_key = row.key,
+                    StreamItem::RouteEvent(_) => pos.event_key = row.key,
+                }
+                self.tap(row);
+                if let Some(ev) = row_event(row, pos) {
+                    self.fan_out(ev, |f| f.wants_row(row));
+                }
+            }
+            *lock(&self.position) = page.last;
+            if !page.more {
+                return;
+            }
+        }
+    }
+
+    fn send_correlation(&self, corr: &pb::Correlation) {
+        let Ok(data) = serde_json::to_string(corr) else {
+            return;
+        };
+        let ev = Event {
+            name: "correlation",
+            id: self.position(),
+            data,
+            key: 0,
+        };
+        self.fan_out(ev, |f| f.wants_correlation(corr));
+    }
+}
+
+/// Runs the hub until shutdown.
+pub fn spawn(c: Arc<Collector>, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let sys = SystemScope::collector_internal();
+        let head = c.store.stream_head(&sys).unwrap_or_default();
+        *lock(&c.stream.position) = head;
+        let sys = Scope::System(sys);
+        let committed = c.ingest.committed();
+        let Some(mut corr_rx) = lock(&c.stream.correlations_rx).take() else {
+            return;
+        };
+        // Rows written by another process (the admin CLI) have no flush to announce them.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = committed.notified() => {}
+                _ = tick.tick() => {}
+                Some(corr) = corr_rx.recv() => {
+                    // Rows committed before the correlation go first.
+                    let c2 = c.clone();
+                    let sys2 = sys.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        c2.stream.catch_up(&c2, &sys2);
+                        c2.stream.send_correlation(&corr);
+                    })
+                    .await;
+                    continue;
+                }
+                _ = shutdown.cancelled() => return,
+            }
+            // SQLite reads block: keep them off the async workers.
+            let c2 = c.clone();
+            let sys2 = sys.clone();
+            let _ = tokio::task::spawn_blocking(move || c2.stream.catch_up(&c2, &sys2)).await;
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(org: &str, team: Option<&str>) -> Tenant {
+        Tenant {
+            org: org.into(),
+            team: team.map(Into::into),
+        }
+    }
+
+    fn filter(t: Tenant) -> StreamFilter {
+        StreamFilter {
+            tenant: t,
+            results: true,
+            route_events: true,
+            correlations: true,
+            test_id: None,
+            agent_id: None,
+        }
+    }
+
+    fn result_row(org: &str, team: &str, test: &str) -> StreamRow {
+        StreamRow {
+            key: 1,
+            org: org.into(),
+            team: team.into(),
+            item: StreamItem::Result(Box::new(pb::ProbeResult {
+                test_id: test.into(),
+                agent_id: "n-1".into(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn rows_of_another_tenant_or_team_are_never_wanted() {
+        let row = result_row("acme", "noc", "t1");
+        assert!(filter(tenant("acme", None)).wants_row(&row));
+        assert!(filter(tenant("acme", Some("noc"))).wants_row(&row));
+        assert!(!filter(tenant("acme", Some("ops"))).wants_row(&row));
+        assert!(!filter(tenant("other", None)).wants_row(&row));
+        let mut f = filter(tenant("acme", None));
+        f.test_id = Some("t2".into());
+        assert!(!f.wants_row(&row));
+        f.test_id = Some("t1".into());
+        f.results = false;
+        assert!(!f.wants_row(&row));
+    }
+
+    #[test]
+    fn a_full_client_is_dropped_and_counted_without_blocking() {
+        let hub = Hub::new(2);
+        let slow = hub.subscribe(filter(tenant("acme", None)));
+        let mut fast = hub.subscribe(filter(tenant("acme", None)));
+        let row = result_row("acme", "noc", "t1");
+        for i in 0..5 {
+            if let Some(ev) = row_event(&row, StreamCursor::default()) {
+                hub.fan_out(ev, |f| f.wants_row(&row));
+            }
+            if i < 4 {
+                // The fast client keeps up.
+                assert!(fast.rx.try_recv().is_ok());
+            }
+        }
+        assert!(slow.dropped.load(Ordering::Relaxed));
+        assert!(!fast.dropped.load(Ordering::Relaxed));
+        assert_eq!(hub.counters.dropped_clients.load(Ordering::Relaxed), 1);
+        assert_eq!(hub.client_count(), 1);
+    }
+}

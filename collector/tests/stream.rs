@@ -1,0 +1,308 @@
+//! `/api/v1/stream` and `/metrics` end to end: the real collector and a real node as processes,
+//! SSE read over real HTTP.
+//!
+//! Architecture Invariant: the stream never shows another tenant's rows
+//! (`stream_is_live_tenant_scoped_resumable_and_drops_slow_clients`).
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::{Value, json};
+
+#[derive(Clone, Debug)]
+struct SseEvent {
+    name: String,
+    id: String,
+    data: String,
+}
+
+impl SseEvent {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap()
+    }
+    fn seq(&self) -> u64 {
+        let v = self.json();
+        match &v["seq"] {
+            Value::String(s) => s.parse().unwrap(),
+            Value::Number(n) => n.as_u64().unwrap(),
+            other => panic!("no seq in {other}"),
+        }
+    }
+}
+
+/// Opens a stream and reads it on a thread, up to `max` events, then hangs up. Returns the HTTP
+/// status and the events as they come.
+fn open_sse(
+    api: &str,
+    token: &str,
+    query: &str,
+    last_id: Option<&str>,
+    max: usize,
+) -> (u16, mpsc::Receiver<SseEvent>) {
+    let agent = ureq::AgentBuilder::new()
+        .timeout_read(Duration::from_secs(120))
+        .build();
+    let mut req = agent
+        .get(&format!("{api}/api/v1/stream?{query}"))
+        .set("Authorization", &format!("Bearer {token}"));
+    if let Some(id) = last_id {
+        req = req.set("Last-Event-ID", id);
+    }
+    let resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(s, _)) => return (s, mpsc::channel().1),
+        Err(e) => panic!("stream: {e}"),
+    };
+    let status = resp.status();
+    assert_eq!(
+        resp.header("content-type"),
+        Some("text/event-stream"),
+        "stream content type"
+    );
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(resp.into_reader());
+        let (mut name, mut id, mut data) = (String::new(), String::new(), String::new());
+        let mut sent = 0;
+        let mut line = String::new();
+        while sent < max {
+            line.clear();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let l = line.trim_end_matches(['\r', '\n']);
+            if l.is_empty() {
+                if !name.is_empty() || !data.is_empty() {
+                    let ev = SseEvent {
+                        name: std::mem::take(&mut name),
+                        id: std::mem::take(&mut id),
+                        data: std::mem::take(&mut data),
+                    };
+                    if tx.send(ev).is_err() {
+                        return;
+                    }
+                    sent += 1;
+                }
+            } else if let Some(v) = l.strip_prefix("event:") {
+                name = v.trim_start().to_string();
+            } else if let Some(v) = l.strip_prefix("id:") {
+                id = v.trim_start().to_string();
+            } else if let Some(v) = l.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            }
+        }
+    });
+    (status, rx)
+}
+
+/// Collects events until `n` have come (panics on the deadline).
+fn take(rx: &mpsc::Receiver<SseEvent>, n: usize, what: &str) -> Vec<SseEvent> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut out = Vec::new();
+    while out.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(ev) => out.push(ev),
+            Err(e) => panic!("{what}: {} of {n} events, then {e:?}", out.len()),
+        }
+    }
+    out
+}
+
+fn metrics(api: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = ureq::get(&format!("{api}/metrics")).timeout(Duration::from_secs(10));
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    match req.call() {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("metrics: {e}"),
+    }
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn promtool_check(text: &str) {
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is missing: apt-get install prometheus");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- metrics ---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A client that asks for the stream and then never reads: a tiny receive buffer so the server's
+/// writes stall early.
+fn slow_client(api: &str, token: &str) -> socket2::Socket {
+    let addr: std::net::SocketAddr = api.strip_prefix("http://").unwrap().parse().unwrap();
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect(&addr.into()).unwrap();
+    let req = format!(
+        "GET /api/v1/stream?kinds=results HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    (&s).write_all(req.as_bytes()).unwrap();
+    s
+}
+
+#[test]
+fn stream_is_live_tenant_scoped_resumable_and_drops_slow_clients() {
+    let tmp = tempfile::tempdir().unwrap();
+    let token_file = tmp.path().join("scrape.token");
+    std::fs::write(&token_file, "scrape-token-0123456789abcdef\n").unwrap();
+    let cfg = format!(
+        "metrics_token_file = \"{}\"\n[stream]\nclient_buffer = 256\n",
+        token_file.display()
+    );
+    let c = Collector::start(tmp.path(), 0, &cfg, &[]);
+    let a = Api::new(&c.api, &c.tenant("acme", "noc"));
+    let b = Api::new(&c.api, &c.tenant("other", "noc"));
+    let api_port: u16 = c.api.rsplit(':').next().unwrap().parse().unwrap();
+    let mut test_ids = Vec::new();
+    // Ten tests every 100 ms: about 100 results a second, enough to fill a stalled client.
+    for i in 0..10 {
+        let t = a.post(
+            "/api/v1/tests",
+            json!({"name": format!("tcp-{i}"), "intervalMs": 100,
+                   "config": {"tcp": {"host": "127.0.0.1", "port": api_port}}}),
+        );
+        test_ids.push(t["id"].as_str().unwrap().to_string());
+    }
+    let state = enroll_node(&c, tmp.path(), "acme", "noc");
+
+    // Streams open before the node runs: what they show is live.
+    let (s, live) = open_sse(&c.api, &a.token, "kinds=results", None, usize::MAX);
+    assert_eq!(s, 200);
+    let (s, other) = open_sse(&c.api, &b.token, "", None, usize::MAX);
+    assert_eq!(s, 200);
+    let (s, first) = open_sse(&c.api, &a.token, "kinds=results", None, 5);
+    assert_eq!(s, 200);
+    let (s, _) = open_sse(&c.api, &a.token, "kinds=nonsense", None, 1);
+    assert_eq!(s, 400);
+    let (s, _) = open_sse(&c.api, "fea1.bogus", "", None, 1);
+    assert_eq!(s, 401);
+
+    let _node = run_node(&state, tmp.path().join("node.log"));
+    let aid = wait_connected(&a);
+
+    // Live: results of this tenant's node arrive, in seq order, with ids.
+    let seen = take(&live, 20, "live results");
+    for ev in &seen {
+        assert_eq!(ev.name, "result");
+        assert!(ev.id.starts_with("s1."), "{ev:?}");
+        assert_eq!(ev.json()["agentId"], aid.as_str());
+    }
+    let seqs: Vec<u64> = seen.iter().map(SseEvent::seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+    // Resume: the first client hung up after 5 events; reconnecting with the last id it saw
+    // replays exactly what it missed, then continues live.
+    let got = take(&first, 5, "first client");
+    let last_id = got[4].id.clone();
+    let last_seq = got[4].seq();
+    let mut all_live: Vec<SseEvent> = seen;
+    let enough = |v: &Vec<SseEvent>| v.iter().filter(|e| e.seq() > last_seq).count() >= 60;
+    while !enough(&all_live) {
+        all_live.extend(take(&live, 1, "more live results"));
+    }
+    let (s, resumed) = open_sse(
+        &c.api,
+        &a.token,
+        "kinds=results",
+        Some(&last_id),
+        usize::MAX,
+    );
+    assert_eq!(s, 200);
+    let want: Vec<u64> = all_live
+        .iter()
+        .map(SseEvent::seq)
+        .filter(|s| *s > last_seq)
+        .take(60)
+        .collect();
+    let got: Vec<u64> = take(&resumed, 60, "resumed stream")
+        .iter()
+        .map(SseEvent::seq)
+        .collect();
+    assert_eq!(
+        got, want,
+        "resume after seq {last_seq} must neither skip nor repeat"
+    );
+
+    // A slow client is dropped; ingest and the other clients carry on.
+    let stalled = slow_client(&c.api, &a.token);
+    let dropped = wait_until(
+        "the stalled client to be dropped",
+        Duration::from_secs(240),
+        || {
+            // Keep draining the live stream so it stays fast.
+            while live.try_recv().is_ok() {}
+            let (_, text) = metrics(&c.api, None);
+            metric(&text, "foureyes_stream_dropped_clients_total").filter(|v| *v >= 1.0)
+        },
+    );
+    assert!(dropped >= 1.0);
+    while live.try_recv().is_ok() {}
+    let after = take(&live, 10, "live results after the drop");
+    assert!(after.iter().all(|e| e.name == "result"));
+    drop(stalled);
+
+    // The other tenant saw nothing, though its stream was open all along.
+    assert!(
+        other.try_recv().is_err(),
+        "another tenant's stream showed acme's rows"
+    );
+    let (s, filtered) = open_sse(&c.api, &b.token, &format!("agent_id={aid}"), None, 1);
+    assert_eq!(s, 200);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(filtered.try_recv().is_err());
+
+    // /metrics from loopback: valid exposition format, per-test gauges, the drop counted.
+    let (s, text) = metrics(&c.api, None);
+    assert_eq!(s, 200, "{text}");
+    promtool_check(&text);
+    for t in &test_ids {
+        let line = format!("foureyes_test_latency_seconds{{org=\"acme\",test_id=\"{t}\"}}");
+        assert!(text.contains(&line), "no {line} in\n{text}");
+    }
+    assert!(
+        metric(&text, "foureyes_agent_streams") == Some(1.0),
+        "{text}"
+    );
+    assert!(metric(&text, "foureyes_ingest_rows_total").unwrap() > 0.0);
+    assert!(!text.contains("org=\"other\""));
+    // The scrape token works too (the loopback rule would admit anyone here; the decision for
+    // remote peers is unit-tested in metrics.rs).
+    let (s, _) = metrics(&c.api, Some("scrape-token-0123456789abcdef"));
+    assert_eq!(s, 200);
+}
