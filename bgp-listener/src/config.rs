@@ -21,6 +21,8 @@
 //! connect = true                # active: dial address:port (179 unless `port` says otherwise)
 //! hold_time = 30
 //! add_path = false
+//! max_prefixes = 1000000        # warn past this many routes per family
+//! max_prefixes_teardown = false # and tear the session down only if this says so
 //!
 //! [bmp]
 //! listen = "0.0.0.0:11019"
@@ -100,6 +102,12 @@ pub struct PeerConfig {
     pub graceful_restart: bool,
     #[serde(default = "yes")]
     pub add_path: bool,
+    /// Warn (a `prefix_limit` event) when the peer's routes in one family exceed this.
+    #[serde(default)]
+    pub max_prefixes: Option<u32>,
+    /// Also tear the session down (Cease, RFC 4486 subcode 1) when `max_prefixes` is crossed.
+    #[serde(default)]
+    pub max_prefixes_teardown: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -222,6 +230,15 @@ impl ListenerConfig {
             s.hold_time = hold;
             s.graceful_restart = p.graceful_restart;
             s.add_path = p.add_path;
+            if p.max_prefixes_teardown && p.max_prefixes.is_none() {
+                return Err(bad(format!(
+                    "peer {name}: max_prefixes_teardown needs max_prefixes"
+                )));
+            }
+            s.max_prefixes = p.max_prefixes.map(|limit| crate::session::MaxPrefixes {
+                limit,
+                teardown: p.max_prefixes_teardown,
+            });
             out.push(Peer {
                 name,
                 session: s,
@@ -258,6 +275,7 @@ connect = true
 port = 1179
 hold_time = 30
 add_path = false
+max_prefixes = 1000
 "#;
 
     #[test]
@@ -274,6 +292,9 @@ add_path = false
         );
         assert_eq!(p[1].session.hold_time, 30);
         assert!(!p[1].session.add_path);
+        let m = p[1].session.max_prefixes.as_ref().unwrap();
+        assert_eq!((m.limit, m.teardown), (1000, false));
+        assert!(p[0].session.max_prefixes.is_none());
         assert!(p[0].session.graceful_restart);
         assert_eq!(p[0].session.local_as, 65002);
     }
@@ -298,6 +319,13 @@ add_path = false
                 "not an address",
             ),
             (GOOD.replace("hold_time = 30", "hold_time = 2"), "hold_time"),
+            (
+                GOOD.replace(
+                    "listen = \"192.0.2.10\"",
+                    "listen = \"192.0.2.10\"\nmax_prefixes_teardown = true",
+                ),
+                "needs max_prefixes",
+            ),
             (GOOD.replace("2001:db8::1", "192.0.2.1"), "configured twice"),
             (
                 "local_as = 1\nrouter_id = \"192.0.2.1\"\n".to_string(),
