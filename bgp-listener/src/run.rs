@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use foureyes_agent::AgentError;
-use foureyes_agent::link::{self, LinkOptions, Shared, lock};
+use foureyes_agent::link::{self, LinkOptions, Shared};
 use foureyes_agent::spool::Spool;
 use foureyes_agent::state::StateDir;
 use foureyes_proto::v1::record;
@@ -131,7 +131,13 @@ pub async fn run(
     }
 
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
-    let spooler = tokio::spawn(spooler(shared.clone(), ev_rx));
+    let spooler = tokio::spawn(link::spool_from(
+        shared.clone(),
+        ev_rx,
+        |e: Event| record::Kind::RouteEvent(crate::export::event(&e)),
+        SPOOL_BATCH_MAX,
+        SPOOL_BATCH_DELAY,
+    ));
     let mut bmp = None;
     if let Some(b) = &cfg.bmp {
         let l = TcpListener::bind(b.listen)
@@ -212,35 +218,4 @@ async fn accept_loop(
             }
         }
     }
-}
-
-async fn spooler(shared: Shared, mut rx: mpsc::Receiver<Event>) {
-    let mut buf: Vec<record::Kind> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        buf.push(record::Kind::RouteEvent(crate::export::event(&first)));
-        let deadline = tokio::time::Instant::now() + SPOOL_BATCH_DELAY;
-        while buf.len() < SPOOL_BATCH_MAX {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(e)) => buf.push(record::Kind::RouteEvent(crate::export::event(&e))),
-                _ => break,
-            }
-        }
-        flush(&shared, &mut buf);
-    }
-    flush(&shared, &mut buf);
-}
-
-fn flush(shared: &Shared, buf: &mut Vec<record::Kind>) {
-    if buf.is_empty() {
-        return;
-    }
-    let key = lock(&shared.signing_key).clone();
-    let items = std::mem::take(buf);
-    let n = items.len();
-    if let Err(e) = lock(&shared.spool).append(items, &key) {
-        // The sequence numbers were not used, so the collector sees no hole; the events are lost
-        // and the collector's table for these peers may be wrong until their sessions restart.
-        tracing::error!(error = %e, lost = n, "cannot write route events to the spool");
-    }
-    shared.spool_notify.notify_one();
 }

@@ -430,6 +430,17 @@ struct PageQuery {
     page_size: Option<usize>,
 }
 
+/// The position a `page_token` names; empty or absent starts at the beginning.
+fn page_cursor(token: Option<&str>) -> Result<Option<foureyes_store::ResultCursor>, ApiError> {
+    token
+        .filter(|s| !s.is_empty())
+        .map(|t| {
+            foureyes_store::ResultCursor::decode(t)
+                .ok_or_else(|| ApiError::bad_request("invalid page_token"))
+        })
+        .transpose()
+}
+
 fn page_size(s: Option<usize>) -> usize {
     s.unwrap_or(100).clamp(1, 1000)
 }
@@ -551,13 +562,7 @@ async fn list_results(
         to_ms: q.to.as_deref().map(parse_time).transpose()?,
     };
     let limit = page_size(q.page_size);
-    let cursor = match q.page_token.as_deref().filter(|s| !s.is_empty()) {
-        Some(t) => Some(
-            foureyes_store::ResultCursor::decode(t)
-                .ok_or_else(|| ApiError::bad_request("invalid page_token"))?,
-        ),
-        None => None,
-    };
+    let cursor = page_cursor(q.page_token.as_deref())?;
     let page = c.store.results(&auth.scope(), &filter, cursor, limit)?;
     let gaps = c.store.gaps(&auth.scope(), &filter)?;
     Ok(json(
@@ -647,13 +652,7 @@ async fn list_route_events(
         from_ms: q.from.as_deref().map(parse_time).transpose()?,
         to_ms: q.to.as_deref().map(parse_time).transpose()?,
     };
-    let cursor = match q.page_token.as_deref().filter(|s| !s.is_empty()) {
-        Some(t) => Some(
-            foureyes_store::ResultCursor::decode(t)
-                .ok_or_else(|| ApiError::bad_request("invalid page_token"))?,
-        ),
-        None => None,
-    };
+    let cursor = page_cursor(q.page_token.as_deref())?;
     let page = c
         .store
         .route_events(&auth.scope(), &filter, cursor, page_size(q.page_size))?;
@@ -715,13 +714,7 @@ async fn list_correlations(
         to_ms: q.to.as_deref().map(parse_time).transpose()?,
         pending_only: false,
     };
-    let cursor = match q.page_token.as_deref().filter(|s| !s.is_empty()) {
-        Some(t) => Some(
-            foureyes_store::ResultCursor::decode(t)
-                .ok_or_else(|| ApiError::bad_request("invalid page_token"))?,
-        ),
-        None => None,
-    };
+    let cursor = page_cursor(q.page_token.as_deref())?;
     let page = c
         .store
         .correlations(&auth.scope(), &filter, cursor, page_size(q.page_size))?;

@@ -335,12 +335,10 @@ impl Correlator {
         let Some((org, team)) = self.agent(&ev.agent_id) else {
             return;
         };
-        let peer = ev.peer.clone().unwrap_or_default();
-        let peer_key = format!(
-            "{}|{}|{}|{}",
-            peer.source, peer.bmp_router, peer.peer_distinguisher, peer.address
+        let key = (
+            ev.agent_id.clone(),
+            foureyes_store::peer_key(ev.peer.as_ref()).0,
         );
-        let key = (ev.agent_id.clone(), peer_key);
         let at = ev
             .received_at
             .as_ref()

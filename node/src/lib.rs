@@ -78,7 +78,13 @@ pub async fn run(
         shutdown.clone(),
     ));
     let (result_tx, result_rx) = mpsc::channel(RESULT_QUEUE);
-    let spooler = tokio::spawn(spooler(shared.clone(), result_rx));
+    let spooler = tokio::spawn(link::spool_from(
+        shared.clone(),
+        result_rx,
+        record::Kind::Result,
+        SPOOL_BATCH_MAX,
+        SPOOL_BATCH_DELAY,
+    ));
     let bursts = tokio::spawn(bursts(
         burst_rx,
         assign_rx.clone(),
@@ -92,41 +98,6 @@ pub async fn run(
     let _ = link_task.await;
     let staged = lock(&shared.staged_update).take();
     Ok(staged)
-}
-
-async fn spooler(shared: Shared, mut rx: mpsc::Receiver<ProbeResult>) {
-    let mut buf: Vec<record::Kind> = Vec::new();
-    loop {
-        let first = match rx.recv().await {
-            Some(r) => r,
-            None => break,
-        };
-        buf.push(record::Kind::Result(first));
-        let deadline = tokio::time::Instant::now() + SPOOL_BATCH_DELAY;
-        while buf.len() < SPOOL_BATCH_MAX {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(r)) => buf.push(record::Kind::Result(r)),
-                _ => break,
-            }
-        }
-        flush(&shared, &mut buf);
-    }
-    flush(&shared, &mut buf);
-}
-
-fn flush(shared: &Shared, buf: &mut Vec<record::Kind>) {
-    if buf.is_empty() {
-        return;
-    }
-    let key = lock(&shared.signing_key).clone();
-    let items = std::mem::take(buf);
-    let n = items.len();
-    if let Err(e) = lock(&shared.spool).append(items, &key) {
-        // A spool that cannot write is a disk problem: say so loudly, the sequence numbers were not
-        // used, so nothing is silently skipped.
-        tracing::error!(error = %e, lost = n, "cannot write results to the spool");
-    }
-    shared.spool_notify.notify_one();
 }
 
 async fn schedule(

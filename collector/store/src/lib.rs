@@ -28,6 +28,7 @@ use foureyes_proto::v1 as pb;
 
 pub use ingest::IngestBatch;
 pub use prefix::IpPrefix;
+pub use routes::peer_key;
 pub use sqlite::{FAILPOINT_ENV, SqliteStore};
 
 /// Who is asking. See the crate docs for the visibility rule.

@@ -15,8 +15,9 @@ use rusqlite::{Connection, params};
 use crate::prefix::{AFI_NONE, IpPrefix};
 use crate::{PrefixMatch, StoreError};
 
-/// The stable key of a listener's peer: source, BMP router, distinguisher, address.
-pub(crate) fn peer_key(p: Option<&pb::BgpPeer>) -> (String, String) {
+/// The stable key of a listener's peer (source, BMP router, distinguisher, address), and the
+/// peer's address alone. The routes table and the correlator key peers by it.
+pub fn peer_key(p: Option<&pb::BgpPeer>) -> (String, String) {
     match p {
         Some(p) => (
             format!(

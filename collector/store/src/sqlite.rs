@@ -481,6 +481,35 @@ fn raw_result(r: &Row<'_>) -> rusqlite::Result<RawResult> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
 }
 
+/// One page of `(key, body)` rows of `table` in key order, decoded: the messages, the last key
+/// returned, and whether more rows follow.
+fn key_body_page<M: Message + Default>(
+    c: &Connection,
+    table: &str,
+    w: &Where,
+    limit: usize,
+) -> Result<(Vec<M>, Option<i64>, bool), StoreError> {
+    let sql = format!(
+        "SELECT key, body FROM {table}{} ORDER BY key LIMIT {}",
+        w.sql(),
+        limit + 1
+    );
+    let mut st = c.prepare_cached(&sql)?;
+    let rows = st
+        .query_map(params_from_iter(&w.params), |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let more = rows.len() > limit;
+    let mut out = Vec::with_capacity(rows.len().min(limit));
+    let mut last = None;
+    for (key, body) in rows.into_iter().take(limit) {
+        out.push(M::decode(body.as_slice())?);
+        last = Some(key);
+    }
+    Ok((out, last, more))
+}
+
 /// Up to `limit + 1` rows in key order become a page of `limit` with a cursor when more follow.
 fn result_page(rows: Vec<RawResult>, limit: usize) -> Result<ResultPage, StoreError> {
     let mut page = ResultPage::default();
@@ -1296,28 +1325,13 @@ impl Store for SqliteStore {
             w = w.and("key > ?", c.0);
         }
         self.read(|c| {
-            let sql = format!(
-                "SELECT key, body FROM route_events{} ORDER BY key LIMIT {}",
-                w.sql(),
-                limit + 1
-            );
-            let mut st = c.prepare_cached(&sql)?;
-            let rows = st
-                .query_map(params_from_iter(&w.params), |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut page = RouteEventPage::default();
-            let more = rows.len() > limit;
-            let mut last = None;
-            for (key, body) in rows.into_iter().take(limit) {
-                page.events.push(pb::RouteEvent::decode(body.as_slice())?);
-                last = Some(key);
-            }
-            page.last = last.map(ResultCursor);
-            if more {
-                page.next = page.last;
-            }
+            let (events, last, more) = key_body_page(c, "route_events", &w, limit)?;
+            let last = last.map(ResultCursor);
+            let page = RouteEventPage {
+                events,
+                next: if more { last } else { None },
+                last,
+            };
             Ok(page)
         })
     }
@@ -1456,28 +1470,11 @@ impl Store for SqliteStore {
             w = w.and("key > ?", c.0);
         }
         self.read(|c| {
-            let sql = format!(
-                "SELECT key, body FROM correlations{} ORDER BY key LIMIT {}",
-                w.sql(),
-                limit + 1
-            );
-            let mut st = c.prepare_cached(&sql)?;
-            let rows = st
-                .query_map(params_from_iter(&w.params), |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut page = CorrelationPage::default();
-            let more = rows.len() > limit;
-            let mut last = None;
-            for (key, body) in rows.into_iter().take(limit) {
-                page.correlations
-                    .push(pb::Correlation::decode(body.as_slice())?);
-                last = Some(key);
-            }
-            if more {
-                page.next = last.map(ResultCursor);
-            }
+            let (correlations, last, more) = key_body_page(c, "correlations", &w, limit)?;
+            let page = CorrelationPage {
+                correlations,
+                next: if more { last.map(ResultCursor) } else { None },
+            };
             Ok(page)
         })
     }

@@ -58,6 +58,47 @@ impl Default for LinkOptions {
     }
 }
 
+/// Moves what an agent produces (results, route events) from `rx` into the signed disk spool, in
+/// batches of at most `max` records; the first record of a batch waits at most `delay` for
+/// company. Runs until `rx` closes, then writes what is left. Shared by node and listener so both
+/// number, sign and spool the same way.
+pub async fn spool_from<T>(
+    shared: Shared,
+    mut rx: mpsc::Receiver<T>,
+    kind: impl Fn(T) -> foureyes_proto::v1::record::Kind,
+    max: usize,
+    delay: Duration,
+) {
+    let mut buf = Vec::new();
+    while let Some(first) = rx.recv().await {
+        buf.push(kind(first));
+        let deadline = tokio::time::Instant::now() + delay;
+        while buf.len() < max {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(r)) => buf.push(kind(r)),
+                _ => break,
+            }
+        }
+        spool_batch(&shared, &mut buf);
+    }
+    spool_batch(&shared, &mut buf);
+}
+
+fn spool_batch(shared: &Shared, buf: &mut Vec<foureyes_proto::v1::record::Kind>) {
+    if buf.is_empty() {
+        return;
+    }
+    let key = lock(&shared.signing_key).clone();
+    let items = std::mem::take(buf);
+    let n = items.len();
+    if let Err(e) = lock(&shared.spool).append(items, &key) {
+        // A spool that cannot write is a disk problem: say so loudly. The sequence numbers were
+        // not used, so the collector sees no hole; the records are lost.
+        tracing::error!(error = %e, lost = n, "cannot write records to the spool");
+    }
+    shared.spool_notify.notify_one();
+}
+
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the spool lock leaves it usable: SQLite keeps it consistent.
     m.lock().unwrap_or_else(|p| p.into_inner())
