@@ -23,6 +23,8 @@
 //! add_path = false
 //! max_prefixes = 1000000        # warn past this many routes per family
 //! max_prefixes_teardown = false # and tear the session down only if this says so
+//! md5_password_file = "peer2.md5" # TCP MD5 (RFC 2385); relative to this file's directory
+//! ttl_security = 1              # GTSM (RFC 5082): hops allowed; or `multihop = TTL`
 //!
 //! [bmp]
 //! listen = "0.0.0.0:11019"
@@ -31,7 +33,7 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -108,6 +110,16 @@ pub struct PeerConfig {
     /// Also tear the session down (Cease, RFC 4486 subcode 1) when `max_prefixes` is crossed.
     #[serde(default)]
     pub max_prefixes_teardown: bool,
+    /// TCP MD5 (RFC 2385): the file holding the password (relative to this config file's
+    /// directory unless absolute). The password itself never goes in this file.
+    #[serde(default)]
+    pub md5_password_file: Option<PathBuf>,
+    /// GTSM (RFC 5082): hops allowed (1 = directly connected); we send with TTL 255.
+    #[serde(default)]
+    pub ttl_security: Option<u8>,
+    /// eBGP multihop: the TTL we send with.
+    #[serde(default)]
+    pub multihop: Option<u8>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -151,6 +163,7 @@ pub struct Peer {
     pub name: String,
     pub session: SessionConfig,
     pub mode: PeerMode,
+    pub transport: crate::transport::Transport,
 }
 
 /// Parses `ADDR` or `ADDR:PORT` (IPv6 with or without brackets), port 179 by default.
@@ -239,10 +252,26 @@ impl ListenerConfig {
                 limit,
                 teardown: p.max_prefixes_teardown,
             });
+            let md5 = match &p.md5_password_file {
+                Some(f) => {
+                    let f = match Path::new(path).parent() {
+                        Some(dir) if f.is_relative() => dir.join(f),
+                        _ => f.clone(),
+                    };
+                    Some(
+                        crate::transport::Md5Key::from_file(&f)
+                            .map_err(|e| bad(format!("peer {name}: {e}")))?,
+                    )
+                }
+                None => None,
+            };
+            let ttl = crate::transport::TtlPolicy::from_settings(p.ttl_security, p.multihop)
+                .map_err(|e| bad(format!("peer {name}: {e}")))?;
             out.push(Peer {
                 name,
                 session: s,
                 mode,
+                transport: crate::transport::Transport { md5, ttl },
             });
         }
         if let Some(b) = &self.bmp
@@ -297,6 +326,35 @@ max_prefixes = 1000
         assert!(p[0].session.max_prefixes.is_none());
         assert!(p[0].session.graceful_restart);
         assert_eq!(p[0].session.local_as, 65002);
+    }
+
+    #[test]
+    fn md5_files_are_relative_to_the_config_and_ttl_settings_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p1.md5"), "pw-one\n").unwrap();
+        let path = dir.path().join("l.toml").display().to_string();
+        let text = GOOD.replace(
+            "listen = \"192.0.2.10\"",
+            "listen = \"192.0.2.10\"\nmd5_password_file = \"p1.md5\"\nttl_security = 1",
+        );
+        let p = ListenerConfig::parse(&text, &path)
+            .unwrap()
+            .peers(&path)
+            .unwrap();
+        assert!(p[0].transport.md5.is_some());
+        assert_eq!(
+            p[0].transport.ttl,
+            crate::transport::TtlPolicy::Gtsm { hops: 1 }
+        );
+        assert!(p[1].transport.is_plain());
+        let both = text.replace("ttl_security = 1", "ttl_security = 1\nmultihop = 2");
+        let e = ListenerConfig::parse(&both, &path).unwrap_err().to_string();
+        assert!(e.contains("exclude each other"), "{e}");
+        let missing = text.replace("p1.md5", "nope.md5");
+        let e = ListenerConfig::parse(&missing, &path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope.md5") && e.contains("192.0.2.1"), "{e}");
     }
 
     #[test]

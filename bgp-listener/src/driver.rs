@@ -23,6 +23,7 @@ use tokio::time::{Duration, Instant, sleep_until};
 
 use crate::event::Event;
 use crate::session::{Direction, Input, Output, Session, SessionConfig, State, Timer};
+use crate::transport::Transport;
 use crate::wire::encode;
 
 /// The BGP port (RFC 4271).
@@ -55,6 +56,8 @@ pub enum DriverError {
     Accept(std::io::Error),
     #[error("event receiver went away")]
     EventsClosed,
+    #[error("setting the peer's TCP MD5 key or TTL on the listening socket: {0}")]
+    Md5(std::io::Error),
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -97,7 +100,24 @@ async fn opt<F: Future + Unpin>(f: Option<&mut F>) -> F::Output {
 }
 
 /// The next connection from the configured peer on a passive listener (others are closed).
-async fn accept_peer(conn: &Connection, peer: IpAddr) -> Result<Option<TcpStream>, DriverError> {
+async fn accept_peer(
+    conn: &Connection,
+    peer: IpAddr,
+    transport: &Transport,
+) -> Result<Option<TcpStream>, DriverError> {
+    let stream = match accept_raw(conn, peer).await? {
+        Some(s) => s,
+        None => return Ok(None),
+    };
+    // The TTL check goes on before a byte of BGP is read (see transport.rs).
+    if let Err(e) = transport.prepare_accepted(&stream) {
+        tracing::warn!(error = %e, "cannot apply the peer's TTL policy to its connection; closed");
+        return Ok(None);
+    }
+    Ok(Some(stream))
+}
+
+async fn accept_raw(conn: &Connection, peer: IpAddr) -> Result<Option<TcpStream>, DriverError> {
     match conn {
         Connection::Passive(listener) => {
             let (stream, from) = listener.accept().await.map_err(DriverError::Accept)?;
@@ -236,9 +256,27 @@ pub async fn run(
     cfg: SessionConfig,
     conn: Connection,
     events: mpsc::Sender<Event>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), DriverError> {
+    run_with(cfg, conn, Transport::default(), events, stop).await
+}
+
+/// [`run`] with transport protections (MD5 key, TTL policy). With [`Connection::Passive`] the key
+/// is installed on the listener here; with [`Connection::Accepted`] whoever owns the shared
+/// listener installs it (see `run.rs`).
+pub async fn run_with(
+    cfg: SessionConfig,
+    conn: Connection,
+    transport: Transport,
+    events: mpsc::Sender<Event>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), DriverError> {
     let peer = cfg.peer;
+    if let Connection::Passive(l) = &conn {
+        transport
+            .prepare_listener(l, peer)
+            .map_err(DriverError::Md5)?;
+    }
     let mut d = Driver {
         session: Session::new(cfg),
         events,
@@ -273,7 +311,7 @@ pub async fn run(
         let (hold, keepalive, restart, contender_hold) =
             (t.hold, t.keepalive, t.restart, t.contender_hold);
         tokio::select! {
-            r = accept_peer(&conn, peer) => {
+            r = accept_peer(&conn, peer, &transport) => {
                 if let Some(stream) = r? {
                     d.connected(stream, Direction::Accepted).await?;
                 }
@@ -309,7 +347,8 @@ pub async fn run(
                 if let Connection::Active { remote, .. } = &conn {
                     let remote = *remote;
                     next_dial = None;
-                    dial = Some(tokio::spawn(TcpStream::connect(remote)));
+                    let t = transport.clone();
+                    dial = Some(tokio::spawn(async move { t.connect(remote).await }));
                 }
             }
             r = opt(dial.as_mut()) => {

@@ -7,6 +7,7 @@
 //! - [`rib`]: per-peer Adj-RIB-In turning UPDATEs into [`event::RouteEvent`]s.
 //! - [`session`]: the sans-IO session state machine.
 //! - [`driver`]: the thin tokio task owning the socket and timers.
+//! - [`transport`]: TCP MD5 keys and the TTL policy (GTSM, multihop) of a peer's connections.
 //! - [`watch`]: the `watch` command (standalone session printing events).
 //! - [`bmp`]: the sans-IO BMP station (RFC 7854, RFC 9069 Loc-RIB), one per router connection.
 //! - [`bmp_station`]: its tokio side (`run`) and the standalone `bmp` command.
@@ -30,6 +31,7 @@ pub mod rib;
 #[cfg(feature = "agent")]
 pub mod run;
 pub mod session;
+pub mod transport;
 pub mod update;
 pub mod watch;
 pub mod wire;

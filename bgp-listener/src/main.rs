@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use foureyes_bgp_listener::bmp_station::BMP_PORT;
 use foureyes_bgp_listener::driver::{BGP_PORT, Connection};
 use foureyes_bgp_listener::session::{MaxPrefixes, SessionConfig};
+use foureyes_bgp_listener::transport::{Md5Key, Transport, TtlPolicy};
 use foureyes_bgp_listener::watch::{Format, WatchOptions};
 
 #[derive(Parser)]
@@ -124,6 +125,17 @@ enum Cmd {
         /// With --max-prefixes: also tear the session down (Cease, subcode 1, RFC 4486).
         #[arg(long, requires = "max_prefixes")]
         max_prefixes_teardown: bool,
+        /// TCP MD5 signature (RFC 2385) with the password in this file (one line). The password
+        /// is never given on the command line, where `ps` would show it.
+        #[arg(long, value_name = "FILE")]
+        md5_password_file: Option<PathBuf>,
+        /// GTSM (RFC 5082): send with TTL 255 and drop segments from more than HOPS hops away
+        /// (1 for a directly connected peer).
+        #[arg(long, value_name = "HOPS", conflicts_with = "multihop")]
+        ttl_security: Option<u8>,
+        /// eBGP multihop: send with this TTL (the OS default TTL is used otherwise).
+        #[arg(long, value_name = "TTL")]
+        multihop: Option<u8>,
     },
     /// BMP station: accept BMP feeds from routers and print their events (no collector needed).
     /// Never sends a byte to a router.
@@ -228,7 +240,19 @@ async fn main() -> Result<()> {
             no_add_path,
             max_prefixes,
             max_prefixes_teardown,
+            md5_password_file,
+            ttl_security,
+            multihop,
         } => {
+            let transport = Transport {
+                md5: md5_password_file
+                    .as_deref()
+                    .map(Md5Key::from_file)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?,
+                ttl: TtlPolicy::from_settings(ttl_security, multihop)
+                    .map_err(anyhow::Error::msg)?,
+            };
             if hold_time == 1 || hold_time == 2 {
                 bail!("--hold-time must be 0 or at least 3");
             }
@@ -265,6 +289,7 @@ async fn main() -> Result<()> {
                 format: format.into(),
                 exit_on_eor,
                 quiet_period: Duration::from_secs_f64(quiet_period.max(0.0)),
+                transport,
             };
             let mut out = std::io::stdout().lock();
             let shutdown = async {

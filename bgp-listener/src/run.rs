@@ -47,6 +47,11 @@ pub enum RunError {
         addr: SocketAddr,
         err: std::io::Error,
     },
+    #[error("setting TCP MD5 keys or TTLs on {addr}: {err}")]
+    Transport {
+        addr: SocketAddr,
+        err: std::io::Error,
+    },
 }
 
 pub struct RunOptions {
@@ -102,6 +107,8 @@ pub async fn run(
     // Bind every configured listening address before starting anything, so a typo or a port in
     // use is an error at start, not a silent missing peer.
     let mut by_addr: HashMap<SocketAddr, HashMap<IpAddr, mpsc::Sender<TcpStream>>> = HashMap::new();
+    // MD5 keys and TTLs go on the shared listening socket before anyone dials.
+    let mut keys: HashMap<SocketAddr, Vec<(IpAddr, crate::transport::Transport)>> = HashMap::new();
     let mut conns = Vec::new();
     for p in &peers {
         let conn = match p.mode {
@@ -111,6 +118,9 @@ pub async fn run(
                     .entry(addr)
                     .or_default()
                     .insert(p.session.peer.to_canonical(), tx);
+                keys.entry(addr)
+                    .or_default()
+                    .push((p.session.peer, p.transport.clone()));
                 Connection::accepted(rx)
             }
             PeerMode::Active(remote) => Connection::Active {
@@ -126,6 +136,14 @@ pub async fn run(
         let l = TcpListener::bind(addr)
             .await
             .map_err(|err| RunError::Bind { addr, err })?;
+        let peers: Vec<(IpAddr, &crate::transport::Transport)> = keys
+            .get(&addr)
+            .into_iter()
+            .flatten()
+            .map(|(ip, t)| (*ip, t))
+            .collect();
+        crate::transport::prepare_shared_listener(&l, &peers)
+            .map_err(|err| RunError::Transport { addr, err })?;
         tracing::info!(%addr, peers = routes.len(), "listening for BGP peers");
         acceptors.push(tokio::spawn(accept_loop(l, routes, stop_rx.clone())));
     }
@@ -159,7 +177,7 @@ pub async fn run(
         let (ev, stop) = (ev_tx.clone(), stop_rx.clone());
         let name = p.name.clone();
         sessions.push(tokio::spawn(async move {
-            if let Err(e) = driver::run(p.session, conn, ev, stop).await {
+            if let Err(e) = driver::run_with(p.session, conn, p.transport, ev, stop).await {
                 tracing::error!(peer = %name, error = %e, "session task ended");
             }
         }));

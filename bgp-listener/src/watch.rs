@@ -138,6 +138,8 @@ pub struct WatchOptions {
     pub format: Format,
     pub exit_on_eor: bool,
     pub quiet_period: Duration,
+    /// TCP MD5 key and TTL policy (`--md5-password-file`, `--ttl-security`, `--multihop`).
+    pub transport: crate::transport::Transport,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -515,7 +517,13 @@ pub async fn watch<W: Write>(
     let peer: IpAddr = opts.session.peer;
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut task = tokio::spawn(driver::run(opts.session, conn, tx, stop_rx));
+    let mut task = tokio::spawn(driver::run_with(
+        opts.session,
+        conn,
+        opts.transport,
+        tx,
+        stop_rx,
+    ));
     let mut transfer = Transfer::default();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut shutdown = std::pin::pin!(shutdown);

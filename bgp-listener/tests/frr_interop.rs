@@ -421,3 +421,176 @@ fn the_active_listener_dials_frr_ibgp_over_ipv6_local_pref_change_withdraw_recei
         "one NOTIFICATION: {sent:?}"
     );
 }
+
+const SECURED_CONF: &str = r#"
+router bgp 65001
+ bgp router-id 198.18.0.1
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ no bgp default ipv4-unicast
+ neighbor 198.18.0.2 remote-as 65002
+ neighbor 198.18.0.2 password fe-md5-secret
+ neighbor 198.18.0.2 ttl-security hops 1
+ neighbor 198.18.0.2 timers connect 1
+ !
+ address-family ipv4 unicast
+  network 198.19.1.0/24
+  neighbor 198.18.0.2 activate
+ exit-address-family
+exit
+"#;
+
+/// A kernel TCP counter (`nstat`, absolute, history untouched) in a namespace: counters are per
+/// namespace, so each lab starts from zero.
+fn tcp_counter(ns: &str, name: &str) -> u64 {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nstat", "-saz", name])
+        .output()
+        .expect("nstat (iproute2)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some(name)).then(|| f.next()?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no counter {name} in nstat output"))
+}
+
+/// TCP MD5 (RFC 2385) and GTSM (RFC 5082) against FRR configured with `password` and
+/// `ttl-security hops 1`, the listener passive, then active. Each wrong setting is refused by a kernel (seen in
+/// that namespace's counters) and gives no session; the right ones give the session and routes.
+#[test]
+fn md5_and_gtsm_with_frr_wrong_settings_are_refused_by_the_kernel_right_ones_peer() {
+    let mut lab = frr_lab("frs");
+    let good = lab.path("good.md5");
+    std::fs::write(&good, "fe-md5-secret\n").expect("write key");
+    let bad = lab.path("bad.md5");
+    std::fs::write(&bad, "not-the-secret\n").expect("write key");
+    let (good, bad) = (good.display().to_string(), bad.display().to_string());
+    start_bgpd(&mut lab, SECURED_CONF);
+    let base = [
+        "--local-as",
+        "65002",
+        "--peer",
+        ROUTER_V4,
+        "--remote-as",
+        "65001",
+        "--listen",
+        LISTENER_V4,
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let quiet = |lab: &Lab, args: Vec<String>, what: &str| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut w = lab.watch(&args);
+        // FRR dials every second; several attempts fail in this time.
+        w.events.settle(Duration::from_secs(6));
+        w.stop();
+        assert!(
+            !w.events
+                .seen
+                .iter()
+                .any(|e| e["type"] == "session_established"),
+            "{what}: no session expected, saw {:#?}",
+            w.events.seen
+        );
+    };
+
+    // 1. Wrong password (TTL right): our kernel drops FRR's signed SYNs.
+    quiet(
+        &lab,
+        with(&["--md5-password-file", &bad, "--ttl-security", "1"]),
+        "wrong MD5 password",
+    );
+    assert!(
+        tcp_counter(&lab.ns_lst, "TcpExtTCPMD5Failure") > 0,
+        "the listener's kernel saw no MD5 failure"
+    );
+
+    // 2. Right password, no GTSM: we send with the default TTL (64), FRR requires 255.
+    let drops = tcp_counter(&lab.ns_router, "TcpExtTCPMinTTLDrop");
+    quiet(
+        &lab,
+        with(&["--md5-password-file", &good]),
+        "without --ttl-security",
+    );
+    assert!(
+        tcp_counter(&lab.ns_router, "TcpExtTCPMinTTLDrop") > drops,
+        "FRR's kernel dropped none of our low-TTL segments"
+    );
+
+    // 3. Both right: the session comes up, signed and at TTL 255 both ways.
+    let args = with(&["--md5-password-file", &good, "--ttl-security", "1"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut w = lab.watch(&args);
+    w.events.wait("session established", |e| {
+        e["type"] == "session_established"
+    });
+    w.events
+        .wait("announce", |e| is(e, "announce", "198.19.1.0/24"));
+    let st = vtysh(&lab, &["show bgp neighbor 198.18.0.2 json"]);
+    let st: Value = serde_json::from_str(&st).expect("vtysh json");
+    assert_eq!(st["198.18.0.2"]["bgpState"], "Established", "{st}");
+    w.stop();
+
+    // 4. The same from the active side: the key and TTL 255 are on the socket before the SYN.
+    let mut w = lab.watch(&[
+        "--local-as",
+        "65002",
+        "--peer",
+        ROUTER_V4,
+        "--remote-as",
+        "65001",
+        "--connect",
+        "--router-id",
+        LISTENER_V4,
+        "--md5-password-file",
+        &good,
+        "--ttl-security",
+        "1",
+    ]);
+    w.events.wait("active session established", |e| {
+        e["type"] == "session_established"
+    });
+    w.events
+        .wait("announce (active)", |e| is(e, "announce", "198.19.1.0/24"));
+    w.stop();
+}
+
+/// GTSM on our side against a peer that does not use it: FRR's directly connected eBGP sends
+/// with TTL 1, so our kernel drops its segments and no session comes up.
+#[test]
+fn gtsm_refuses_a_peer_that_sends_with_a_low_ttl() {
+    let mut lab = frr_lab("frg");
+    let conf = SECURED_CONF
+        .replace(" neighbor 198.18.0.2 password fe-md5-secret\n", "")
+        .replace(" neighbor 198.18.0.2 ttl-security hops 1\n", "");
+    start_bgpd(&mut lab, &conf);
+    let mut w = lab.watch(&[
+        "--local-as",
+        "65002",
+        "--peer",
+        ROUTER_V4,
+        "--remote-as",
+        "65001",
+        "--listen",
+        LISTENER_V4,
+        "--ttl-security",
+        "1",
+    ]);
+    w.events.settle(Duration::from_secs(6));
+    w.stop();
+    assert!(
+        !w.events
+            .seen
+            .iter()
+            .any(|e| e["type"] == "session_established"),
+        "GTSM should refuse TTL-1 segments: {:#?}",
+        w.events.seen
+    );
+    assert!(
+        tcp_counter(&lab.ns_lst, "TcpExtTCPMinTTLDrop") > 0,
+        "our kernel dropped nothing"
+    );
+}

@@ -64,6 +64,7 @@ fn opts(graceful_restart: bool) -> WatchOptions {
         format: Format::Jsonl,
         exit_on_eor: true,
         quiet_period: Duration::from_millis(500),
+        transport: Default::default(),
     }
 }
 
