@@ -64,6 +64,8 @@ pub struct CorrelationFileConfig {
     pub latency_factor: Option<f64>,
     pub latency_min_ms: Option<f64>,
     pub loss_delta: Option<f64>,
+    /// Results this soon after the last event are left out of the after window, e.g. "2s".
+    pub settle: Option<String>,
     /// Runs of the probe burst a route change triggers on the touched tests (0 turns bursts off).
     pub burst_runs: Option<u32>,
     /// Spacing of those runs, e.g. "1s".
@@ -171,6 +173,7 @@ impl Config {
         if let Some(v) = fc.loss_delta {
             correlation.loss_delta = v;
         }
+        dur("settle", &fc.settle, &mut correlation.settle)?;
         if let Some(v) = fc.burst_runs {
             correlation.burst_runs = v.min(10);
         }

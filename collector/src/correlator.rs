@@ -11,7 +11,10 @@
 //!
 //! The record is saved as soon as it touches a test (provisional, verdict pending), then once the
 //! after-window has closed the verdict is decided from the tests' results in the window before
-//! the first event and the window after the last one. The statistics are computed here rather
+//! the first event and the window after the last one, less its first `settle` (2 s by default:
+//! a probe still in flight when a withdraw arrives, or a router that has not yet reprogrammed its
+//! forwarding table, says nothing about the new path; the routed end-to-end test saw exactly
+//! that). The statistics are computed here rather
 //! than with a dataframe library: a window holds at most a few thousand results per test, and
 //! percentiles over that are a sort.
 //!
@@ -50,6 +53,9 @@ pub struct CorrelationConfig {
     pub latency_factor: f64,
     pub latency_min_ms: f64,
     pub loss_delta: f64,
+    /// Results this soon after the last event are not part of the after window (see
+    /// `Correlation.settle_ms` in correlation.proto for why).
+    pub settle: Duration,
     /// Runs of a probe burst when a change touches a test (0: no bursts), and their spacing.
     pub burst_runs: u32,
     pub burst_spacing: Duration,
@@ -65,6 +71,7 @@ impl Default for CorrelationConfig {
             latency_factor: 1.5,
             latency_min_ms: 5.0,
             loss_delta: 0.05,
+            settle: Duration::from_secs(2),
             burst_runs: 5,
             burst_spacing: Duration::from_secs(1),
         }
@@ -397,6 +404,7 @@ impl Correlator {
                 peer: ev.peer.clone(),
                 before_window_seconds: cfg.before.as_secs() as u32,
                 after_window_seconds: cfg.after.as_secs() as u32,
+                settle_ms: cfg.settle.min(cfg.after).as_millis() as u32,
                 ..Default::default()
             },
             last_event_ms: at,
@@ -632,7 +640,8 @@ impl Correlator {
             opened - i64::from(corr.before_window_seconds) * 1000,
             opened,
         );
-        let after = (last, last + i64::from(corr.after_window_seconds) * 1000);
+        let end = last + i64::from(corr.after_window_seconds) * 1000;
+        let after = ((last + i64::from(corr.settle_ms)).min(end), end);
         let mut worst = pb::Verdict::Pending;
         for t in &mut corr.tests {
             let b = self.results(&t.test_id, before);

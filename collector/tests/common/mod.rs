@@ -10,6 +10,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod routed_lab;
+
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/debug/deps/<test> -> target/debug/<name>
@@ -310,4 +312,33 @@ pub fn listening_sockets(pid: u32) -> Vec<(String, String, String)> {
             }
         })
         .collect()
+}
+
+/// Enrolls a BGP listener into `org`/`team` (a `--kind listener` token) and runs it with the
+/// `listener.toml` text given; its state and config live under `root/listener`.
+pub fn start_listener(c: &Collector, root: &Path, org: &str, team: &str, config: &str) -> Proc {
+    let token = c.admin(&[
+        "token", "create", "--org", org, "--team", team, "--ttl", "10m", "--kind", "listener",
+    ]);
+    let state = root.join("listener");
+    let out = Command::new(bin("foureyes-bgp-listener"))
+        .args(["enroll", "--collector", &c.node_addr, "--state-dir"])
+        .arg(&state)
+        .env("FOUREYES_ENROLL_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "listener enroll: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conf = root.join("listener.toml");
+    std::fs::write(&conf, config).unwrap();
+    let mut cmd = Command::new(bin("foureyes-bgp-listener"));
+    cmd.args(["run", "--config"])
+        .arg(&conf)
+        .arg("--state-dir")
+        .arg(&state)
+        .env("RUST_LOG", "info");
+    Proc::spawn(cmd, root.join("listener.log"))
 }

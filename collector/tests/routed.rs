@@ -1,0 +1,169 @@
+//! End to end with routing that follows BGP (`common/routed_lab.rs`): the node's probes reach
+//! their targets through an FRR router (zebra + bgpd) that learns the targets' prefixes from a
+//! BIRD upstream and is peered with the listener. Withdrawing a prefix upstream removes it from
+//! the router's forwarding table, so the probes fail because of the withdraw, and the collector
+//! has to say so: a provisional correlation within seconds, then the verdict.
+//!
+//! Negative controls: a prefix covering no target correlates nothing, and a more-specific
+//! covering one of two targets correlates only that one.
+//!
+//! Needs root, `frr`, `bird2`, `iproute2` and the built binaries (`cargo build --bins`).
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::routed_lab::RoutedLab;
+use common::{Api, Collector, start_listener, wait_until};
+use serde_json::Value;
+
+fn correlations(api: &Api) -> Vec<Value> {
+    api.get("/api/v1/correlations?page_size=1000")["correlations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn tests_of(c: &Value) -> Vec<String> {
+    let mut v: Vec<String> = c["tests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["testName"].as_str().map(String::from))
+        .collect();
+    v.sort();
+    v
+}
+
+fn has_event(api: &Api, kind: &str, prefix: &str) -> bool {
+    api.get(&format!(
+        "/api/v1/route-events?page_size=100&type={kind}&prefix={prefix}"
+    ))["events"]
+        .as_array()
+        .is_some_and(|e| !e.is_empty())
+}
+
+/// The status of a test's latest result from the last few seconds (results list oldest first).
+fn last_status(api: &Api, test_id: &str) -> Option<String> {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        - 3_000;
+    api.get(&format!(
+        "/api/v1/results?page_size=1000&test_id={test_id}&from={since}"
+    ))["results"]
+        .as_array()?
+        .last()?["status"]
+        .as_str()
+        .map(String::from)
+}
+
+#[test]
+fn a_withdraw_upstream_breaks_forwarding_and_is_correlated_as_unreachable() {
+    const NET: u8 = 84;
+    const TARGETS: u8 = 94;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut lab = RoutedLab::new(root, NET, TARGETS);
+    let c = Collector::start(
+        root,
+        0,
+        "[correlation]\nbefore = \"20s\"\nafter = \"6s\"\nincident_gap = \"2s\"\n",
+        &[("RUST_LOG", "info,foureyes_collector::correlator=debug")],
+    );
+    let api = Api::new(&c.api, &c.tenant("acme", "noc"));
+    let mut ids = std::collections::HashMap::new();
+    for (name, host) in [("a", lab.target(1)), ("b", lab.target(2))] {
+        let t = api.post(
+            "/api/v1/tests",
+            serde_json::json!({"name": name, "intervalMs": 500, "timeoutMs": 400, "count": 1,
+                               "config": {"icmp": {"host": host}}}),
+        );
+        ids.insert(name, t["id"].as_str().unwrap().to_string());
+    }
+    let node_state = common::enroll_node(&c, root, "acme", "noc");
+    let _node = common::run_node(&node_state, root.join("node.log"));
+    let _listener = start_listener(
+        &c,
+        root,
+        "acme",
+        "noc",
+        &format!(
+            "local_as = 65002\nrouter_id = \"{l}\"\n[[peer]]\naddress = \"{r}\"\nremote_as = 65001\nlisten = \"{l}\"\n",
+            l = lab.listener_addr(),
+            r = lab.router_addr()
+        ),
+    );
+
+    let t24 = format!("198.19.{TARGETS}.0/24");
+    let base = format!("    route {t24} blackhole;\n");
+    lab.announce(&base);
+    lab.start();
+    wait_until(
+        "the router's route to the targets",
+        Duration::from_secs(60),
+        || lab.router_fib().contains(&t24).then_some(()),
+    );
+    wait_until("the /24 at the collector", Duration::from_secs(60), || {
+        has_event(&api, "announce", &t24).then_some(())
+    });
+    wait_until("both targets answering", Duration::from_secs(60), || {
+        (last_status(&api, &ids["a"]).as_deref() == Some("STATUS_OK")
+            && last_status(&api, &ids["b"]).as_deref() == Some("STATUS_OK"))
+        .then_some(())
+    });
+
+    // Negative control: a prefix covering no target.
+    let with_other = format!("{base}    route 10.97.0.0/16 blackhole;\n");
+    lab.reconfigure(&with_other);
+    wait_until("the unrelated announce", Duration::from_secs(30), || {
+        has_event(&api, "announce", "10.97.0.0/16").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(correlations(&api).is_empty(), "{:?}", correlations(&api));
+
+    // A more-specific for b only: b's traffic now follows the /32, a's still the /24.
+    let b32 = format!("198.19.{TARGETS}.2/32");
+    let with_b32 = format!("{with_other}    route {b32} blackhole;\n");
+    lab.reconfigure(&with_b32);
+    let more = wait_until("a correlation for b's /32", Duration::from_secs(30), || {
+        correlations(&api)
+            .into_iter()
+            .find(|c| c["prefixes"][0] == b32.as_str())
+    });
+    assert_eq!(tests_of(&more), vec!["b"], "{more}");
+
+    // Withdraw the /24 upstream: the router drops it from its FIB, so a is unreachable while b
+    // keeps its /32. Nothing is removed by hand.
+    std::thread::sleep(Duration::from_secs(3));
+    lab.reconfigure(&with_b32.replace(&base, ""));
+    wait_until(
+        "the router to drop the /24",
+        Duration::from_secs(30),
+        || (!lab.router_fib().contains(&t24)).then_some(()),
+    );
+    let gone = wait_until("a provisional correlation", Duration::from_secs(30), || {
+        correlations(&api)
+            .into_iter()
+            .find(|c| c["prefixes"][0] == t24.as_str() && c["withdraws"] == "1")
+    });
+    assert_eq!(tests_of(&gone), vec!["a"], "{gone}");
+    let id = gone["id"].as_str().unwrap().to_string();
+    let decided = wait_until("the withdraw's verdict", Duration::from_secs(60), || {
+        api.get(&format!("/api/v1/correlations/{id}"))
+            .as_object()
+            .filter(|c| c["verdict"] != "VERDICT_PENDING")
+            .cloned()
+    });
+    assert_eq!(decided["verdict"], "VERDICT_UNREACHABLE", "{decided:?}");
+    assert_ne!(last_status(&api, &ids["a"]).as_deref(), Some("STATUS_OK"));
+    assert_eq!(last_status(&api, &ids["b"]).as_deref(), Some("STATUS_OK"));
+
+    // Re-announce: forwarding comes back with the route.
+    lab.reconfigure(&with_b32);
+    wait_until("a answering again", Duration::from_secs(60), || {
+        (last_status(&api, &ids["a"]).as_deref() == Some("STATUS_OK")).then_some(())
+    });
+}
