@@ -227,7 +227,11 @@ impl Correlator {
     }
 
     fn round(&mut self) {
-        let now = now_ms();
+        self.round_at(now_ms());
+    }
+
+    /// One round as of `now` (the golden test drives the clock).
+    fn round_at(&mut self, now: i64) {
         if now - self.targets_at_ms >= TARGET_REFRESH.as_millis() as i64 {
             self.refresh_targets(now);
         }
@@ -809,6 +813,9 @@ fn summary(c: &pb::Correlation) -> String {
         c.tests.len()
     )
 }
+
+#[cfg(test)]
+mod golden;
 
 #[cfg(test)]
 mod tests {

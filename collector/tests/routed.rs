@@ -166,4 +166,41 @@ fn a_withdraw_upstream_breaks_forwarding_and_is_correlated_as_unreachable() {
     wait_until("a answering again", Duration::from_secs(60), || {
         (last_status(&api, &ids["a"]).as_deref() == Some("STATUS_OK")).then_some(())
     });
+
+    // FOUREYES_RECORD=FILE keeps this run's tests, route events and results as JSONL: the
+    // correlator's golden test (collector/tests/golden/) replays such recordings.
+    if let Some(path) = std::env::var_os("FOUREYES_RECORD") {
+        record(&api, std::path::Path::new(&path));
+    }
+}
+
+/// Every item of a paged list endpoint.
+fn all_pages(api: &Api, path: &str, key: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let page = api.get(&format!("{path}{sep}page_size=1000&page_token={token}"));
+        out.extend(page[key].as_array().cloned().unwrap_or_default());
+        match page["nextPageToken"].as_str() {
+            Some(t) if !t.is_empty() => token = t.to_string(),
+            _ => return out,
+        }
+    }
+}
+
+fn record(api: &Api, path: &std::path::Path) {
+    let mut lines = Vec::new();
+    for t in all_pages(api, "/api/v1/tests", "tests") {
+        lines.push(serde_json::json!({ "test": t }));
+    }
+    for e in all_pages(api, "/api/v1/route-events", "events") {
+        lines.push(serde_json::json!({ "routeEvent": e }));
+    }
+    for r in all_pages(api, "/api/v1/results", "results") {
+        lines.push(serde_json::json!({ "result": r }));
+    }
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(path, text).unwrap();
+    println!("recorded {} lines to {}", lines.len(), path.display());
 }
