@@ -696,3 +696,131 @@ fn bgp_session_down_and_visibility_from_a_real_peer() {
     );
     listener.kill9();
 }
+
+/// In-process: every transition goes out on the engine's broadcast channel (with the rule's
+/// notifier names and the notify flag) and to the owning tenant's `/api/v1/stream`, never to
+/// another tenant's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transitions_reach_the_channel_and_only_the_owners_stream() {
+    use foureyes_collector::{
+        config::{Config, FileConfig},
+        server,
+    };
+    use foureyes_proto::v1 as pb;
+    use foureyes_store::{Scope, SystemScope, Tenant};
+    use std::io::BufRead;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = Config::resolve(
+        FileConfig::default(),
+        Some(tmp.path().join("data")),
+        Some("127.0.0.1:0".parse().unwrap()),
+        Some("127.0.0.1:0".parse().unwrap()),
+    )
+    .unwrap();
+    let sd = tokio_util::sync::CancellationToken::new();
+    let run = server::start(cfg, sd.clone()).await.unwrap();
+    let c = run.collector.clone();
+    let sys = SystemScope::collector_internal();
+    let scope = |org: &str| {
+        Scope::Tenant(Tenant {
+            org: org.into(),
+            team: None,
+        })
+    };
+    let mut tokens = Vec::new();
+    for org in ["acme", "other"] {
+        c.store.create_org(&sys, org).unwrap();
+        let t = foureyes_identity::ApiToken::generate();
+        c.store
+            .create_api_token(&scope(org), "t", &t.secret_hash())
+            .unwrap();
+        tokens.push(t.reveal());
+    }
+    let mut rx = c.alerts.subscribe();
+    // One SSE client per tenant; each forwards the alert events it reads.
+    let (tx, seen) = std::sync::mpsc::channel::<(usize, String)>();
+    for (i, tok) in tokens.iter().enumerate() {
+        let url = format!("{}/api/v1/stream?kinds=alerts", run.api_url);
+        let tok = tok.clone();
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let resp = ureq::get(&url)
+                .set("Authorization", &format!("Bearer {tok}"))
+                .call()
+                .unwrap();
+            let mut alert = false;
+            for line in std::io::BufReader::new(resp.into_reader()).lines() {
+                let Ok(line) = line else { return };
+                if line == "event: alert" {
+                    alert = true;
+                } else if let Some(d) = line.strip_prefix("data: ")
+                    && alert
+                {
+                    alert = false;
+                    if tx.send((i, d.to_string())).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    let hub = c.clone();
+    wait_until("both stream clients", Duration::from_secs(20), || {
+        (hub.stream.client_count() == 2).then_some(())
+    });
+    // Nobody announces 192.0.2.0/24: the visibility rule holds at its first evaluation.
+    let rule = c
+        .alerts
+        .store
+        .create_alert_rule(
+            &scope("acme"),
+            pb::AlertRule {
+                name: "dark".into(),
+                kind: Some(pb::alert_rule::Kind::Visibility(pb::VisibilityRule {
+                    prefix: "192.0.2.0/24".into(),
+                    min_peers: 1,
+                })),
+                notifiers: vec!["noc-hook".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    c.alerts.changed();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let t = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("a transition within 20 s")
+            .unwrap();
+        got.push(t);
+    }
+    assert_eq!(got[0].to(), pb::AlertState::Pending);
+    assert!(!got[0].notify);
+    assert_eq!(got[1].to(), pb::AlertState::Firing);
+    assert!(got[1].notify);
+    assert_eq!(got[1].notifiers, vec!["noc-hook".to_string()]);
+    assert_eq!(got[1].rule_id, rule.id);
+    assert_eq!(got[1].subject, "192.0.2.0/24");
+    assert_eq!(got[1].alert.as_ref().unwrap().org, "acme");
+    // The owner's stream got both; the other tenant's nothing.
+    let events = tokio::task::spawn_blocking(move || {
+        let mut v = Vec::new();
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+            match seen.recv_timeout(left) {
+                Ok(e) => v.push(e),
+                Err(_) => break,
+            }
+        }
+        v
+    })
+    .await
+    .unwrap();
+    assert!(events.iter().all(|(i, _)| *i == 0), "{events:?}");
+    assert_eq!(events.len(), 2, "{events:?}");
+    let firing: Value = serde_json::from_str(&events[1].1).unwrap();
+    assert_eq!(firing["to"], "ALERT_STATE_FIRING");
+    assert_eq!(firing["ruleName"], "dark");
+    sd.cancel();
+}
