@@ -676,6 +676,19 @@ fn bgp_session_down_and_visibility_from_a_real_peer() {
             .ends_with(&format!("/198.19.{NET}.1")),
         "{d}"
     );
+    // How long from the stored session-down event to the firing alert (both collector clock).
+    let ev = api.get("/api/v1/route-events?type=session_down")["events"][0].clone();
+    let ms = |v: &Value| {
+        let t = time::OffsetDateTime::parse(
+            v.as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        (t.unix_timestamp_nanos() / 1_000_000) as i64
+    };
+    let lag = ms(&d["firedAt"]) - ms(&ev["receivedAt"]);
+    println!("session down: event stored -> alert firing in {lag} ms");
+    assert!(lag >= 0, "fired before the event: {lag} ms");
     let v = wait_state(
         &api,
         vis["id"].as_str().unwrap(),

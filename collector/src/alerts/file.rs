@@ -281,6 +281,18 @@ fn notifier_from(
     })
 }
 
+/// Opens a notifier's sealed secrets.
+pub fn open_secrets(
+    kek: &foureyes_identity::Kek,
+    sealed: &[u8],
+) -> Result<pb::NotifierSecrets, String> {
+    let plain = kek
+        .open(sealed)
+        .map_err(|e| format!("notifier secrets do not unseal: {e}"))?;
+    <pb::NotifierSecrets as prost::Message>::decode(plain.as_slice())
+        .map_err(|e| format!("notifier secrets: {e}"))
+}
+
 fn zeroize_vec(mut v: Vec<u8>) {
     for b in v.iter_mut() {
         *b = 0;
@@ -403,11 +415,15 @@ mod tests {
     use super::*;
 
     fn parse_text(text: &str) -> Result<Parsed, String> {
+        parse_with(text, &foureyes_identity::Kek::generate())
+    }
+
+    fn parse_with(text: &str, kek: &foureyes_identity::Kek) -> Result<Parsed, String> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("hook.key"), "s3cr3t-hmac\n").unwrap();
         let p = dir.path().join("rules.toml");
         std::fs::write(&p, text).unwrap();
-        parse(&p, &foureyes_identity::Kek::generate())
+        parse(&p, kek)
     }
 
     const GOOD: &str = r#"
@@ -438,6 +454,15 @@ loss = { test_id = "t-1", threshold = 0.5 }
         let sealed = n.sealed_secrets.as_ref().unwrap();
         assert!(!sealed.windows(11).any(|w| w == b"s3cr3t-hmac"));
         assert!(!format!("{:?}", n.notifier).contains("s3cr3t"));
+        // The sender gets them back with the same key, and only with it.
+        let kek = foureyes_identity::Kek::generate();
+        let p = parse_with(GOOD, &kek).unwrap();
+        let sealed = p.notifiers[0].sealed_secrets.clone().unwrap();
+        assert_eq!(
+            open_secrets(&kek, &sealed).unwrap().values["hmac_key"],
+            "s3cr3t-hmac"
+        );
+        assert!(open_secrets(&foureyes_identity::Kek::generate(), &sealed).is_err());
     }
 
     #[test]

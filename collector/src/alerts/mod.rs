@@ -112,6 +112,26 @@ impl Alerts {
             .clone()
     }
 
+    /// A notifier's secrets, unsealed with the collector's key-encryption key, for the sender.
+    /// `None` when the notifier does not exist or has no secrets.
+    pub fn notifier_secrets(
+        &self,
+        org: &str,
+        name: &str,
+    ) -> Result<Option<pb::NotifierSecrets>, String> {
+        let sealed = self
+            .store
+            .notifier_secrets(
+                &foureyes_store::SystemScope::collector_internal(),
+                org,
+                name,
+            )
+            .map_err(|e| e.to_string())?;
+        sealed
+            .map(|s| file::open_secrets(&self.kek, &s))
+            .transpose()
+    }
+
     /// Rules or silences changed: the engine reloads them on its next round, which this starts.
     pub fn changed(&self) {
         self.changes.fetch_add(1, Ordering::Relaxed);

@@ -639,6 +639,25 @@ mod tests {
             )
             .unwrap();
         assert_eq!(page.alerts.len(), 1);
+        // Pages walk alerts in start order with a cursor.
+        for i in 2..=4 {
+            let mut b = a.clone();
+            b.id = format!("a-{i}");
+            b.started_at = Some(foureyes_proto::timestamp_from_ms(now_ms() + i));
+            s.save_alert(&sys, &b, None).unwrap();
+        }
+        let all = AlertFilter::default();
+        let p1 = s.alerts(&acme, &all, None, 3).unwrap();
+        assert_eq!(p1.alerts.len(), 3);
+        let p2 = s.alerts(&acme, &all, p1.next, 3).unwrap();
+        let ids: Vec<&str> = p1
+            .alerts
+            .iter()
+            .chain(&p2.alerts)
+            .map(|a| a.id.as_str())
+            .collect();
+        assert_eq!(ids, ["a-1", "a-2", "a-3", "a-4"]);
+        assert!(p2.next.is_none());
     }
 
     #[test]
