@@ -53,6 +53,8 @@ pub(super) struct Engine {
     started_ms: i64,
     seen_changes: u64,
     rules: Vec<pb::AlertRule>,
+    /// Each rule as last loaded, without its update time: a changed rule starts its alerts over.
+    rule_bodies: HashMap<String, Vec<u8>>,
     silences: Vec<pb::Silence>,
     silences_at_ms: i64,
     /// (org, test) → window kept (ms), for tests a result rule watches.
@@ -154,6 +156,7 @@ impl Engine {
             started_ms: now_ms(),
             seen_changes: 0,
             rules: Vec::new(),
+            rule_bodies: HashMap::new(),
             silences: Vec::new(),
             silences_at_ms: 0,
             windows: HashMap::new(),
@@ -181,9 +184,15 @@ impl Engine {
                         .as_ref()
                         .map(foureyes_proto::timestamp_ms)
                         .unwrap_or(0);
+                    // A firing alert stays firing until it clears; a pending one proves its hold
+                    // settings again.
                     let track = Track {
                         state,
-                        holds: u32::MAX / 2,
+                        holds: if state == pb::AlertState::Firing {
+                            u32::MAX / 2
+                        } else {
+                            0
+                        },
                         clears: 0,
                         since_ms: since,
                     };
@@ -237,21 +246,36 @@ impl Engine {
                 return;
             }
         };
-        // Alerts of rules that are gone resolve (and say so).
-        let ids: HashSet<&str> = rules.iter().map(|r| r.id.as_str()).collect();
-        let gone: Vec<(String, String)> = self
+        // Alerts of rules that are gone or changed resolve (and say so); a file reload that
+        // leaves a rule as it was keeps its alerts.
+        let bodies: HashMap<String, Vec<u8>> = rules
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.updated_at = None;
+                (r.id.clone(), prost::Message::encode_to_vec(&r))
+            })
+            .collect();
+        let stale_rule = |id: &str| match (self.rule_bodies.get(id), bodies.get(id)) {
+            (_, None) => Some("rule deleted"),
+            (Some(old), Some(new)) if old != new => Some("rule changed"),
+            _ => None,
+        };
+        let ended: Vec<((String, String), &'static str)> = self
             .active
             .keys()
-            .filter(|(r, _)| !ids.contains(r.as_str()))
-            .cloned()
+            .filter_map(|k| stale_rule(&k.0).map(|why| (k.clone(), why)))
             .collect();
-        for k in gone {
+        for (k, why) in ended {
             if let Some(mut a) = self.active.remove(&k) {
                 let from = a.track.state;
-                a.alert.summary = format!("rule deleted; was: {}", a.alert.summary);
+                a.alert.summary = format!("{why}; was: {}", a.alert.summary);
                 self.transition(&mut a.alert, from, pb::AlertState::Resolved, &[], now);
             }
+            self.origin_baseline.remove(&k.0);
+            self.peers_known.remove(&k.0);
         }
+        self.rule_bodies = bodies;
         let mut windows = HashMap::new();
         for r in &rules {
             use pb::alert_rule::Kind;
@@ -379,13 +403,18 @@ impl Engine {
         let Some(window) = self.windows.get(&key).copied() else {
             return;
         };
-        let agents = self.samples.entry(key.clone()).or_default();
+        self.dirty_tests.insert(key.clone());
+        let agents = self.samples.entry(key).or_default();
         let a = agents
             .entry(r.agent_id.clone())
             .or_insert_with(|| AgentSamples {
                 team: team.to_string(),
                 samples: VecDeque::new(),
             });
+        if a.samples.back().is_some_and(|last| last.seq >= s.seq) {
+            // Already preloaded (or a replay): counted once.
+            return;
+        }
         a.samples.push_back(s);
         while a
             .samples
@@ -395,7 +424,6 @@ impl Engine {
         {
             a.samples.pop_front();
         }
-        self.dirty_tests.insert(key);
     }
 
     /// The samples of a test a rule may see (its tenant's agents only).
@@ -584,6 +612,23 @@ impl Engine {
                 let o = rules::stale(k, since, t.interval_ms, now);
                 outcomes.push((format!("{}/{}", t.id, a.id), o));
             }
+        }
+        // Subjects no longer assigned (test deleted, agent revoked) clear.
+        let gone: Vec<String> = {
+            let seen: HashSet<&String> = outcomes.iter().map(|(s, _)| s).collect();
+            self.active
+                .keys()
+                .filter(|(rule, subject)| *rule == r.id && !seen.contains(subject))
+                .map(|(_, s)| s.clone())
+                .collect()
+        };
+        for subject in gone {
+            let o = Outcome {
+                verdict: Verdict::Clear,
+                summary: "no longer assigned: not expected to report".into(),
+                values: BTreeMap::new(),
+            };
+            outcomes.push((subject, o));
         }
         for (subject, o) in outcomes {
             self.apply(r, subject, o, now);

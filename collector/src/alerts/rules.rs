@@ -54,6 +54,8 @@ impl Outcome {
 /// One result as the result rules see it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sample {
+    /// The agent's sequence number: a row read twice (preload, then follow) is seen once.
+    pub seq: u64,
     pub received_ms: i64,
     pub ok: bool,
     pub latency_ms: f64,
@@ -63,6 +65,7 @@ pub struct Sample {
 impl Sample {
     pub fn of(r: &pb::ProbeResult) -> Self {
         Self {
+            seq: r.seq,
             received_ms: r
                 .received_at
                 .as_ref()
@@ -651,6 +654,7 @@ mod tests {
 
     fn s(ms: i64, ok: bool, lat: f64, loss: f64) -> Sample {
         Sample {
+            seq: ms as u64,
             received_ms: ms,
             ok,
             latency_ms: lat,
