@@ -49,6 +49,7 @@ pub fn router(c: Arc<Collector>) -> Router {
         .route("/metrics", get(crate::metrics::handler))
         .route("/openapi.json", get(openapi))
         .route("/updates/{sha256}", get(update_binary))
+        .merge(crate::alerts::api::routes())
         .with_state(c)
 }
 
@@ -202,13 +203,13 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "get",
         path: "/api/v1/stream",
-        summary: "Server-Sent Events: the tenant's results, route events and correlations as they are stored (event names result, route_event, correlation; data is the message's JSON). Resumes after the Last-Event-ID header (at most 10000 rows are replayed; correlations are live only). A client that does not keep up gets `event: dropped` and should reconnect with Last-Event-ID",
+        summary: "Server-Sent Events: the tenant's results, route events, correlations and alert transitions as they are stored (event names result, route_event, correlation, alert; data is the message's JSON). Resumes after the Last-Event-ID header (at most 10000 rows are replayed; correlations and alerts are live only). A client that does not keep up gets `event: dropped` and should reconnect with Last-Event-ID",
         request: None,
         response: None,
         query: &[
             (
                 "kinds",
-                "comma-separated: results, route_events, correlations (default: all)",
+                "comma-separated: results, route_events, correlations, alerts (default: all)",
             ),
             ("test_id", "only this test's results and correlations"),
             ("agent_id", "only this agent's rows"),
@@ -239,18 +240,26 @@ async fn update_binary(State(c): State<Arc<Collector>>, Path(sha): Path<String>)
 async fn openapi() -> Response {
     json(
         StatusCode::OK,
-        &foureyes_proto::openapi::document("FourEyes API", env!("CARGO_PKG_VERSION"), ROUTES),
+        &foureyes_proto::openapi::document(
+            "FourEyes API",
+            env!("CARGO_PKG_VERSION"),
+            &ROUTES
+                .iter()
+                .chain(crate::alerts::api::ROUTES)
+                .copied()
+                .collect::<Vec<_>>(),
+        ),
     )
 }
 
 /// An API error as JSON (`{"error": "..."}`).
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl ApiError {
-    fn not_found(what: &str) -> Self {
+    pub(crate) fn not_found(what: &str) -> Self {
         Self(StatusCode::NOT_FOUND, format!("{what} not found"))
     }
-    fn bad_request(msg: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(msg: impl Into<String>) -> Self {
         Self(StatusCode::BAD_REQUEST, msg.into())
     }
 }
@@ -269,14 +278,14 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
+pub(crate) fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
     match serde_json::to_vec(v) {
         Ok(b) => (status, [(header::CONTENT_TYPE, "application/json")], b).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
 }
 
-fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("request body: {e}")))
 }
 
@@ -431,7 +440,9 @@ struct PageQuery {
 }
 
 /// The position a `page_token` names; empty or absent starts at the beginning.
-fn page_cursor(token: Option<&str>) -> Result<Option<foureyes_store::ResultCursor>, ApiError> {
+pub(crate) fn page_cursor(
+    token: Option<&str>,
+) -> Result<Option<foureyes_store::ResultCursor>, ApiError> {
     token
         .filter(|s| !s.is_empty())
         .map(|t| {
@@ -441,7 +452,7 @@ fn page_cursor(token: Option<&str>) -> Result<Option<foureyes_store::ResultCurso
         .transpose()
 }
 
-fn page_size(s: Option<usize>) -> usize {
+pub(crate) fn page_size(s: Option<usize>) -> usize {
     s.unwrap_or(100).clamp(1, 1000)
 }
 
@@ -539,7 +550,7 @@ struct ResultsQuery {
     page_size: Option<usize>,
 }
 
-fn parse_time(s: &str) -> Result<i64, ApiError> {
+pub(crate) fn parse_time(s: &str) -> Result<i64, ApiError> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
     }
@@ -766,6 +777,7 @@ async fn stream(
         results: true,
         route_events: true,
         correlations: true,
+        alerts: true,
         test_id: q.test_id.filter(|s| !s.is_empty()),
         agent_id: q.agent_id.filter(|s| !s.is_empty()),
     };
@@ -773,14 +785,16 @@ async fn stream(
         filter.results = false;
         filter.route_events = false;
         filter.correlations = false;
+        filter.alerts = false;
         for k in kinds.split(',') {
             match k.trim() {
                 "results" => filter.results = true,
                 "route_events" => filter.route_events = true,
                 "correlations" => filter.correlations = true,
+                "alerts" => filter.alerts = true,
                 other => {
                     return Err(ApiError::bad_request(format!(
-                        "kinds {other:?}: use results, route_events or correlations"
+                        "kinds {other:?}: use results, route_events, correlations or alerts"
                     )));
                 }
             }

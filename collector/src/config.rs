@@ -102,6 +102,8 @@ pub struct Config {
     pub correlation: crate::correlator::CorrelationConfig,
     pub metrics_token_file: Option<PathBuf>,
     pub stream_client_buffer: usize,
+    /// Alert rules and notifiers file (`serve --rules FILE`), reloaded on SIGHUP.
+    pub rules_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -190,6 +192,7 @@ impl Config {
             correlation,
             metrics_token_file: file.metrics_token_file,
             stream_client_buffer,
+            rules_file: None,
             kek_file: file.kek_file.unwrap_or_else(|| data_dir.join("kek")),
             data_dir,
             node_addr: node_addr

@@ -1,6 +1,7 @@
 //! The FourEyes collector as a library, so tests run the real server in-process (`server::start`
 //! on port 0) and `main.rs` stays a thin flag parser.
 
+pub mod alerts;
 pub mod api;
 pub mod ca;
 pub mod config;

@@ -44,6 +44,9 @@ enum Cmd {
         /// Quickstart: org `dev`, a fresh API token, local DNS, default tests and a local node.
         #[arg(long)]
         dev: bool,
+        /// Alert rules and notifiers (TOML); reloaded on SIGHUP.
+        #[arg(long)]
+        rules: Option<PathBuf>,
     },
     /// Enrollment tokens for agents.
     Token {
@@ -218,7 +221,12 @@ async fn main() -> Result<()> {
             node_addr,
             api_addr,
             dev,
-        } => serve(config(&cli, *node_addr, *api_addr, *dev)?, *dev).await,
+            rules,
+        } => {
+            let mut cfg = config(&cli, *node_addr, *api_addr, *dev)?;
+            cfg.rules_file = rules.clone();
+            serve(cfg, *dev).await
+        }
         cmd => admin(&cli, cmd),
     }
 }

@@ -219,6 +219,35 @@ pub fn render(c: &Collector) -> String {
         "Closed incidents waiting for their verdict.",
         h.correlations_pending.load(Ordering::Relaxed),
     );
+    let al = &c.alerts.counters;
+    family(&mut o, "foureyes_alerts", g, "Active alerts by state.");
+    for (state, n) in [
+        ("pending", al.pending.load(Ordering::Relaxed)),
+        ("firing", al.firing.load(Ordering::Relaxed)),
+    ] {
+        let _ = writeln!(o, "foureyes_alerts{{state=\"{state}\"}} {n}");
+    }
+    one(
+        &mut o,
+        "foureyes_alert_transitions_total",
+        k,
+        "Alert state transitions.",
+        al.transitions.load(Ordering::Relaxed),
+    );
+    one(
+        &mut o,
+        "foureyes_alert_silenced_notifications_total",
+        k,
+        "Firing or resolved transitions a silence kept from being notified.",
+        al.silenced_transitions.load(Ordering::Relaxed),
+    );
+    one(
+        &mut o,
+        "foureyes_alert_rules_file_reload_errors_total",
+        k,
+        "Rules file reloads that failed (the previous rules stayed in force).",
+        al.file_reload_errors.load(Ordering::Relaxed),
+    );
     let gauges = c.stream.gauges();
     let fams: [(&str, &str, GaugeOf); 3] = [
         (

@@ -78,8 +78,10 @@ impl Collector {
             );
         }
         let ca = Ca::load_or_create(&cfg.data_dir, &kek).map_err(setup)?;
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(cfg.data_dir.join(DB_FILE)).map_err(setup)?);
+        let sqlite = Arc::new(SqliteStore::open(cfg.data_dir.join(DB_FILE)).map_err(setup)?);
+        let alerts =
+            crate::alerts::Alerts::new(sqlite.clone(), Arc::new(kek), cfg.rules_file.clone());
+        let store: Arc<dyn Store> = sqlite;
         let revoked = RevokedKeys::default();
         revoked.replace(
             store
@@ -112,6 +114,7 @@ impl Collector {
             update_base_url: std::sync::OnceLock::new(),
             stream: crate::stream::Hub::new(cfg.stream_client_buffer),
             metrics_token,
+            alerts,
             cfg,
         }))
     }
@@ -257,6 +260,15 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
             c.route_events_committed.clone(),
             shutdown.clone(),
         );
+        tasks.spawn(async move {
+            let _ = task.await;
+        });
+    }
+    if c.alerts.rules_file.is_some() {
+        crate::alerts::file::load(&c).map_err(setup)?;
+    }
+    {
+        let task = crate::alerts::spawn(c.clone(), shutdown.clone());
         tasks.spawn(async move {
             let _ = task.await;
         });

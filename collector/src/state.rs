@@ -22,4 +22,6 @@ pub struct Collector {
     pub stream: crate::stream::Hub,
     /// The `/metrics` scrape token, read from `metrics_token_file` at start.
     pub metrics_token: Option<String>,
+    /// The alert engine's shared half: its store, transition channel and counters.
+    pub alerts: crate::alerts::Alerts,
 }

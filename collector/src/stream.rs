@@ -48,6 +48,8 @@ pub struct StreamFilter {
     pub results: bool,
     pub route_events: bool,
     pub correlations: bool,
+    /// Alert transitions (`alert` events).
+    pub alerts: bool,
     pub test_id: Option<String>,
     pub agent_id: Option<String>,
 }
@@ -90,6 +92,17 @@ impl StreamFilter {
                     && self.agent_id.as_ref().is_none_or(|a| *a == e.agent_id)
             }
         }
+    }
+
+    /// Alert transitions belong to no agent; a test filter keeps those whose subject is the test.
+    pub fn wants_alert(&self, t: &pb::AlertTransition) -> bool {
+        self.alerts
+            && visible(&self.tenant, &t.org, &t.team)
+            && self.agent_id.is_none()
+            && self
+                .test_id
+                .as_ref()
+                .is_none_or(|id| t.subject == *id || t.subject.starts_with(&format!("{id}/")))
     }
 
     pub fn wants_correlation(&self, c: &pb::Correlation) -> bool {
@@ -219,6 +232,20 @@ impl Hub {
         }
     }
 
+    /// Called by the alert engine for each transition. Never waits (a full client is dropped).
+    pub fn publish_alert(&self, t: &pb::AlertTransition) {
+        let Ok(data) = serde_json::to_string(t) else {
+            return;
+        };
+        let ev = Event {
+            name: "alert",
+            id: self.position(),
+            data,
+            key: 0,
+        };
+        self.fan_out(ev, |f| f.wants_alert(t));
+    }
+
     /// Offers an event to every matching client; a client whose queue is full is dropped.
     fn fan_out(&self, event: Event, wants: impl Fn(&StreamFilter) -> bool) {
         let event = Arc::new(event);
@@ -345,6 +372,8 @@ pub fn spawn(c: Arc<Collector>, shutdown: CancellationToken) -> tokio::task::Joi
             let c2 = c.clone();
             let sys2 = sys.clone();
             let _ = tokio::task::spawn_blocking(move || c2.stream.catch_up(&c2, &sys2)).await;
+            // The alert engine follows the same commits (one `Notify` wakes one waiter).
+            c.alerts.poke();
         }
     })
 }
@@ -366,6 +395,7 @@ mod tests {
             results: true,
             route_events: true,
             correlations: true,
+            alerts: true,
             test_id: None,
             agent_id: None,
         }

@@ -13,3 +13,15 @@ fn the_api_module_never_constructs_a_system_scope() {
     // The scope the handlers use comes from the credential.
     assert!(src.contains("fn scope(&self) -> Scope"));
 }
+
+#[test]
+fn the_alert_api_never_constructs_a_system_scope() {
+    let src = include_str!("../src/alerts/api.rs");
+    for forbidden in ["collector_internal", "Scope::System", "SystemScope"] {
+        assert!(
+            !src.contains(forbidden),
+            "src/alerts/api.rs mentions {forbidden}: API handlers must use Auth's tenant scope"
+        );
+    }
+    assert!(src.contains("auth.scope()"));
+}

@@ -11,6 +11,7 @@ use prost_types::{
 use serde_json::{Map, Value, json};
 
 /// One REST route: the API module lists these, and the document is built from them.
+#[derive(Clone, Copy, Debug)]
 pub struct Route {
     pub method: &'static str,
     pub path: &'static str,

@@ -18,6 +18,7 @@
 //! The store is synchronous on purpose: SQLite calls block, and the callers decide where blocking
 //! is acceptable (the ingest flusher runs on its own OS thread).
 
+pub mod alerts;
 pub mod ingest;
 pub mod prefix;
 mod routes;
@@ -26,6 +27,7 @@ mod sqlite;
 
 use foureyes_proto::v1 as pb;
 
+pub use alerts::{AlertFilter, AlertPage, AlertStore, NotifierRow};
 pub use ingest::IngestBatch;
 pub use prefix::IpPrefix;
 pub use routes::peer_key;

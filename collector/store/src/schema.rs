@@ -259,6 +259,64 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (test_id, corr_key)
     ) WITHOUT ROWID;
     "#,
+    // v6: the alert engine. Rules and silences are small tables read whole per tenant; alerts are
+    // keyed by start time like results (pages walk them in time order), with `state` and the ack
+    // columns beside the body (acks are the user's, the body the engine's). `alerts_active` holds
+    // only pending and firing rows, which is what the engine reloads. Notifier secrets are sealed
+    // with the collector's key-encryption key before they reach the store.
+    r#"
+    CREATE TABLE alert_rules (
+        id TEXT PRIMARY KEY,
+        org TEXT NOT NULL,
+        team TEXT NOT NULL,
+        name TEXT NOT NULL,
+        file_managed INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE UNIQUE INDEX alert_rules_name ON alert_rules (org, name);
+    CREATE TABLE alerts (
+        key INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        org TEXT NOT NULL,
+        team TEXT NOT NULL,
+        rule_id TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        state INTEGER NOT NULL,
+        acked_ms INTEGER,
+        acked_by TEXT,
+        updated_ms INTEGER NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE INDEX alerts_org ON alerts (org, team, key);
+    CREATE INDEX alerts_active ON alerts (state) WHERE state IN (1, 2);
+    CREATE TABLE alert_transitions (
+        key INTEGER PRIMARY KEY,
+        alert_id TEXT NOT NULL,
+        org TEXT NOT NULL,
+        team TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE INDEX alert_transitions_alert ON alert_transitions (alert_id, key);
+    CREATE TABLE silences (
+        id TEXT PRIMARY KEY,
+        org TEXT NOT NULL,
+        team TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE INDEX silences_org ON silences (org, expires_ms);
+    CREATE TABLE notifiers (
+        org TEXT NOT NULL,
+        name TEXT NOT NULL,
+        team TEXT NOT NULL,
+        file_managed INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        sealed_secrets BLOB,
+        PRIMARY KEY (org, name)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The version a database has after [`migrate`].

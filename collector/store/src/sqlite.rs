@@ -31,6 +31,8 @@ use crate::{
     routes, schema, validate_name,
 };
 
+mod alerts;
+
 /// Readers kept open between calls; more are opened on demand under load and closed afterwards.
 const IDLE_READERS: usize = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

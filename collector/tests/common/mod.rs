@@ -2,6 +2,8 @@
 //! separate processes, real sockets, real SQLite files in temp dirs.
 #![allow(dead_code, clippy::unwrap_used, clippy::print_stdout)]
 
+pub mod bird;
+
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -113,6 +115,18 @@ impl Collector {
         config: &str,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_args(root, node_port, api_addr, config, env, &[])
+    }
+
+    /// Like [`Collector::start_api`], with extra `serve` arguments (e.g. `--rules FILE`).
+    pub fn start_args(
+        root: &Path,
+        node_port: u16,
+        api_addr: &str,
+        config: &str,
+        env: &[(&str, &str)],
+        serve_args: &[&str],
+    ) -> Self {
         let data_dir = root.join("data");
         std::fs::create_dir_all(&data_dir).unwrap();
         let _ = std::fs::remove_file(data_dir.join("collector.addr.json"));
@@ -127,6 +141,7 @@ impl Collector {
             .arg(format!("127.0.0.1:{node_port}"))
             .arg("--api-addr")
             .arg(api_addr)
+            .args(serve_args)
             .env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);

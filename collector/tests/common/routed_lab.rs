@@ -21,6 +21,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+pub use super::bird::{need, sh};
+
 const ZEBRA: &str = "/usr/lib/frr/zebra";
 const BGPD: &str = "/usr/lib/frr/bgpd";
 
@@ -28,25 +30,6 @@ pub fn need_file(path: &str, package: &str) {
     assert!(
         Path::new(path).exists(),
         "`{path}` not found: apt-get install -y {package}"
-    );
-}
-
-pub fn need(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-        .unwrap_or(false);
-    assert!(found, "`{tool}` not found: apt-get install -y {package}");
-}
-
-pub fn sh(cmd: &[&str]) {
-    let out = Command::new(cmd[0])
-        .args(&cmd[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 
