@@ -6,11 +6,13 @@ use crate::secret::Secret;
 pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
 /// How the SMTP connection is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum SmtpSecurity {
     /// TLS from the first byte (usually port 465).
     Tls,
     /// Plain connect, then STARTTLS, which must succeed (usually port 587).
+    #[serde(rename = "starttls")]
     StartTls,
     /// No TLS at all; allowed only when the server's address is loopback (a local relay or a
     /// test server), so credentials and alert contents never cross a network in clear.

@@ -15,6 +15,7 @@ pub mod payload;
 pub mod policy;
 pub mod secret;
 pub mod sender;
+pub mod spec;
 
 pub use chart::{CHART_HEIGHT, CHART_WIDTH, Chart, ChartError, Series, Unit, render_png};
 pub use config::{NotifierConfig, PAGERDUTY_EVENTS_URL, SmtpConfig, SmtpSecurity};
@@ -24,3 +25,4 @@ pub use payload::{SIGNATURE_HEADER, TIMESTAMP_HEADER, webhook_signature};
 pub use policy::{PolicyError, ResolveError, TargetPolicy};
 pub use secret::{Secret, SecretError};
 pub use sender::{Delivery, Sender, SenderOptions};
+pub use spec::{NotifierSpec, SpecError, TargetPolicySpec};
