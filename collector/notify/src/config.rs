@@ -47,6 +47,8 @@ pub struct SmtpConfig {
     pub password: Option<Secret>,
     pub from: String,
     pub to: Vec<String>,
+    /// PEM certificates trusted in addition to the public roots, for a relay with a private CA.
+    pub ca_pem: Option<String>,
 }
 
 impl NotifierConfig {

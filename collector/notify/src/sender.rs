@@ -7,7 +7,7 @@ use std::time::Duration;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use rand::Rng;
@@ -301,8 +301,15 @@ impl Sender {
             });
         }
         // Connect to the checked address; TLS still verifies the configured host name.
-        let tls_params =
-            || TlsParameters::new(c.host.clone()).map_err(|e| config_err(kind, e.to_string()));
+        let tls_params = || {
+            let mut b = TlsParameters::builder(c.host.clone());
+            if let Some(pem) = &c.ca_pem {
+                let cert = Certificate::from_pem(pem.as_bytes())
+                    .map_err(|e| config_err(kind, format!("ca_pem: {e}")))?;
+                b = b.add_root_certificate(cert);
+            }
+            b.build().map_err(|e| config_err(kind, e.to_string()))
+        };
         let tls = match c.security {
             SmtpSecurity::Tls => Tls::Wrapper(tls_params()?),
             SmtpSecurity::StartTls => Tls::Required(tls_params()?),
@@ -341,7 +348,8 @@ impl Sender {
                     &e.to_string(),
                     &c.password.iter().collect::<Vec<_>>(),
                 ));
-                if e.is_permanent() {
+                // A refused certificate or a 5xx reply will not change on retry.
+                if e.is_permanent() || e.is_tls() {
                     Err(NotifyError::Rejected {
                         kind,
                         target,

@@ -67,6 +67,8 @@ pub enum NotifierSpec {
         password_env: Option<String>,
         from: String,
         to: Vec<String>,
+        /// PEM trust anchors for a relay with a private CA.
+        ca_file: Option<PathBuf>,
     },
     Pagerduty {
         routing_key_file: Option<PathBuf>,
@@ -101,6 +103,15 @@ fn required(
     secret(field, file, env, base)?.ok_or(SpecError::SecretSource { field })
 }
 
+fn read_pem(path: &Path) -> Result<String, SpecError> {
+    let what = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| SpecError::Invalid(format!("{what}: {e}")))?;
+    if meta.len() > 1024 * 1024 {
+        return Err(SpecError::Invalid(format!("{what}: larger than 1 MiB")));
+    }
+    std::fs::read_to_string(path).map_err(|e| SpecError::Invalid(format!("{what}: {e}")))
+}
+
 impl NotifierSpec {
     /// Reads the named secrets. Relative `*_file` paths are taken from `base` (the directory of
     /// the file that named them).
@@ -126,6 +137,7 @@ impl NotifierSpec {
                 password_env,
                 from,
                 to,
+                ca_file,
             } => {
                 if to.is_empty() {
                     return Err(SpecError::Invalid("smtp: `to` names no recipient".into()));
@@ -148,6 +160,10 @@ impl NotifierSpec {
                     password,
                     from: from.clone(),
                     to: to.clone(),
+                    ca_pem: ca_file
+                        .as_ref()
+                        .map(|f| read_pem(&base.join(f)))
+                        .transpose()?,
                 })
             }
             Self::Pagerduty {

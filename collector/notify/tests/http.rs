@@ -416,6 +416,7 @@ async fn the_policy_refuses_internal_targets_without_the_allowance() {
         password: None,
         from: "foureyes@example.org".into(),
         to: vec!["noc@example.org".into()],
+        ca_pem: None,
     });
     let e = sender.send(&cfg, &n).await.expect_err("smtp to loopback");
     assert_eq!(e.policy_refusal().expect("refusal").reason, "loopback");
@@ -448,6 +449,7 @@ async fn secrets_never_show_in_debug_or_errors() {
             password: Some(Secret::new("smtp-SECRET-4444")),
             from: "foureyes@example.org".into(),
             to: vec!["noc@example.org".into()],
+            ca_pem: None,
         }),
     ];
     for cfg in &configs {

@@ -30,6 +30,10 @@ impl Drop for Smtpd {
 }
 
 fn start_smtpd() -> Smtpd {
+    start_smtpd_with(&[])
+}
+
+fn start_smtpd_with(extra: &[&std::ffi::OsStr]) -> Smtpd {
     let ok = Command::new(PYTHON)
         .args(["-c", "import aiosmtpd"])
         .status()
@@ -48,6 +52,7 @@ fn start_smtpd() -> Smtpd {
     let child = Command::new(PYTHON)
         .args(["-m", "aiosmtpd", "-n", "-l"])
         .arg(format!("127.0.0.1:{port}"))
+        .args(extra)
         .args(["-c", "aiosmtpd.handlers.Mailbox"])
         .arg(&maildir)
         .stdout(Stdio::null())
@@ -135,6 +140,7 @@ async fn mail_has_the_state_in_the_subject_the_summary_and_the_chart_attached() 
         password: None,
         from: "FourEyes <foureyes@example.org>".into(),
         to: vec!["noc@example.org".into(), "oncall@example.org".into()],
+        ca_pem: None,
     });
 
     let firing = notification(AlertState::Firing);
@@ -194,4 +200,88 @@ async fn mail_has_the_state_in_the_subject_the_summary_and_the_chart_attached() 
             .contains("resolved at:")
     );
     assert_eq!(second["attachments"].as_array().map(Vec::len), Some(0));
+}
+
+#[tokio::test]
+async fn starttls_verifies_the_server_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).expect("write");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write");
+    let smtpd = start_smtpd_with(&[
+        "--tlscert".as_ref(),
+        cert_path.as_os_str(),
+        "--tlskey".as_ref(),
+        key_path.as_os_str(),
+    ]);
+    let sender = Sender::new(SenderOptions {
+        policy: TargetPolicy::allowing(["127.0.0.1/32".parse().expect("net")]),
+        timeout: Duration::from_secs(30),
+        backoff: Duration::from_millis(20),
+        ..SenderOptions::default()
+    })
+    .expect("sender");
+    let mut cfg = SmtpConfig {
+        host: "127.0.0.1".into(),
+        port: smtpd.port,
+        security: SmtpSecurity::StartTls,
+        username: None,
+        password: None,
+        from: "foureyes@example.org".into(),
+        to: vec!["noc@example.org".into()],
+        ca_pem: None,
+    };
+    let mut n = notification(AlertState::Firing);
+    n.chart = None;
+
+    // Not trusted: the handshake fails and nothing is delivered.
+    let e = sender
+        .send(&NotifierConfig::Smtp(cfg.clone()), &n)
+        .await
+        .expect_err("untrusted certificate");
+    assert!(e.to_string().contains("certificate"), "{e}");
+
+    cfg.ca_pem = Some(cert.pem());
+    let d = sender
+        .send(&NotifierConfig::Smtp(cfg), &n)
+        .await
+        .expect("trusted STARTTLS delivery");
+    assert_eq!(d.attempts, 1);
+    let files = wait_for_mail(&smtpd.maildir, 1);
+    assert_eq!(files.len(), 1, "only the trusted attempt delivered");
+    let mail = parse_mail(&files[0]);
+    assert!(
+        mail["subject"]
+            .as_str()
+            .expect("subject")
+            .starts_with("[FIRING]")
+    );
+
+    // Implicit TLS (SMTPS) with the same trust.
+    let smtps = start_smtpd_with(&[
+        "--smtpscert".as_ref(),
+        cert_path.as_os_str(),
+        "--smtpskey".as_ref(),
+        key_path.as_os_str(),
+    ]);
+    let cfg = SmtpConfig {
+        host: "127.0.0.1".into(),
+        port: smtps.port,
+        security: SmtpSecurity::Tls,
+        username: None,
+        password: None,
+        from: "foureyes@example.org".into(),
+        to: vec!["noc@example.org".into()],
+        ca_pem: Some(cert.pem()),
+    };
+    sender
+        .send(&NotifierConfig::Smtp(cfg), &n)
+        .await
+        .expect("SMTPS delivery");
+    assert_eq!(wait_for_mail(&smtps.maildir, 1).len(), 1);
 }
