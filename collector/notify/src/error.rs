@@ -65,6 +65,11 @@ impl NotifyError {
             Self::Connect { .. } | Self::Timeout { .. } => true,
             Self::Status { status, .. } => *status >= 500 || *status == 429,
             Self::Protocol { .. } => true,
+            // A failed lookup may be the resolver's hiccup; a refusal is not.
+            Self::Policy {
+                source: ResolveError::Lookup { .. },
+                ..
+            } => true,
             _ => false,
         }
     }

@@ -24,5 +24,5 @@ pub use notification::{AlertState, Notification, Severity};
 pub use payload::{SIGNATURE_HEADER, TIMESTAMP_HEADER, webhook_signature};
 pub use policy::{PolicyError, ResolveError, TargetPolicy};
 pub use secret::{Secret, SecretError};
-pub use sender::{Delivery, Sender, SenderOptions};
+pub use sender::{Delivery, Sender, SenderOptions, render_off_thread};
 pub use spec::{NotifierSpec, SpecError, TargetPolicySpec};

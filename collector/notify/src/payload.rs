@@ -84,8 +84,8 @@ pub fn slack(n: &Notification) -> Value {
     let mut blocks = vec![
         // Slack limits: header text 150 characters, section text 3000.
         json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&headline, 150)}}),
-        json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&format!("{icon} {}", n.text), 3000)}}),
-        json!({"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(&context, 3000)}]}),
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&format!("{icon} {}", slack_escape(&n.text)), 3000)}}),
+        json!({"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(&slack_escape(&context), 3000)}]}),
     ];
     if let Some(url) = &n.chart_url {
         blocks.push(json!({
@@ -95,6 +95,14 @@ pub fn slack(n: &Notification) -> Value {
         }));
     }
     json!({ "text": truncate(&headline, 3000), "blocks": blocks })
+}
+
+/// Slack's mrkdwn gives `<...>` meaning (`<!channel>` pings everyone); its documented escapes
+/// make alert text literal.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// A PagerDuty Events API v2 event: trigger when firing, resolve when resolved, both with the

@@ -110,7 +110,7 @@ impl Sender {
     }
 
     /// Delivers one notification, retrying transient failures with backoff. Renders the chart
-    /// (if any) first, off the async threads.
+    /// (if any, and if this notifier carries PNGs) first, off the async threads.
     pub async fn send(
         &self,
         cfg: &NotifierConfig,
@@ -119,14 +119,23 @@ impl Sender {
         let png = match (&n.chart, cfg) {
             // Slack and PagerDuty take images only by URL.
             (Some(chart), NotifierConfig::Webhook { .. } | NotifierConfig::Smtp(_)) => {
-                let chart = chart.clone();
-                let png = tokio::task::spawn_blocking(move || crate::chart::render_png(&chart))
-                    .await
-                    .map_err(|e| {
-                        NotifyError::Chart(crate::chart::ChartError::Draw(e.to_string()))
-                    })??;
-                Some(png)
+                Some(render_off_thread(chart.clone()).await?)
             }
+            _ => None,
+        };
+        self.send_rendered(cfg, n, png.as_deref()).await
+    }
+
+    /// As [`Sender::send`], with the chart already rendered (by [`render_png`](crate::render_png)),
+    /// so one alert going to several notifiers renders once. `n.chart` is not looked at.
+    pub async fn send_rendered(
+        &self,
+        cfg: &NotifierConfig,
+        n: &Notification,
+        png: Option<&[u8]>,
+    ) -> Result<Delivery, NotifyError> {
+        let png = match cfg {
+            NotifierConfig::Webhook { .. } | NotifierConfig::Smtp(_) => png,
             _ => None,
         };
         let kind = cfg.kind();
@@ -136,7 +145,7 @@ impl Sender {
             attempt += 1;
             let result = match cfg {
                 NotifierConfig::Webhook { url, hmac_key } => {
-                    let body = serde_json::to_vec(&payload::webhook(n, png.as_deref()))
+                    let body = serde_json::to_vec(&payload::webhook(n, png))
                         .map_err(|e| config_err(kind, e.to_string()))?;
                     let ts = time::OffsetDateTime::now_utc().unix_timestamp();
                     let mut headers = vec![(payload::TIMESTAMP_HEADER, ts.to_string())];
@@ -158,7 +167,7 @@ impl Sender {
                         .map_err(|e| config_err(kind, e.to_string()))?;
                     self.post(cfg, url, body, &[]).await
                 }
-                NotifierConfig::Smtp(c) => self.mail(c, n, png.as_deref()).await,
+                NotifierConfig::Smtp(c) => self.mail(c, n, png).await,
             };
             match result {
                 Ok(status) => {
@@ -373,6 +382,14 @@ impl Sender {
             }
         }
     }
+}
+
+/// Renders on the blocking pool: a chart takes tens of milliseconds of CPU.
+pub async fn render_off_thread(chart: crate::chart::Chart) -> Result<Vec<u8>, NotifyError> {
+    tokio::task::spawn_blocking(move || crate::chart::render_png(&chart))
+        .await
+        .map_err(|e| NotifyError::Chart(crate::chart::ChartError::Draw(e.to_string())))?
+        .map_err(NotifyError::from)
 }
 
 fn config_err(kind: &'static str, detail: String) -> NotifyError {

@@ -195,6 +195,7 @@ async fn slack_message_has_text_blocks_and_an_image_only_with_a_chart_url() {
     };
     let mut n = notification(AlertState::Firing);
     n.chart_url = Some("https://foureyes.example/charts/al-42.png".into());
+    n.text.push_str(" <!channel> & co");
     sender.send(&cfg, &n).await.expect("delivered");
     n.chart_url = None;
     n.state = AlertState::Resolved;
@@ -215,6 +216,11 @@ async fn slack_message_has_text_blocks_and_an_image_only_with_a_chart_url() {
             .as_str()
             .expect("text")
             .contains("88 ms")
+    );
+    let summary = blocks[1]["text"]["text"].as_str().expect("text");
+    assert!(
+        summary.contains("&lt;!channel&gt; &amp; co") && !summary.contains("<!channel>"),
+        "alert text must not ping a Slack channel: {summary}"
     );
     let image = blocks.iter().find(|b| b["type"] == "image").expect("image");
     assert_eq!(
