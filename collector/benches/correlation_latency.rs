@@ -138,6 +138,7 @@ async fn main() {
         results: false,
         route_events: false,
         correlations: true,
+        alerts: false,
         test_id: None,
         agent_id: None,
     });

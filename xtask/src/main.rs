@@ -72,6 +72,8 @@ const APT_PACKAGES: &[&str] = &[
     "bzip2",
     // /metrics is checked with promtool.
     "prometheus",
+    // The SMTP notifier's tests send to a real aiosmtpd (collector/notify/tests/smtp.rs).
+    "python3-aiosmtpd",
 ];
 
 fn root() -> PathBuf {
