@@ -39,6 +39,21 @@ pub struct FileConfig {
     pub correlation: CorrelationFileConfig,
     #[serde(default)]
     pub stream: StreamFileConfig,
+    #[serde(default)]
+    pub rpki: RpkiFileConfig,
+}
+
+/// `[rpki]`: origin validation against an RTR cache (RFC 8210, falling back to RFC 6810).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpkiFileConfig {
+    /// `host:port` of the RTR cache (plain TCP, e.g. a local Routinator or StayRTR). Without it,
+    /// every RPKI state is "unknown".
+    pub rtr_server: Option<String>,
+    /// Override the cache's refresh, retry and expire intervals, e.g. "10m".
+    pub refresh: Option<String>,
+    pub retry: Option<String>,
+    pub expire: Option<String>,
 }
 
 /// `[stream]`: the live event stream (`/api/v1/stream`).
@@ -100,6 +115,7 @@ pub struct Config {
     pub correlation: crate::correlator::CorrelationConfig,
     pub metrics_token_file: Option<PathBuf>,
     pub stream_client_buffer: usize,
+    pub rpki: Option<crate::rpki::client::RtrConfig>,
 }
 
 impl Config {
@@ -183,7 +199,40 @@ impl Config {
         if stream_client_buffer == 0 {
             return Err("stream.client_buffer must be at least 1".into());
         }
+        let rpki = match file.rpki.rtr_server {
+            Some(server) => {
+                let d = |name: &str, v: &Option<String>| -> Result<Option<Duration>, String> {
+                    v.as_deref()
+                        .map(|s| {
+                            humantime::parse_duration(s)
+                                .map_err(|e| format!("rpki.{name} {s:?}: {e}"))
+                                .and_then(|d| {
+                                    if d < Duration::from_secs(1) {
+                                        Err(format!("rpki.{name} must be at least 1s"))
+                                    } else {
+                                        Ok(d)
+                                    }
+                                })
+                        })
+                        .transpose()
+                };
+                if server
+                    .rsplit_once(':')
+                    .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+                {
+                    return Err(format!("rpki.rtr_server {server:?}: use host:port"));
+                }
+                Some(crate::rpki::client::RtrConfig {
+                    refresh: d("refresh", &file.rpki.refresh)?,
+                    retry: d("retry", &file.rpki.retry)?,
+                    expire: d("expire", &file.rpki.expire)?,
+                    server,
+                })
+            }
+            None => None,
+        };
         Ok(Self {
+            rpki,
             correlation,
             metrics_token_file: file.metrics_token_file,
             stream_client_buffer,

@@ -219,6 +219,7 @@ pub fn render(c: &Collector) -> String {
         "Closed incidents waiting for their verdict.",
         h.correlations_pending.load(Ordering::Relaxed),
     );
+    crate::rpki::render_metrics(&mut o, &c.rpki, crate::server::now_ms());
     let gauges = c.stream.gauges();
     let fams: [(&str, &str, GaugeOf); 3] = [
         (

@@ -112,6 +112,7 @@ impl Collector {
             update_base_url: std::sync::OnceLock::new(),
             stream: crate::stream::Hub::new(cfg.stream_client_buffer),
             metrics_token,
+            rpki: Arc::new(crate::rpki::RpkiTable::new(cfg.rpki.is_some())),
             cfg,
         }))
     }
@@ -263,6 +264,12 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     }
     {
         let task = crate::stream::spawn(c.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let _ = task.await;
+        });
+    }
+    if let Some(rtr) = c.cfg.rpki.clone() {
+        let task = crate::rpki::spawn(c.rpki.clone(), rtr, shutdown.clone());
         tasks.spawn(async move {
             let _ = task.await;
         });

@@ -22,4 +22,6 @@ pub struct Collector {
     pub stream: crate::stream::Hub,
     /// The `/metrics` scrape token, read from `metrics_token_file` at start.
     pub metrics_token: Option<String>,
+    /// The RPKI VRP table (public data, shared by all tenants), synced over RTR when configured.
+    pub rpki: std::sync::Arc<crate::rpki::RpkiTable>,
 }

@@ -72,6 +72,8 @@ const APT_PACKAGES: &[&str] = &[
     "bzip2",
     // /metrics is checked with promtool.
     "prometheus",
+    // RPKI origin validation tests: an RTR cache serving a VRP file.
+    "stayrtr",
 ];
 
 fn root() -> PathBuf {
