@@ -41,6 +41,22 @@ pub struct FileConfig {
     pub stream: StreamFileConfig,
     #[serde(default)]
     pub rpki: RpkiFileConfig,
+    #[serde(default)]
+    pub otlp: OtlpFileConfig,
+}
+
+/// `[otlp]`: export of health metrics and ingest spans over OTLP/HTTP (protobuf).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpFileConfig {
+    /// Base URL of the OTLP/HTTP receiver, e.g. "http://127.0.0.1:4318". Without it, no export.
+    pub endpoint: Option<String>,
+    /// Export period, e.g. "10s" (default 10s).
+    pub interval: Option<String>,
+    /// Header name to a file holding its value (e.g. `authorization = "/etc/foureyes/otlp.auth"`):
+    /// tokens stay out of this file.
+    #[serde(default)]
+    pub header_files: std::collections::BTreeMap<String, PathBuf>,
 }
 
 /// `[rpki]`: origin validation against an RTR cache (RFC 8210, falling back to RFC 6810).
@@ -116,6 +132,7 @@ pub struct Config {
     pub metrics_token_file: Option<PathBuf>,
     pub stream_client_buffer: usize,
     pub rpki: Option<crate::rpki::client::RtrConfig>,
+    pub otlp: Option<crate::otlp::OtlpConfig>,
 }
 
 impl Config {
@@ -231,7 +248,29 @@ impl Config {
             }
             None => None,
         };
+        let otlp = match file.otlp.endpoint {
+            Some(endpoint) => {
+                let interval = match &file.otlp.interval {
+                    Some(s) => humantime::parse_duration(s)
+                        .map_err(|e| format!("otlp.interval {s:?}: {e}"))?,
+                    None => Duration::from_secs(10),
+                };
+                if interval < Duration::from_millis(100) {
+                    return Err("otlp.interval must be at least 100ms".into());
+                }
+                Some(crate::otlp::OtlpConfig {
+                    endpoint,
+                    interval,
+                    header_files: file.otlp.header_files,
+                })
+            }
+            None if !file.otlp.header_files.is_empty() || file.otlp.interval.is_some() => {
+                return Err("otlp: set endpoint, or remove the section".into());
+            }
+            None => None,
+        };
         Ok(Self {
+            otlp,
             rpki,
             correlation,
             metrics_token_file: file.metrics_token_file,

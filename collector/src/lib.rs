@@ -8,6 +8,7 @@ pub mod correlator;
 pub mod dev;
 pub mod link;
 pub mod metrics;
+pub mod otlp;
 pub mod rpki;
 pub mod server;
 pub mod state;

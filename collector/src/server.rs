@@ -268,6 +268,13 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
             let _ = task.await;
         });
     }
+    if let Some(o) = &c.cfg.otlp {
+        let exporter = crate::otlp::Exporter::new(o).map_err(setup)?;
+        let task = crate::otlp::spawn(c.clone(), exporter, shutdown.clone());
+        tasks.spawn(async move {
+            let _ = task.await;
+        });
+    }
     if let Some(rtr) = c.cfg.rpki.clone() {
         let task = crate::rpki::spawn(c.rpki.clone(), rtr, shutdown.clone());
         tasks.spawn(async move {
