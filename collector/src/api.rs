@@ -703,19 +703,8 @@ async fn list_routes(
         peer: parse_peer(q.peer.as_deref())?,
     };
     let mut routes = c.store.routes(&auth.scope(), &query)?;
-    for r in &mut routes {
-        r.rpki_state = route_rpki_state(&c, r) as i32;
-    }
+    crate::rpki::annotate_routes(&c.rpki, &mut routes);
     Ok(json(StatusCode::OK, &pb::ListRoutesResponse { routes }))
-}
-
-/// The RPKI state of a route's origin, by the VRP table as it is now.
-fn route_rpki_state(c: &Collector, r: &pb::Route) -> pb::RpkiState {
-    let Ok(p) = IpPrefix::parse(&r.prefix) else {
-        return pb::RpkiState::Unknown;
-    };
-    let origin = r.attributes.as_ref().map(|a| a.origin_as).unwrap_or(0);
-    c.rpki.validate(p.addr, p.len, origin).to_pb()
 }
 
 #[derive(Deserialize)]

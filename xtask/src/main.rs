@@ -348,7 +348,10 @@ fn main() -> Result<()> {
         Cmd::Bench => {
             let mut c = cargo();
             c.args(["bench", "-p", "foureyes-store", "-p", "foureyes-probes"]);
-            run("cargo bench", c)
+            run("cargo bench", c)?;
+            let mut c = cargo();
+            c.args(["bench", "-p", "foureyes-collector", "--bench", "rpki"]);
+            run("cargo bench (rpki)", c)
         }
     }
 }

@@ -332,6 +332,26 @@ impl RpkiTable {
     }
 }
 
+/// Sets each route's `rpki_state` from its prefix and origin AS, by the table as it is now (VRPs
+/// change without the route changing, so the state is computed when served, never stored).
+pub fn annotate_routes(t: &RpkiTable, routes: &mut [foureyes_proto::v1::Route]) {
+    let set = t.current();
+    for r in routes {
+        let parsed = r
+            .prefix
+            .split_once('/')
+            .and_then(|(a, l)| Some((a.parse::<IpAddr>().ok()?, l.parse::<u8>().ok()?)));
+        let state = match (&set, parsed) {
+            (None, _) | (_, None) => RpkiState::Unknown,
+            (Some(s), Some((addr, len))) => {
+                let origin = r.attributes.as_ref().map(|a| a.origin_as).unwrap_or(0);
+                s.validate(addr, len, origin)
+            }
+        };
+        r.rpki_state = state.to_pb() as i32;
+    }
+}
+
 /// Appends the RPKI families to the `/metrics` text.
 pub fn render_metrics(out: &mut String, t: &RpkiTable, now_ms: i64) {
     use std::fmt::Write as _;
@@ -505,6 +525,57 @@ mod tests {
         assert_eq!(t.validate(ip("192.0.2.0"), 24, 1), RpkiState::Valid);
         t.replace(None);
         assert_eq!(t.validate(ip("192.0.2.0"), 24, 1), RpkiState::Unknown);
+    }
+
+    #[test]
+    fn routes_get_the_state_of_their_origin() {
+        use foureyes_proto::v1 as pb;
+        let route = |prefix: &str, origin_as: u32| pb::Route {
+            prefix: prefix.into(),
+            attributes: Some(pb::RouteAttributes {
+                origin_as,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut routes = vec![
+            route("192.0.2.0/24", 64496),
+            route("192.0.2.0/25", 64496),
+            route("192.0.2.0/24", 64511),
+            route("2001:db8::/32", 64496),
+            route("garbage", 64496),
+            pb::Route {
+                prefix: "192.0.2.0/24".into(),
+                ..Default::default()
+            },
+        ];
+        let t = RpkiTable::new(true);
+        annotate_routes(&t, &mut routes);
+        assert!(
+            routes
+                .iter()
+                .all(|r| r.rpki_state == pb::RpkiState::Unknown as i32)
+        );
+        t.replace(Some(Arc::new(VrpSet::new([vrp(
+            "192.0.2.0/24",
+            24,
+            64496,
+        )]))));
+        annotate_routes(&t, &mut routes);
+        let got: Vec<i32> = routes.iter().map(|r| r.rpki_state).collect();
+        use pb::RpkiState as S;
+        assert_eq!(
+            got,
+            [
+                S::Valid,
+                S::Invalid,
+                S::Invalid,
+                S::NotFound,
+                S::Unknown,
+                S::Invalid
+            ]
+            .map(|s| s as i32)
+        );
     }
 
     /// Brute force over random sets and routes: the index agrees with the RFC's definition.
