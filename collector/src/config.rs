@@ -305,6 +305,39 @@ mod tests {
         assert!(e.contains("api_adr") && e.contains("c.toml"), "{e}");
     }
 
+    fn resolve(text: &str) -> Result<Config, String> {
+        let f: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        Config::resolve(f, None, None, None)
+    }
+
+    #[test]
+    fn rpki_and_otlp_sections_are_checked() {
+        let c =
+            resolve("[rpki]\nrtr_server = \"127.0.0.1:8282\"\nexpire = \"2h\"\n").expect("rpki");
+        let r = c.rpki.expect("configured");
+        assert_eq!(r.expire, Some(Duration::from_secs(7200)));
+        assert_eq!(r.refresh, None);
+        assert!(resolve("").expect("empty").rpki.is_none());
+        for bad in [
+            "[rpki]\nrtr_server = \"127.0.0.1\"\n",
+            "[rpki]\nrtr_server = \"h:1\"\nrefresh = \"0s\"\n",
+            "[rpki]\nrtr_sever = \"h:1\"\n",
+            "[otlp]\ninterval = \"1s\"\n",
+            "[otlp]\nendpoint = \"http://h:1\"\ninterval = \"1ms\"\n",
+            // Header values only from files.
+            "[otlp]\nendpoint = \"http://h:1\"\nheaders = { authorization = \"Bearer x\" }\n",
+        ] {
+            assert!(resolve(bad).is_err(), "{bad}");
+        }
+        let c = resolve(
+            "[otlp]\nendpoint = \"http://h:1\"\n[otlp.header_files]\nauthorization = \"/f\"\n",
+        )
+        .expect("otlp");
+        let o = c.otlp.expect("configured");
+        assert_eq!(o.interval, Duration::from_secs(10));
+        assert_eq!(o.header_files.len(), 1);
+    }
+
     #[test]
     fn secrets_are_not_accepted_inline() {
         let e = toml::from_str::<FileConfig>("kek = \"00\"").expect_err("inline secret");

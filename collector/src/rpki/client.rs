@@ -236,7 +236,13 @@ async fn connection(d: &mut Driver, shutdown: &CancellationToken) -> End {
                     tracing::warn!(server = %d.cfg.server, "the RTR cache closed the connection");
                     return End::Failed;
                 }
-                Ok(_) => {}
+                Ok(_) => {
+                    // A large response on a slow link: the deadline is for silence, not for the
+                    // whole transfer.
+                    if d.session.awaiting_response() {
+                        deadline = Some(Instant::now() + IO_TIMEOUT);
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(server = %d.cfg.server, error = %e, "RTR read failed");
                     return End::Failed;

@@ -21,6 +21,9 @@ use super::{Vrp, VrpSet};
 /// Largest PDU accepted. The biggest legitimate ones are Error Reports (they quote a PDU and carry
 /// text) and Router Keys; prefix PDUs are 20 or 32 bytes.
 pub const MAX_PDU: u32 = 64 * 1024;
+/// Most VRPs one response may carry and the set may hold (the global table is about 500k): a
+/// cache that sends more gets an Error Report instead of our memory.
+pub const MAX_VRPS: usize = 4_000_000;
 /// The version proposed first (RFC 8210).
 pub const VERSION: u8 = 1;
 
@@ -443,6 +446,13 @@ impl Session {
                 let Some(t) = self.transfer.as_mut() else {
                     return Err(self.fail(code::CORRUPT_DATA, frame, "prefix outside a response"));
                 };
+                if t.changes.len() >= MAX_VRPS {
+                    return Err(self.fail(
+                        code::INTERNAL_ERROR,
+                        frame,
+                        format!("more than {MAX_VRPS} VRPs in one response"),
+                    ));
+                }
                 t.changes.push((announce, vrp));
                 Ok(Step::Nothing)
             }
@@ -490,6 +500,14 @@ impl Session {
                             ));
                         }
                     }
+                }
+                if self.vrps.len() > MAX_VRPS {
+                    self.state = None;
+                    return Err(self.fail(
+                        code::INTERNAL_ERROR,
+                        frame,
+                        format!("more than {MAX_VRPS} VRPs"),
+                    ));
                 }
                 self.state = Some((session, serial));
                 self.querying = None;
