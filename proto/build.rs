@@ -7,6 +7,7 @@ use prost::Message;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/foureyes/v1/probe.proto",
+        "proto/foureyes/v1/rpki.proto",
         "proto/foureyes/v1/bgp.proto",
         "proto/foureyes/v1/correlation.proto",
         "proto/foureyes/v1/alert.proto",

@@ -43,6 +43,7 @@ pub fn router(c: Arc<Collector>) -> Router {
         .route("/api/v1/results", get(list_results))
         .route("/api/v1/route-events", get(list_route_events))
         .route("/api/v1/routes", get(list_routes))
+        .route("/api/v1/rpki/validity", get(rpki_validity))
         .route("/api/v1/correlations", get(list_correlations))
         .route("/api/v1/correlations/{id}", get(get_correlation))
         .route("/api/v1/stream", get(stream))
@@ -184,6 +185,17 @@ pub const ROUTES: &[Route] = &[
             ),
             ("peer", "BGP peer address"),
             ("agent_id", "listener"),
+        ],
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/rpki/validity",
+        summary: "RPKI origin validation (RFC 6811) of an origin AS for a prefix against the collector's VRP table, with the covering VRPs (unknown while no table is loaded)",
+        request: None,
+        response: Some("foureyes.v1.RpkiValidity"),
+        query: &[
+            ("prefix", "CIDR (required)"),
+            ("origin", "origin AS, e.g. 64496 or AS64496 (required)"),
         ],
     },
     Route {
@@ -701,8 +713,57 @@ async fn list_routes(
         agent_id: q.agent_id.filter(|s| !s.is_empty()),
         peer: parse_peer(q.peer.as_deref())?,
     };
-    let routes = c.store.routes(&auth.scope(), &query)?;
+    let mut routes = c.store.routes(&auth.scope(), &query)?;
+    crate::rpki::annotate_routes(&c.rpki, &mut routes);
     Ok(json(StatusCode::OK, &pb::ListRoutesResponse { routes }))
+}
+
+#[derive(Deserialize)]
+struct RpkiValidityQuery {
+    prefix: Option<String>,
+    origin: Option<String>,
+}
+
+/// Any tenant may ask: the VRP table is public data. Authentication still applies, so the
+/// endpoint is not an open oracle on the collector.
+async fn rpki_validity(
+    State(c): State<Arc<Collector>>,
+    _auth: Auth,
+    Query(q): Query<RpkiValidityQuery>,
+) -> Result<Response, ApiError> {
+    let prefix = q
+        .prefix
+        .as_deref()
+        .filter(|s| s.contains('/'))
+        .ok_or_else(|| ApiError::bad_request("prefix is required (CIDR)"))?;
+    let p = IpPrefix::parse(prefix).map_err(ApiError::bad_request)?;
+    let origin = q.origin.as_deref().unwrap_or("").trim();
+    let digits = origin
+        .strip_prefix("AS")
+        .or_else(|| origin.strip_prefix("as"))
+        .unwrap_or(origin);
+    let origin_as: u32 = digits.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "origin {origin:?}: an AS number, e.g. 64496 or AS64496"
+        ))
+    })?;
+    let (state, m) = c.rpki.explain(p.addr, p.len, origin_as);
+    let st = c.rpki.status();
+    let vrps = |v: Vec<crate::rpki::Vrp>| v.into_iter().map(|x| x.to_pb()).collect();
+    Ok(json(
+        StatusCode::OK,
+        &pb::RpkiValidity {
+            prefix: format!("{}/{}", p.addr, p.len),
+            origin_as,
+            state: state.to_pb() as i32,
+            matched: vrps(m.matched),
+            unmatched_as: vrps(m.unmatched_as),
+            unmatched_length: vrps(m.unmatched_length),
+            vrp_count: c.rpki.current().map(|s| s.len() as u64).unwrap_or(0),
+            serial: st.serial.unwrap_or(0),
+            synced_at: st.last_sync_ms.map(foureyes_proto::timestamp_from_ms),
+        },
+    ))
 }
 
 #[derive(Deserialize)]

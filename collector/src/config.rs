@@ -39,6 +39,37 @@ pub struct FileConfig {
     pub correlation: CorrelationFileConfig,
     #[serde(default)]
     pub stream: StreamFileConfig,
+    #[serde(default)]
+    pub rpki: RpkiFileConfig,
+    #[serde(default)]
+    pub otlp: OtlpFileConfig,
+}
+
+/// `[otlp]`: export of health metrics and ingest spans over OTLP/HTTP (protobuf).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpFileConfig {
+    /// Base URL of the OTLP/HTTP receiver, e.g. "http://127.0.0.1:4318". Without it, no export.
+    pub endpoint: Option<String>,
+    /// Export period, e.g. "10s" (default 10s).
+    pub interval: Option<String>,
+    /// Header name to a file holding its value (e.g. `authorization = "/etc/foureyes/otlp.auth"`):
+    /// tokens stay out of this file.
+    #[serde(default)]
+    pub header_files: std::collections::BTreeMap<String, PathBuf>,
+}
+
+/// `[rpki]`: origin validation against an RTR cache (RFC 8210, falling back to RFC 6810).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpkiFileConfig {
+    /// `host:port` of the RTR cache (plain TCP, e.g. a local Routinator or StayRTR). Without it,
+    /// every RPKI state is "unknown".
+    pub rtr_server: Option<String>,
+    /// Override the cache's refresh, retry and expire intervals, e.g. "10m".
+    pub refresh: Option<String>,
+    pub retry: Option<String>,
+    pub expire: Option<String>,
 }
 
 /// `[stream]`: the live event stream (`/api/v1/stream`).
@@ -104,6 +135,8 @@ pub struct Config {
     pub stream_client_buffer: usize,
     /// Alert rules and notifiers file (`serve --rules FILE`), reloaded on SIGHUP.
     pub rules_file: Option<PathBuf>,
+    pub rpki: Option<crate::rpki::client::RtrConfig>,
+    pub otlp: Option<crate::otlp::OtlpConfig>,
 }
 
 impl Config {
@@ -188,7 +221,62 @@ impl Config {
         if stream_client_buffer == 0 {
             return Err("stream.client_buffer must be at least 1".into());
         }
+        let rpki = match file.rpki.rtr_server {
+            Some(server) => {
+                let d = |name: &str, v: &Option<String>| -> Result<Option<Duration>, String> {
+                    v.as_deref()
+                        .map(|s| {
+                            humantime::parse_duration(s)
+                                .map_err(|e| format!("rpki.{name} {s:?}: {e}"))
+                                .and_then(|d| {
+                                    if d < Duration::from_secs(1) {
+                                        Err(format!("rpki.{name} must be at least 1s"))
+                                    } else {
+                                        Ok(d)
+                                    }
+                                })
+                        })
+                        .transpose()
+                };
+                if server
+                    .rsplit_once(':')
+                    .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+                {
+                    return Err(format!("rpki.rtr_server {server:?}: use host:port"));
+                }
+                Some(crate::rpki::client::RtrConfig {
+                    refresh: d("refresh", &file.rpki.refresh)?,
+                    retry: d("retry", &file.rpki.retry)?,
+                    expire: d("expire", &file.rpki.expire)?,
+                    server,
+                })
+            }
+            None => None,
+        };
+        let otlp = match file.otlp.endpoint {
+            Some(endpoint) => {
+                let interval = match &file.otlp.interval {
+                    Some(s) => humantime::parse_duration(s)
+                        .map_err(|e| format!("otlp.interval {s:?}: {e}"))?,
+                    None => Duration::from_secs(10),
+                };
+                if interval < Duration::from_millis(100) {
+                    return Err("otlp.interval must be at least 100ms".into());
+                }
+                Some(crate::otlp::OtlpConfig {
+                    endpoint,
+                    interval,
+                    header_files: file.otlp.header_files,
+                })
+            }
+            None if !file.otlp.header_files.is_empty() || file.otlp.interval.is_some() => {
+                return Err("otlp: set endpoint, or remove the section".into());
+            }
+            None => None,
+        };
         Ok(Self {
+            otlp,
+            rpki,
             correlation,
             metrics_token_file: file.metrics_token_file,
             stream_client_buffer,
@@ -221,6 +309,39 @@ mod tests {
         std::fs::write(&p, "data_dir = \"x\"\napi_adr = \"127.0.0.1:1\"\n").expect("write");
         let e = FileConfig::load(&p).expect_err("typo must fail");
         assert!(e.contains("api_adr") && e.contains("c.toml"), "{e}");
+    }
+
+    fn resolve(text: &str) -> Result<Config, String> {
+        let f: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        Config::resolve(f, None, None, None)
+    }
+
+    #[test]
+    fn rpki_and_otlp_sections_are_checked() {
+        let c =
+            resolve("[rpki]\nrtr_server = \"127.0.0.1:8282\"\nexpire = \"2h\"\n").expect("rpki");
+        let r = c.rpki.expect("configured");
+        assert_eq!(r.expire, Some(Duration::from_secs(7200)));
+        assert_eq!(r.refresh, None);
+        assert!(resolve("").expect("empty").rpki.is_none());
+        for bad in [
+            "[rpki]\nrtr_server = \"127.0.0.1\"\n",
+            "[rpki]\nrtr_server = \"h:1\"\nrefresh = \"0s\"\n",
+            "[rpki]\nrtr_sever = \"h:1\"\n",
+            "[otlp]\ninterval = \"1s\"\n",
+            "[otlp]\nendpoint = \"http://h:1\"\ninterval = \"1ms\"\n",
+            // Header values only from files.
+            "[otlp]\nendpoint = \"http://h:1\"\nheaders = { authorization = \"Bearer x\" }\n",
+        ] {
+            assert!(resolve(bad).is_err(), "{bad}");
+        }
+        let c = resolve(
+            "[otlp]\nendpoint = \"http://h:1\"\n[otlp.header_files]\nauthorization = \"/f\"\n",
+        )
+        .expect("otlp");
+        let o = c.otlp.expect("configured");
+        assert_eq!(o.interval, Duration::from_secs(10));
+        assert_eq!(o.header_files.len(), 1);
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub mod correlator;
 pub mod dev;
 pub mod link;
 pub mod metrics;
+pub mod otlp;
+pub mod rpki;
 pub mod server;
 pub mod state;
 pub mod stream;

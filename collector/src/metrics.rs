@@ -248,6 +248,7 @@ pub fn render(c: &Collector) -> String {
         "Rules file reloads that failed (the previous rules stayed in force).",
         al.file_reload_errors.load(Ordering::Relaxed),
     );
+    crate::rpki::render_metrics(&mut o, &c.rpki, crate::server::now_ms());
     let gauges = c.stream.gauges();
     let fams: [(&str, &str, GaugeOf); 3] = [
         (

@@ -115,6 +115,7 @@ impl Collector {
             stream: crate::stream::Hub::new(cfg.stream_client_buffer),
             metrics_token,
             alerts,
+            rpki: Arc::new(crate::rpki::RpkiTable::new(cfg.rpki.is_some())),
             cfg,
         }))
     }
@@ -275,6 +276,19 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     }
     {
         let task = crate::stream::spawn(c.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let _ = task.await;
+        });
+    }
+    if let Some(o) = &c.cfg.otlp {
+        let exporter = crate::otlp::Exporter::new(o).map_err(setup)?;
+        let task = crate::otlp::spawn(c.clone(), exporter, shutdown.clone());
+        tasks.spawn(async move {
+            let _ = task.await;
+        });
+    }
+    if let Some(rtr) = c.cfg.rpki.clone() {
+        let task = crate::rpki::spawn(c.rpki.clone(), rtr, shutdown.clone());
         tasks.spawn(async move {
             let _ = task.await;
         });

@@ -24,4 +24,6 @@ pub struct Collector {
     pub metrics_token: Option<String>,
     /// The alert engine's shared half: its store, transition channel and counters.
     pub alerts: crate::alerts::Alerts,
+    /// The RPKI VRP table (public data, shared by all tenants), synced over RTR when configured.
+    pub rpki: std::sync::Arc<crate::rpki::RpkiTable>,
 }

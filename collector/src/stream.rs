@@ -297,6 +297,10 @@ impl Hub {
 
     /// Reads everything committed after the hub's position and hands it out.
     fn catch_up(&self, c: &Collector, sys: &Scope) {
+        // The taps' share of the ingest path, exported over OTLP when configured.
+        let span = tracing::info_span!("ingest.taps", rows = tracing::field::Empty);
+        let _span = span.enter();
+        let mut rows = 0;
         loop {
             let from = self.position();
             let page = match c.store.stream_rows(sys, from, READ_PAGE) {
@@ -318,7 +322,9 @@ impl Hub {
                 }
             }
             *lock(&self.position) = page.last;
+            rows += page.rows.len();
             if !page.more {
+                span.record("rows", rows);
                 return;
             }
         }

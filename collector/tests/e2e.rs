@@ -238,6 +238,9 @@ fn tenants_see_nothing_of_each_other() {
                     format!("{path}?prefix=0.0.0.0/0&match=within")
                 } else if path.ends_with("route-events") {
                     format!("{path}?agent_id={aid}")
+                } else if path.ends_with("/rpki/validity") {
+                    // Public VRP data, the same for every tenant.
+                    format!("{path}?prefix=192.0.2.0/24&origin=64496")
                 } else {
                     path.clone()
                 };

@@ -74,6 +74,8 @@ const APT_PACKAGES: &[&str] = &[
     "prometheus",
     // The SMTP notifier's tests send to a real aiosmtpd (collector/notify/tests/smtp.rs).
     "python3-aiosmtpd",
+    // RPKI origin validation tests: an RTR cache serving a VRP file.
+    "stayrtr",
 ];
 
 fn root() -> PathBuf {
@@ -348,7 +350,10 @@ fn main() -> Result<()> {
         Cmd::Bench => {
             let mut c = cargo();
             c.args(["bench", "-p", "foureyes-store", "-p", "foureyes-probes"]);
-            run("cargo bench", c)
+            run("cargo bench", c)?;
+            let mut c = cargo();
+            c.args(["bench", "-p", "foureyes-collector", "--bench", "rpki"]);
+            run("cargo bench (rpki)", c)
         }
     }
 }

@@ -340,12 +340,23 @@ impl Flusher {
 
     fn flush(&self, sys: &SystemScope, group: Vec<Pending>) {
         let started = Instant::now();
+        // The ingest path's spans (exported over OTLP when configured): the flush, its commit,
+        // and the acknowledgements.
+        let flush = tracing::info_span!(
+            "ingest.flush",
+            batches = group.len(),
+            records = group.iter().map(|p| p.batch.records.len()).sum::<usize>(),
+            rows = tracing::field::Empty,
+        );
+        let _flush = flush.enter();
         let (batches, waiters): (Vec<IngestBatch>, Vec<_>) = group
             .into_iter()
             .map(|p| (p.batch, (p.done, p._room)))
             .unzip();
         let c = &self.shared.counters;
-        match self.store.write_batches(sys, &batches) {
+        let written = tracing::info_span!("ingest.store_commit")
+            .in_scope(|| self.store.write_batches(sys, &batches));
+        match written {
             Ok(outcomes) => {
                 let us = started.elapsed().as_micros() as u64;
                 c.flushes.fetch_add(1, Ordering::Relaxed);
@@ -353,6 +364,7 @@ impl Flusher {
                 c.last_flush_at_ms.store(crate::now_ms(), Ordering::Relaxed);
                 let mut rows_total = 0;
                 let n = batches.len();
+                let _ack = tracing::info_span!("ingest.ack", batches = n).entered();
                 for ((b, (done, room)), outcome) in batches.into_iter().zip(waiters).zip(outcomes) {
                     let reply = match outcome {
                         BatchOutcome::Stored {
@@ -378,6 +390,7 @@ impl Flusher {
                     });
                 }
                 self.shared.committed.notify_one();
+                flush.record("rows", rows_total);
                 tracing::debug!(batches = n, rows = rows_total, us, "ingest flush committed");
             }
             Err(e) => {

@@ -98,6 +98,8 @@ pub(crate) fn write_event(
                 attributes: ev.attributes.clone(),
                 since: ev.observed_at,
                 seq: u64::try_from(seq).unwrap_or(0),
+                // Computed by the API when served: VRPs change without the route changing.
+                rpki_state: 0,
             };
             buf.clear();
             route
