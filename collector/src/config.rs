@@ -43,6 +43,11 @@ pub struct FileConfig {
     pub rpki: RpkiFileConfig,
     #[serde(default)]
     pub otlp: OtlpFileConfig,
+    /// What tenants' notification targets may reach (`[notifier_policy]`: `allow_private`,
+    /// `allowed` networks). By default not loopback, link-local, private ranges or the
+    /// collector's own addresses (see collector/notify/README.md).
+    #[serde(default)]
+    pub notifier_policy: foureyes_notify::TargetPolicySpec,
 }
 
 /// `[otlp]`: export of health metrics and ingest spans over OTLP/HTTP (protobuf).
@@ -135,6 +140,7 @@ pub struct Config {
     pub stream_client_buffer: usize,
     /// Alert rules and notifiers file (`serve --rules FILE`), reloaded on SIGHUP.
     pub rules_file: Option<PathBuf>,
+    pub notifier_policy: foureyes_notify::TargetPolicySpec,
     pub rpki: Option<crate::rpki::client::RtrConfig>,
     pub otlp: Option<crate::otlp::OtlpConfig>,
 }
@@ -281,6 +287,7 @@ impl Config {
             metrics_token_file: file.metrics_token_file,
             stream_client_buffer,
             rules_file: None,
+            notifier_policy: file.notifier_policy,
             kek_file: file.kek_file.unwrap_or_else(|| data_dir.join("kek")),
             data_dir,
             node_addr: node_addr

@@ -248,6 +248,22 @@ pub fn render(c: &Collector) -> String {
         "Rules file reloads that failed (the previous rules stayed in force).",
         al.file_reload_errors.load(Ordering::Relaxed),
     );
+    family(
+        &mut o,
+        "foureyes_notifications_total",
+        k,
+        "Alert notifications by outcome (lost: transitions the sender fell behind on).",
+    );
+    for (outcome, n) in [
+        ("sent", al.notifications_sent.load(Ordering::Relaxed)),
+        ("failed", al.notifications_failed.load(Ordering::Relaxed)),
+        ("lost", al.notifications_lost.load(Ordering::Relaxed)),
+    ] {
+        let _ = writeln!(
+            o,
+            "foureyes_notifications_total{{outcome=\"{outcome}\"}} {n}"
+        );
+    }
     crate::rpki::render_metrics(&mut o, &c.rpki, crate::server::now_ms());
     let gauges = c.stream.gauges();
     let fams: [(&str, &str, GaugeOf); 3] = [

@@ -269,6 +269,19 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         crate::alerts::file::load(&c).map_err(setup)?;
     }
     {
+        // Notification targets may never be the collector itself (unless the operator allows).
+        let own: Vec<std::net::IpAddr> = [node_addr.ip(), api_addr.ip()]
+            .into_iter()
+            .filter(|ip| !ip.is_unspecified())
+            .collect();
+        let policy = c.cfg.notifier_policy.build(own);
+        let task =
+            crate::alerts::dispatch::spawn(c.clone(), policy, shutdown.clone()).map_err(setup)?;
+        tasks.spawn(async move {
+            let _ = task.await;
+        });
+    }
+    {
         let task = crate::alerts::spawn(c.clone(), shutdown.clone());
         tasks.spawn(async move {
             let _ = task.await;

@@ -4,6 +4,10 @@
 //! the router's forwarding table, so the probes fail because of the withdraw, and the collector
 //! has to say so: a provisional correlation within seconds, then the verdict.
 //!
+//! An `unreachable` alert rule on the test follows: it fires, its webhook notification (HMAC
+//! signed, with the chart) reaches a receiver in the test, and after the re-announce the
+//! all-clear arrives with the same dedup key.
+//!
 //! Negative controls: a prefix covering no target correlates nothing, and a more-specific
 //! covering one of two targets correlates only that one.
 //!
@@ -67,13 +71,41 @@ fn a_withdraw_upstream_breaks_forwarding_and_is_correlated_as_unreachable() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let mut lab = RoutedLab::new(root, NET, TARGETS);
-    let c = Collector::start(
+    // The rules file names the webhook notifier; the org must exist first, so it starts empty and
+    // is reloaded (SIGHUP) once the org is there. The operator allows loopback targets.
+    let rules = root.join("rules.toml");
+    std::fs::write(&rules, "").unwrap();
+    let hook = Receiver::start();
+    let c = Collector::start_args(
         root,
         0,
-        "[correlation]\nbefore = \"20s\"\nafter = \"6s\"\nincident_gap = \"2s\"\n",
+        "127.0.0.1:0",
+        "[correlation]\nbefore = \"20s\"\nafter = \"6s\"\nincident_gap = \"2s\"\n\
+         [notifier_policy]\nallowed = [\"127.0.0.1/32\"]\n",
         &[("RUST_LOG", "info,foureyes_collector::correlator=debug")],
+        &["--rules", rules.to_str().unwrap()],
     );
     let api = Api::new(&c.api, &c.tenant("acme", "noc"));
+    std::fs::write(root.join("hook.key"), "routed-hmac-key\n").unwrap();
+    std::fs::write(
+        &rules,
+        format!(
+            "[[notifier]]\nname = \"hook\"\norg = \"acme\"\nkind = \"webhook\"\n\
+             url = \"http://127.0.0.1:{}/hook\"\nhmac_key_file = \"hook.key\"\n",
+            hook.port
+        ),
+    )
+    .unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &c.proc.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    wait_until(
+        "the notifier from the rules file",
+        Duration::from_secs(20),
+        || (api.get("/api/v1/notifiers")["notifiers"][0]["name"] == "hook").then_some(()),
+    );
     let mut ids = std::collections::HashMap::new();
     for (name, host) in [("a", lab.target(1)), ("b", lab.target(2))] {
         let t = api.post(
@@ -114,6 +146,15 @@ fn a_withdraw_upstream_breaks_forwarding_and_is_correlated_as_unreachable() {
             && last_status(&api, &ids["b"]).as_deref() == Some("STATUS_OK"))
         .then_some(())
     });
+
+    // The alert rule starts once a is reachable (before that, a was down for lack of routes).
+    let rule = api.post(
+        "/api/v1/alert-rules",
+        serde_json::json!({"name": "a unreachable", "severity": "SEVERITY_CRITICAL",
+                           "unreachable": {"testId": ids["a"], "windowSeconds": 3},
+                           "fireAfter": 1, "clearAfter": 2, "notifiers": ["hook"]}),
+    );
+    assert!(rule["id"].is_string(), "{rule}");
 
     // Negative control: a prefix covering no target.
     let with_other = format!("{base}    route 10.97.0.0/16 blackhole;\n");
@@ -161,16 +202,132 @@ fn a_withdraw_upstream_breaks_forwarding_and_is_correlated_as_unreachable() {
     assert_ne!(last_status(&api, &ids["a"]).as_deref(), Some("STATUS_OK"));
     assert_eq!(last_status(&api, &ids["b"]).as_deref(), Some("STATUS_OK"));
 
-    // Re-announce: forwarding comes back with the route.
+    // The alert fired and its notification arrived, signed, with the chart.
+    let firing = hook.wait("the firing notification", |b| b["state"] == "firing");
+    assert_eq!(firing.body["org"], "acme");
+    assert_eq!(firing.body["severity"], "critical");
+    assert_eq!(
+        firing.body["alert"]["subject"],
+        ids["a"].as_str(),
+        "{}",
+        firing.body
+    );
+    assert!(
+        firing.body["chart_png_base64"]
+            .as_str()
+            .is_some_and(|s| s.len() > 1000),
+        "no chart"
+    );
+    let sig = firing.header("x-foureyes-signature").unwrap_or_default();
+    assert!(
+        sig.starts_with("sha256=") && sig.len() == 7 + 64,
+        "signature header {sig:?}"
+    );
+    assert!(firing.header("x-foureyes-timestamp").is_some());
+    let alert_id = firing.body["alert_id"].as_str().unwrap().to_string();
+    let alert = api.get(&format!("/api/v1/alerts/{alert_id}"));
+    assert_eq!(alert["state"], "ALERT_STATE_FIRING", "{alert}");
+
+    // Re-announce: forwarding comes back with the route, and the all-clear follows.
     lab.reconfigure(&with_b32);
     wait_until("a answering again", Duration::from_secs(60), || {
         (last_status(&api, &ids["a"]).as_deref() == Some("STATUS_OK")).then_some(())
     });
+    let resolved = hook.wait("the all-clear", |b| b["state"] == "resolved");
+    assert_eq!(resolved.body["dedup_key"], firing.body["dedup_key"]);
+    assert_eq!(resolved.body["alert_id"], alert_id.as_str());
 
     // FOUREYES_RECORD=FILE keeps this run's tests, route events and results as JSONL: the
     // correlator's golden test (collector/tests/golden/) replays such recordings.
     if let Some(path) = std::env::var_os("FOUREYES_RECORD") {
         record(&api, std::path::Path::new(&path));
+    }
+}
+
+/// One request the webhook receiver got.
+struct Hooked {
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+impl Hooked {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+}
+
+/// A minimal HTTP receiver on loopback for webhook notifications (answers 200 to each POST).
+struct Receiver {
+    port: u16,
+    rx: std::sync::mpsc::Receiver<Hooked>,
+    seen: std::cell::RefCell<Vec<Hooked>>,
+}
+
+impl Receiver {
+    fn start() -> Self {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut headers = Vec::new();
+                let mut line = String::new();
+                let _ = r.read_line(&mut line); // request line
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = line.trim_end().split_once(':') {
+                        headers.push((k.trim().to_string(), v.trim().to_string()));
+                    }
+                }
+                let len: usize = headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                let mut s = s;
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+                let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                if tx.send(Hooked { headers, body }).is_err() {
+                    return;
+                }
+            }
+        });
+        Receiver {
+            port,
+            rx,
+            seen: Default::default(),
+        }
+    }
+
+    /// The first request (so far or within a minute) whose JSON body matches.
+    fn wait(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Hooked {
+        let t0 = std::time::Instant::now();
+        loop {
+            let mut seen = self.seen.borrow_mut();
+            if let Some(i) = seen.iter().position(|h| pred(&h.body)) {
+                return seen.remove(i);
+            }
+            let left = Duration::from_secs(60).saturating_sub(t0.elapsed());
+            match self.rx.recv_timeout(left) {
+                Ok(h) => seen.push(h),
+                Err(_) => panic!(
+                    "timed out waiting for {what}; got {:?}",
+                    seen.iter().map(|h| &h.body["state"]).collect::<Vec<_>>()
+                ),
+            }
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 //! - `api.rs`: `/api/v1/alert-rules`, `/api/v1/alerts`, `/api/v1/silences`.
 
 pub mod api;
+pub mod dispatch;
 mod engine;
 pub mod file;
 pub mod rules;
@@ -76,6 +77,11 @@ pub struct AlertCounters {
     pub silenced_transitions: AtomicU64,
     pub file_reloads: AtomicU64,
     pub file_reload_errors: AtomicU64,
+    /// Notifications delivered, failed (after retries), and transitions never notified because
+    /// the sender fell behind the engine.
+    pub notifications_sent: AtomicU64,
+    pub notifications_failed: AtomicU64,
+    pub notifications_lost: AtomicU64,
 }
 
 impl Alerts {
