@@ -1,7 +1,8 @@
 //! Decode microbenchmark: prefixes per second per core for `parse_update` + `AdjRibIn::apply`
 //! (always decoding every attribute set), for `parse_update_interned` + `apply` (what a session
 //! runs: sets already held are found by their raw bytes) on a synthetic 1M-prefix IPv4 table
-//! (the same generator as `benches/bgp_full_table.sh`), and for the whole sans-IO session path (framing, decode, Adj-RIB-In, events). Target ≥ 3M prefixes/s/core.
+//! (the same generator as `benches/bgp_full_table.sh`), and for the whole sans-IO session path
+//! (framing, decode, Adj-RIB-In, events). Target ≥ 3M prefixes/s/core.
 //! `cargo bench -p foureyes-bgp-listener --bench decode` (set `FULLTABLE_PREFIXES` to change size).
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
