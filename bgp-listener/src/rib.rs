@@ -74,8 +74,9 @@ fn v6_prefix((hi, lo, len): V6) -> Prefix {
     }
 }
 
-/// A flat encoding of an attribute set, hashed to find interned sets: hashing one contiguous
-/// buffer is cheaper than the derived `Hash` walk over the vectors of a `PathAttributes`.
+/// A flat encoding of an attribute set, hashed to find interned sets that have no canonical wire
+/// encoding (see `RouteStore::hash_of`): hashing one contiguous buffer is cheaper than the derived
+/// `Hash` walk over the vectors of a `PathAttributes`.
 fn set_key(a: &PathAttributes, out: &mut Vec<u8>) {
     fn len(out: &mut Vec<u8>, n: usize) {
         out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
@@ -160,9 +161,11 @@ struct SetSlot {
 }
 
 /// Reference-counted store of distinct routes (next hop + interned attribute set). Attribute
-/// sets are found by the hash of their flat `set_key` encoding (computed once per UPDATE into a
-/// reused buffer; hashing bytes is cheaper than walking `PathAttributes`), then compared in full.
-/// Keeping only the hash (not the encoding) saves about 9 MB on a full table.
+/// sets are found by the hash of their canonical wire encoding (`update::encode_shared`, or the
+/// flat `set_key` for a set without one; computed into a reused buffer, since hashing bytes is
+/// cheaper than walking `PathAttributes`), then compared in full, or, from raw UPDATE bytes, by
+/// encoding the candidate (`find_raw`). Keeping only the hash (not the encoding) saves about 9 MB
+/// on a full table.
 #[derive(Debug, Default)]
 struct RouteStore {
     slots: Vec<Option<Slot>>,
