@@ -5,9 +5,11 @@
 //! maps hold no route per prefix. Attribute sets are hash-consed across UPDATEs into one
 //! `Arc<PathAttributes>` each, and each distinct (next hop, attribute set) pair gets a slot in a
 //! reference-counted store; a prefix maps to a `u32` slot index whose top bit is its stale mark.
-//! Keys are per family and compact: IPv4 is `(u32, u8)` (12 bytes with the value), IPv6
-//! `(u64, u64, u8)`; ADD-PATH keys add the path id in maps of their own. Sets and slots are dropped
-//! when their last prefix goes. The maps use foldhash with a per-map random seed: keys come from
+//! Keys are per family and compact: IPv4 is the address and length packed in a `u64` (12 bytes
+//! with the value), IPv6 `(u64, u64, u8)`; ADD-PATH keys add the path id in maps of their own.
+//! Sets and slots are dropped when their last prefix goes. The prefix maps are B-trees (about 20
+//! bytes per IPv4 prefix, less than a hash table's half-empty buckets, and ordered for sweeps);
+//! the set and slot indexes use foldhash with a per-map random seed: keys come from
 //! the network, so the seed keeps a peer from choosing colliding keys in advance, and it costs a
 //! third of SipHash per prefix (foldhash is not a cryptographic PRF; a configured peer that
 //! probes timings could still degrade a map, which the max-prefix limit bounds).
@@ -22,19 +24,28 @@ use std::collections::BTreeMap;
 use foldhash::HashMap;
 
 use crate::event::{AttrKind, Peer, Route, RouteChange, RouteEvent};
-use crate::update::{ParsedUpdate, PathAttributes};
+use crate::iana::attr;
+use crate::update::{
+    InternedSet, ParsedUpdate, PathAttributes, SessionKind, encode_shared, shared_attr_bytes,
+};
 use crate::wire::{Family, Prefix};
 
 /// Top bit of a prefix's slot index: the route is stale (kept from a session that was lost while
 /// graceful restart applied, not yet re-announced).
 const STALE: u32 = 1 << 31;
 
-type V4 = (u32, u8);
+/// `SetSlot::last_slot` when the set has no remembered slot.
+const NO_SLOT: u32 = u32::MAX;
+
+/// An IPv4 key: the address in the high bits, the length in the low byte. Ordered like
+/// `(address, length)`, the same 8 bytes in a node, but compared in one instruction: with a
+/// million sorted-ish inserts the B-tree's in-node search was an eighth of the decode profile.
+type V4 = u64;
 type V6 = (u64, u64, u8);
 
 fn v4_key(p: &Prefix) -> Option<V4> {
     match p.addr {
-        IpAddr::V4(a) => Some((u32::from(a), p.len)),
+        IpAddr::V4(a) => Some((u64::from(u32::from(a)) << 8) | u64::from(p.len)),
         IpAddr::V6(_) => None,
     }
 }
@@ -49,10 +60,10 @@ fn v6_key(p: &Prefix) -> Option<V6> {
     }
 }
 
-fn v4_prefix((a, len): V4) -> Prefix {
+fn v4_prefix(k: V4) -> Prefix {
     Prefix {
-        addr: IpAddr::V4(Ipv4Addr::from(a)),
-        len,
+        addr: IpAddr::V4(Ipv4Addr::from((k >> 8) as u32)),
+        len: k as u8,
     }
 }
 
@@ -63,8 +74,9 @@ fn v6_prefix((hi, lo, len): V6) -> Prefix {
     }
 }
 
-/// A flat encoding of an attribute set, hashed to find interned sets: hashing one contiguous
-/// buffer is cheaper than the derived `Hash` walk over the vectors of a `PathAttributes`.
+/// A flat encoding of an attribute set, hashed to find interned sets that have no canonical wire
+/// encoding (see `RouteStore::hash_of`): hashing one contiguous buffer is cheaper than the derived
+/// `Hash` walk over the vectors of a `PathAttributes`.
 fn set_key(a: &PathAttributes, out: &mut Vec<u8>) {
     fn len(out: &mut Vec<u8>, n: usize) {
         out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
@@ -141,12 +153,19 @@ struct SetSlot {
     /// empty).
     hash: u64,
     next: Option<u32>,
+    /// The route slot last looked up for this set (in the padding of this struct, so free):
+    /// nearly every set has one next hop, and checking that slot, which the UPDATE touches
+    /// anyway, saves a lookup in `RouteStore::index` (a cache miss per UPDATE on a full table).
+    /// `NO_SLOT` when none: an `Option` would not fit the padding.
+    last_slot: u32,
 }
 
 /// Reference-counted store of distinct routes (next hop + interned attribute set). Attribute
-/// sets are found by the hash of their flat `set_key` encoding (computed once per UPDATE into a
-/// reused buffer; hashing bytes is cheaper than walking `PathAttributes`), then compared in full.
-/// Keeping only the hash (not the encoding) saves about 9 MB on a full table.
+/// sets are found by the hash of their canonical wire encoding (`update::encode_shared`, or the
+/// flat `set_key` for a set without one; computed into a reused buffer, since hashing bytes is
+/// cheaper than walking `PathAttributes`), then compared in full, or, from raw UPDATE bytes, by
+/// encoding the candidate (`find_raw`). Keeping only the hash (not the encoding) saves about 9 MB
+/// on a full table.
 #[derive(Debug, Default)]
 struct RouteStore {
     slots: Vec<Option<Slot>>,
@@ -158,8 +177,24 @@ struct RouteStore {
     /// Hash of `set_key` → first set of that hash.
     set_index: HashMap<u64, u32>,
     hasher: foldhash::fast::RandomState,
-    /// Scratch buffer for `set_key`.
+    /// Scratch buffers for `set_key`/`encode_shared` and for raw lookups.
     key_buf: Vec<u8>,
+    enc_buf: Vec<u8>,
+}
+
+/// Whether a held set can stand for raw bytes received on a session of `kind`: it has the
+/// mandatory ORIGIN and AS_PATH (so the UPDATE needs no missing-attribute check), and for an
+/// external peer none of the attributes RFC 7606 discards from external peers (decoding would
+/// report a discard).
+fn clean_for(a: &PathAttributes, kind: SessionKind) -> bool {
+    a.origin.is_some()
+        && a.as_path.is_some()
+        && (kind != SessionKind::External
+            || (a.local_pref.is_none()
+                && !a
+                    .other
+                    .iter()
+                    .any(|r| matches!(r.type_code, attr::ORIGINATOR_ID | attr::CLUSTER_LIST))))
 }
 
 /// Saturating `usize` → slot index below the stale bit (2^31 distinct routes cannot fit in
@@ -169,12 +204,42 @@ fn index_of(n: usize) -> u32 {
 }
 
 impl RouteStore {
+    /// The hash a set is indexed by: of its canonical wire encoding (`encode_shared`), so that an
+    /// UPDATE's raw attribute bytes find it without decoding (`find_raw`); of the flat `set_key`
+    /// for the rare set with no canonical encoding (such a set is only found by decoding).
     fn hash_of(&mut self, attrs: &PathAttributes) -> u64 {
         let mut key = std::mem::take(&mut self.key_buf);
-        set_key(attrs, &mut key);
+        if !encode_shared(attrs, &mut key) {
+            set_key(attrs, &mut key);
+        }
         let h = self.hasher.hash_one(key.as_slice());
         self.key_buf = key;
         h
+    }
+
+    /// The set whose canonical encoding equals the shared attribute bytes of an UPDATE's
+    /// attribute section, if one is held and decoding those bytes on a session of `kind` would
+    /// give it with no RFC 7606 action (see `update::parse_update_interned`). Costs one copy of
+    /// the bytes, one hash, and one encoding of the candidate to compare; no allocation.
+    fn find_raw(&mut self, section: &[u8], kind: SessionKind) -> Option<u32> {
+        let mut raw = std::mem::take(&mut self.key_buf);
+        let mut enc = std::mem::take(&mut self.enc_buf);
+        let mut found = None;
+        if shared_attr_bytes(section, &mut raw) {
+            let hash = self.hasher.hash_one(raw.as_slice());
+            let mut at = self.set_index.get(&hash).copied();
+            while let Some(i) = at {
+                let Some(s) = self.set(i) else { break };
+                if clean_for(&s.attrs, kind) && encode_shared(&s.attrs, &mut enc) && enc == raw {
+                    found = Some(i);
+                    break;
+                }
+                at = s.next;
+            }
+        }
+        self.key_buf = raw;
+        self.enc_buf = enc;
+        found
     }
 
     fn set(&self, i: u32) -> Option<&SetSlot> {
@@ -198,6 +263,7 @@ impl RouteStore {
             slots: 0,
             hash,
             next: head,
+            last_slot: NO_SLOT,
         });
         let i = match self.free_sets.pop() {
             Some(i) => {
@@ -252,8 +318,18 @@ impl RouteStore {
 
     /// The slot of this route, created if new; its count is not taken (see `acquire`).
     fn slot_of(&mut self, next_hop: Option<IpAddr>, set: u32) -> Option<u32> {
-        if let Some(i) = self.index.get(&(next_hop, set)) {
-            return Some(*i);
+        let i = self.set(set)?.last_slot;
+        if let Some(Some(s)) = self.slots.get(i as usize)
+            && s.set == set
+            && s.next_hop == next_hop
+        {
+            return Some(i);
+        }
+        if let Some(&i) = self.index.get(&(next_hop, set)) {
+            if let Some(Some(s)) = self.sets.get_mut(set as usize) {
+                s.last_slot = i;
+            }
+            return Some(i);
         }
         let attrs = Arc::clone(&self.sets.get(set as usize)?.as_ref()?.attrs);
         let slot = Some(Slot {
@@ -276,6 +352,7 @@ impl RouteStore {
         };
         if let Some(Some(s)) = self.sets.get_mut(set as usize) {
             s.slots += 1;
+            s.last_slot = i;
         }
         self.index.insert((next_hop, set), i);
         Some(i)
@@ -483,6 +560,14 @@ impl AdjRibIn {
         self.store.sets_held()
     }
 
+    /// The held attribute set whose canonical encoding is exactly the shared attribute bytes of
+    /// `attrs` (an UPDATE's whole path attribute section), for `update::parse_update_interned`
+    /// on a session of `kind`. The result is only meaningful for this Adj-RIB-In and until it
+    /// next changes: pass the UPDATE to `apply` right away.
+    pub fn find_raw_set(&mut self, attrs: &[u8], kind: SessionKind) -> Option<InternedSet> {
+        self.store.find_raw(attrs, kind).map(InternedSet)
+    }
+
     fn slot(&self, family: Family, path_id: Option<u32>, prefix: &Prefix) -> Option<u32> {
         match key(family, prefix)? {
             Key::V4(k) => self.v4.get(k, path_id),
@@ -620,7 +705,10 @@ impl AdjRibIn {
             }
         }
         if !upd.announced.is_empty() {
-            let (set, new_set) = self.store.intern_attrs(upd.attrs);
+            let (set, new_set) = match upd.interned {
+                Some(InternedSet(i)) if self.store.set(i).is_some() => (i, false),
+                _ => self.store.intern_attrs(upd.attrs),
+            };
             // The next hop is nearly always the same for every prefix of an UPDATE.
             let mut last: Option<(Option<IpAddr>, u32)> = None;
             // Slots looked up for this UPDATE: the first inline, more only for several next hops.

@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 use crate::event::{DownReason, Event, Negotiated, Peer, SessionEvent, StaleDropReason};
 use crate::iana::{self, notif};
 use crate::rib::AdjRibIn;
-use crate::update::{DecodeContext, SessionKind, parse_update_from};
+use crate::update::{DecodeContext, SessionKind, parse_update_interned};
 use crate::wire::{
     DecodeError, Family, Framer, GracefulRestartCap, LocalCapabilities, Notification, OpenMessage,
     Outgoing, PeerOpen, decode_notification, decode_open,
@@ -197,6 +197,10 @@ pub struct Session {
     framer: Framer,
     rib: AdjRibIn,
     negotiated: Option<Negotiated>,
+    /// What `negotiated` means for decoding, built once per session instead of per UPDATE.
+    decode_ctx: Option<DecodeContext>,
+    /// Reused body buffer for framed messages.
+    frame_buf: Vec<u8>,
     hold: Duration,
     direction: Direction,
     contender: Option<Contender>,
@@ -217,6 +221,8 @@ impl Session {
             framer: Framer::new(),
             rib: AdjRibIn::new(),
             negotiated: None,
+            decode_ctx: None,
+            frame_buf: Vec::new(),
             hold: Duration::ZERO,
             direction: Direction::Accepted,
             contender: None,
@@ -354,10 +360,13 @@ impl Session {
     }
 
     fn process_frames(&mut self, now: SystemTime, out: &mut Vec<Output>) {
+        // One body buffer for every message instead of a vector each (taken out of `self` while
+        // `on_message` borrows `self`).
+        let mut body = std::mem::take(&mut self.frame_buf);
         loop {
-            match self.framer.next_frame() {
-                Ok(Some(frame)) => {
-                    if let Err(e) = self.on_message(now, frame.kind, &frame.body, out) {
+            match self.framer.next_frame_into(&mut body) {
+                Ok(Some(kind)) => {
+                    if let Err(e) = self.on_message(now, kind, &body, out) {
                         self.fail(now, Notification::from(&e), out);
                     }
                 }
@@ -371,6 +380,7 @@ impl Session {
                 break;
             }
         }
+        self.frame_buf = body;
     }
 
     fn keepalive_interval(&self) -> Option<Duration> {
@@ -445,20 +455,17 @@ impl Session {
             (State::Established, msg::KEEPALIVE) => self.restart_hold(out),
             (State::Established, msg::UPDATE) => {
                 self.restart_hold(out);
-                let ctx = match &self.negotiated {
-                    Some(n) => DecodeContext {
-                        four_octet_as: n.four_octet_as,
-                        families: n.families.clone(),
-                        add_path: n.add_path.clone(),
-                    },
-                    None => return Err(DecodeError::MalformedAttributeList("no session")),
-                };
                 let kind = if self.cfg.local_as == self.cfg.remote_as {
                     SessionKind::Internal
                 } else {
                     SessionKind::External
                 };
-                let upd = parse_update_from(body, &ctx, kind)?;
+                let Some(ctx) = &self.decode_ctx else {
+                    return Err(DecodeError::MalformedAttributeList("no session"));
+                };
+                let rib = &mut self.rib;
+                let upd =
+                    parse_update_interned(body, ctx, kind, &mut |raw| rib.find_raw_set(raw, kind))?;
                 for action in &upd.actions {
                     tracing::warn!(peer = %self.cfg.peer, ?action, "RFC 7606 error handling");
                     out.push(Output::Event(Event::Session(SessionEvent::UpdateError {
@@ -555,6 +562,11 @@ impl Session {
             None
         };
         self.hold = Duration::from_secs(u64::from(hold));
+        self.decode_ctx = Some(DecodeContext {
+            four_octet_as: neg.four_octet_as,
+            families: neg.families.clone(),
+            add_path: neg.add_path.clone(),
+        });
         self.negotiated = Some(neg);
         self.state = State::OpenConfirm;
         out.push(Output::Send(Outgoing::Keepalive));
@@ -839,6 +851,7 @@ impl Session {
         };
         self.state = State::Idle;
         self.negotiated = None;
+        self.decode_ctx = None;
         self.peer_gr = None;
         self.hold = Duration::ZERO;
         out.push(Output::SetTimer(Timer::Hold, None));

@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::iana::{as_path, attr};
-use crate::wire::{DecodeError, Family, Prefix, parse_nlri, read_u16, read_u32};
+use crate::wire::{DecodeError, Family, Prefix, for_each_nlri, parse_nlri, read_u16, read_u32};
 
 /// One AS_PATH segment.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -80,7 +80,15 @@ pub struct ParsedUpdate {
     pub attrs: PathAttributes,
     pub end_of_rib: Option<Family>,
     pub actions: Vec<Rfc7606Action>,
+    /// Set when the attribute set was found already interned in the receiving Adj-RIB-In by its
+    /// raw bytes (see [`parse_update_interned`]); `attrs` is then left empty and not decoded.
+    pub interned: Option<InternedSet>,
 }
+
+/// An attribute set already held by the Adj-RIB-In the UPDATE is applied to. Only that
+/// Adj-RIB-In makes one (`AdjRibIn::find_raw_set`), so the index is only meaningful there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InternedSet(pub(crate) u32);
 
 impl ParsedUpdate {
     pub fn treated_as_withdraw(&self) -> bool {
@@ -198,6 +206,39 @@ pub fn parse_update_from(
     ctx: &DecodeContext,
     kind: SessionKind,
 ) -> Result<ParsedUpdate, DecodeError> {
+    parse_update_impl(body, ctx, kind, None)
+}
+
+/// Like [`parse_update_from`], but first offers the UPDATE's shared attribute bytes (everything
+/// but NEXT_HOP, MP_REACH_NLRI and MP_UNREACH_NLRI, verbatim; see [`shared_attr_bytes`]) to
+/// `lookup`, which returns the set already interned with exactly that encoding. On a hit the
+/// shared attributes are not decoded at all: a full table repeats each attribute set in about
+/// three UPDATEs, and decoding (AS path and community vectors, then hashing and comparing the
+/// decoded set, then freeing it) was the largest per-UPDATE cost. Only 4-octet-AS sessions take
+/// this path (the canonical encoding is the 4-octet one). The outcome is the same as
+/// `parse_update_from`'s: a hit means the bytes equal the canonical encoding of a set that this
+/// session decoded cleanly before, so decoding them again would give that set and no RFC 7606
+/// action; anything unusual (repeats, structural errors, discarded attributes) misses and takes
+/// the full path.
+pub fn parse_update_interned(
+    body: &[u8],
+    ctx: &DecodeContext,
+    kind: SessionKind,
+    lookup: RawLookup<'_>,
+) -> Result<ParsedUpdate, DecodeError> {
+    parse_update_impl(body, ctx, kind, Some(lookup))
+}
+
+/// A lookup from an UPDATE's attribute section to an interned set (see
+/// [`parse_update_interned`]).
+pub type RawLookup<'a> = &'a mut dyn FnMut(&[u8]) -> Option<InternedSet>;
+
+fn parse_update_impl(
+    body: &[u8],
+    ctx: &DecodeContext,
+    kind: SessionKind,
+    lookup: Option<RawLookup<'_>>,
+) -> Result<ParsedUpdate, DecodeError> {
     let mut out = ParsedUpdate::default();
     let wlen = read_u16(body).ok_or(DecodeError::MalformedAttributeList("short UPDATE"))?;
     let rest = body.get(2..).unwrap_or_default();
@@ -215,22 +256,28 @@ pub fn parse_update_from(
             ))?;
     let v4_ok = ctx.families.contains(&Family::Ipv4Unicast);
     let v4_paths = ctx.add_path.contains(&Family::Ipv4Unicast);
-    let legacy_withdrawn = parse_nlri(Family::Ipv4Unicast, withdrawn, v4_paths)
-        .map_err(|_| DecodeError::InvalidNetworkField)?;
-    let legacy_nlri = parse_nlri(Family::Ipv4Unicast, nlri, v4_paths)
-        .map_err(|_| DecodeError::InvalidNetworkField)?;
+    // The legacy NLRI are checked now (a malformed field resets whatever else the UPDATE holds)
+    // and parsed into `announced` later, without an intermediate vector.
     if v4_ok {
-        out.withdrawn.extend(
-            legacy_withdrawn
-                .into_iter()
-                .map(|(id, p)| (Family::Ipv4Unicast, id, p)),
-        );
+        for_each_nlri(Family::Ipv4Unicast, withdrawn, v4_paths, |id, p| {
+            out.withdrawn.push((Family::Ipv4Unicast, id, p))
+        })
+    } else {
+        for_each_nlri(Family::Ipv4Unicast, withdrawn, v4_paths, |_, _| {})
     }
+    .map_err(|_| DecodeError::InvalidNetworkField)?;
+    let legacy_count = for_each_nlri(Family::Ipv4Unicast, nlri, v4_paths, |_, _| {})
+        .map_err(|_| DecodeError::InvalidNetworkField)?;
 
     if wlen == 0 && alen == 0 && nlri.is_empty() {
         out.end_of_rib = Some(Family::Ipv4Unicast);
         return Ok(out);
     }
+
+    let interned = match lookup {
+        Some(f) if ctx.four_octet_as && !attrs.is_empty() => f(attrs),
+        _ => None,
+    };
 
     let mut seen = [false; 256];
     let mut next_hop: Option<Ipv4Addr> = None;
@@ -345,6 +392,10 @@ pub fn parse_update_from(
             continue;
         }
 
+        if interned.is_some() && t != attr::NEXT_HOP {
+            // Equal to the canonical encoding of a set decoded cleanly before: nothing to do.
+            continue;
+        }
         let ibgp_only = matches!(
             t,
             attr::LOCAL_PREF | attr::ORIGINATOR_ID | attr::CLUSTER_LIST
@@ -386,30 +437,31 @@ pub fn parse_update_from(
         return Ok(out);
     }
 
-    let mut announced: Vec<(Family, Option<u32>, Prefix, Option<IpAddr>)> = Vec::new();
+    let mp_count = mp_reach.as_ref().map_or(0, |(_, _, p)| p.len());
+    let legacy_announced = if v4_ok { legacy_count } else { 0 };
+    let mut announced: Vec<(Family, Option<u32>, Prefix, Option<IpAddr>)> =
+        Vec::with_capacity(legacy_announced + mp_count);
     if v4_ok {
         let nh = next_hop.map(IpAddr::V4);
-        announced.extend(
-            legacy_nlri
-                .iter()
-                .map(|(id, p)| (Family::Ipv4Unicast, *id, *p, nh)),
-        );
+        // Checked above, so this cannot fail; an error would only mean fewer routes.
+        let _ = for_each_nlri(Family::Ipv4Unicast, nlri, v4_paths, |id, p| {
+            announced.push((Family::Ipv4Unicast, id, p, nh))
+        });
     }
-    let has_mp_reach = mp_reach.is_some();
     if let Some((fam, nh, prefixes)) = mp_reach {
         announced.extend(prefixes.into_iter().map(|(id, p)| (fam, id, p, Some(nh))));
     }
-    // RFC 7606 §3 d: missing well-known mandatory attributes → treat-as-withdraw.
+    // RFC 7606 §3 d: missing well-known mandatory attributes → treat-as-withdraw. An interned
+    // set always has ORIGIN and AS_PATH (`AdjRibIn::find_raw_set` only returns such sets).
     if withdraw_reason.is_none() && !announced.is_empty() {
-        if out.attrs.origin.is_none() {
+        if interned.is_none() && out.attrs.origin.is_none() {
             withdraw_reason = Some((Some(attr::ORIGIN), "missing ORIGIN"));
-        } else if out.attrs.as_path.is_none() {
+        } else if interned.is_none() && out.attrs.as_path.is_none() {
             withdraw_reason = Some((Some(attr::AS_PATH), "missing AS_PATH"));
-        } else if !legacy_nlri.is_empty() && next_hop.is_none() {
+        } else if legacy_count > 0 && next_hop.is_none() {
             withdraw_reason = Some((Some(attr::NEXT_HOP), "missing NEXT_HOP"));
         }
     }
-    let _ = has_mp_reach;
     if let Some((type_code, reason)) = withdraw_reason {
         out.actions
             .push(Rfc7606Action::TreatAsWithdraw { type_code, reason });
@@ -417,8 +469,207 @@ pub fn parse_update_from(
             .extend(announced.into_iter().map(|(f, id, p, _)| (f, id, p)));
     } else {
         out.announced = announced;
+        out.interned = interned;
     }
     Ok(out)
+}
+
+/// Attributes that belong to the UPDATE rather than to its shared attribute set: NEXT_HOP (the
+/// next hop lives on the route) and the MP_REACH/MP_UNREACH NLRI carriers.
+fn per_update_attr(t: u8) -> bool {
+    matches!(
+        t,
+        attr::NEXT_HOP | attr::MP_REACH_NLRI | attr::MP_UNREACH_NLRI
+    )
+}
+
+/// Copies an UPDATE's attribute section into `out` without its per-UPDATE attributes, each
+/// attribute verbatim (flags, type, length, value). False if the section is not well formed or
+/// repeats a type: those UPDATEs take the full decode, which reports the RFC 7606 outcome.
+pub(crate) fn shared_attr_bytes(attrs: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    let mut seen = [false; 256];
+    let mut walk = attrs;
+    while let Some((&[flags, t], r)) = walk.split_first_chunk::<2>() {
+        let (len, hdr, r) = if flags & attr::FLAG_EXTENDED_LENGTH != 0 {
+            match (read_u16(r), r.get(2..)) {
+                (Some(l), Some(r)) => (usize::from(l), 4, r),
+                _ => return false,
+            }
+        } else {
+            match r.split_first() {
+                Some((&l, r)) => (usize::from(l), 3, r),
+                None => return false,
+            }
+        };
+        let (Some(whole), Some(r)) = (walk.get(..hdr + len), r.get(len..)) else {
+            return false;
+        };
+        match seen.get_mut(usize::from(t)) {
+            Some(s) if !*s => *s = true,
+            _ => return false,
+        }
+        if !per_update_attr(t) {
+            out.extend_from_slice(whole);
+        }
+        walk = r;
+    }
+    walk.is_empty()
+}
+
+/// Appends one attribute: `value` writes the value, the length field is sized afterwards. With
+/// `ext == None` the extended-length bit is set only when the value needs it (the form every
+/// common implementation sends); with `Some(bit)` the stored flags decide. False if the value
+/// does not fit the chosen length field.
+fn put_attr(
+    out: &mut Vec<u8>,
+    flags: u8,
+    t: u8,
+    ext: Option<bool>,
+    value: impl FnOnce(&mut Vec<u8>),
+) -> bool {
+    let start = out.len();
+    out.extend_from_slice(&[flags, t, 0, 0]);
+    value(out);
+    let len = out.len() - start - 4;
+    let ext = ext.unwrap_or(len > 255);
+    if ext {
+        let Ok(l) = u16::try_from(len) else {
+            return false;
+        };
+        if let Some(f) = out.get_mut(start) {
+            *f |= attr::FLAG_EXTENDED_LENGTH;
+        }
+        if let Some(b) = out.get_mut(start + 2..start + 4) {
+            b.copy_from_slice(&l.to_be_bytes());
+        }
+    } else {
+        let Ok(l) = u8::try_from(len) else {
+            return false;
+        };
+        if let Some(b) = out.get_mut(start + 2) {
+            *b = l;
+        }
+        out.remove(start + 3);
+    }
+    true
+}
+
+/// The canonical wire encoding of a decoded attribute set (4-octet AS numbers, types in
+/// ascending order, the usual flags, extended length only where needed; kept raw attributes with
+/// their own flags). `parse_update` decodes these bytes back to the same set with no RFC 7606
+/// action, so an UPDATE whose shared bytes equal them needs no decoding (and the Adj-RIB-In keys
+/// its sets by the hash of these bytes). False for sets that have no such encoding (an unsorted
+/// or per-UPDATE kept attribute, an oversized segment): those are keyed another way and never
+/// matched by raw bytes.
+pub(crate) fn encode_shared(a: &PathAttributes, out: &mut Vec<u8>) -> bool {
+    const WK: u8 = attr::FLAG_TRANSITIVE;
+    const ONT: u8 = attr::FLAG_OPTIONAL;
+    const OT: u8 = attr::FLAG_OPTIONAL | attr::FLAG_TRANSITIVE;
+    out.clear();
+    let mut last = 0u8;
+    for r in &a.other {
+        // Decoded types never land in `other`; a set that says otherwise has no encoding.
+        let decoded = matches!(
+            r.type_code,
+            attr::ORIGIN
+                | attr::AS_PATH
+                | attr::MULTI_EXIT_DISC
+                | attr::LOCAL_PREF
+                | attr::ATOMIC_AGGREGATE
+                | attr::AGGREGATOR
+                | attr::COMMUNITIES
+                | attr::EXTENDED_COMMUNITIES
+                | attr::LARGE_COMMUNITIES
+        );
+        if r.type_code <= last || per_update_attr(r.type_code) || decoded {
+            return false;
+        }
+        last = r.type_code;
+    }
+    let mut others = a.other.iter().peekable();
+    let mut ok = true;
+    // Kept attributes with a type below `t`, in order.
+    let mut flush = |out: &mut Vec<u8>, t: u16, ok: &mut bool| {
+        while let Some(r) = others.next_if(|r| u16::from(r.type_code) < t) {
+            let ext = r.flags & attr::FLAG_EXTENDED_LENGTH != 0;
+            *ok &= put_attr(
+                out,
+                r.flags & !attr::FLAG_EXTENDED_LENGTH,
+                r.type_code,
+                Some(ext),
+                |o| o.extend_from_slice(&r.value),
+            );
+        }
+    };
+    if let Some(o) = a.origin {
+        flush(out, u16::from(attr::ORIGIN), &mut ok);
+        ok &= put_attr(out, WK, attr::ORIGIN, None, |v| v.push(o));
+    }
+    if let Some(segs) = &a.as_path {
+        flush(out, u16::from(attr::AS_PATH), &mut ok);
+        ok &= segs
+            .iter()
+            .all(|s| !s.asns.is_empty() && s.asns.len() <= 255);
+        ok &= put_attr(out, WK, attr::AS_PATH, None, |v| {
+            for s in segs {
+                v.push(s.kind);
+                v.push(u8::try_from(s.asns.len()).unwrap_or(u8::MAX));
+                for asn in &s.asns {
+                    v.extend_from_slice(&asn.to_be_bytes());
+                }
+            }
+        });
+    }
+    if let Some(m) = a.med {
+        flush(out, u16::from(attr::MULTI_EXIT_DISC), &mut ok);
+        ok &= put_attr(out, ONT, attr::MULTI_EXIT_DISC, None, |v| {
+            v.extend_from_slice(&m.to_be_bytes())
+        });
+    }
+    if let Some(lp) = a.local_pref {
+        flush(out, u16::from(attr::LOCAL_PREF), &mut ok);
+        ok &= put_attr(out, WK, attr::LOCAL_PREF, None, |v| {
+            v.extend_from_slice(&lp.to_be_bytes())
+        });
+    }
+    if a.atomic_aggregate {
+        flush(out, u16::from(attr::ATOMIC_AGGREGATE), &mut ok);
+        ok &= put_attr(out, WK, attr::ATOMIC_AGGREGATE, None, |_| {});
+    }
+    if let Some((asn, id)) = a.aggregator {
+        flush(out, u16::from(attr::AGGREGATOR), &mut ok);
+        ok &= put_attr(out, OT, attr::AGGREGATOR, None, |v| {
+            v.extend_from_slice(&asn.to_be_bytes());
+            v.extend_from_slice(&id.octets());
+        });
+    }
+    if !a.communities.is_empty() {
+        flush(out, u16::from(attr::COMMUNITIES), &mut ok);
+        ok &= put_attr(out, OT, attr::COMMUNITIES, None, |v| {
+            for c in &a.communities {
+                v.extend_from_slice(&c.to_be_bytes());
+            }
+        });
+    }
+    if !a.extended_communities.is_empty() {
+        flush(out, u16::from(attr::EXTENDED_COMMUNITIES), &mut ok);
+        ok &= put_attr(out, OT, attr::EXTENDED_COMMUNITIES, None, |v| {
+            for c in &a.extended_communities {
+                v.extend_from_slice(c);
+            }
+        });
+    }
+    if !a.large_communities.is_empty() {
+        flush(out, u16::from(attr::LARGE_COMMUNITIES), &mut ok);
+        ok &= put_attr(out, OT, attr::LARGE_COMMUNITIES, None, |v| {
+            for c in a.large_communities.iter().flatten() {
+                v.extend_from_slice(&c.to_be_bytes());
+            }
+        });
+    }
+    flush(out, 256, &mut ok);
+    ok
 }
 
 /// The path attributes of one MRT RIB entry, with the next hop for the entry's family.

@@ -1,7 +1,15 @@
-//! The UPDATE decoder alone, on an arbitrary body, with both AS widths.
+//! The UPDATE decoder alone, on an arbitrary body, with both AS widths; and, differentially, the
+//! session's fast path (`parse_update_interned`, sets found by raw bytes) against the full decode:
+//! applied twice to two Adj-RIB-Ins, both must give the same result and the same events.
 #![no_main]
 
-use foureyes_bgp_listener::update::{DecodeContext, parse_update};
+use std::time::SystemTime;
+
+use foureyes_bgp_listener::event::Peer;
+use foureyes_bgp_listener::rib::AdjRibIn;
+use foureyes_bgp_listener::update::{
+    DecodeContext, SessionKind, parse_update, parse_update_from, parse_update_interned,
+};
 use foureyes_bgp_listener::wire::Family;
 use libfuzzer_sys::fuzz_target;
 
@@ -17,5 +25,28 @@ fuzz_target!(|data: &[u8]| {
             },
         };
         let _ = parse_update(data, &ctx);
+        let peer = Peer::session(std::net::Ipv4Addr::LOCALHOST.into(), 65001);
+        for kind in [SessionKind::Internal, SessionKind::External] {
+            let mut fast = AdjRibIn::new();
+            let mut slow = AdjRibIn::new();
+            for _ in 0..2 {
+                let a = parse_update_interned(data, &ctx, kind, &mut |raw| {
+                    fast.find_raw_set(raw, kind)
+                });
+                let b = parse_update_from(data, &ctx, kind);
+                match (a, b) {
+                    (Ok(a), Ok(b)) => {
+                        assert_eq!(a.announced, b.announced);
+                        assert_eq!(a.withdrawn, b.withdrawn);
+                        assert_eq!(a.actions, b.actions);
+                        let ea = fast.apply(peer, SystemTime::UNIX_EPOCH, None, a);
+                        let eb = slow.apply(peer, SystemTime::UNIX_EPOCH, None, b);
+                        assert_eq!(ea, eb);
+                    }
+                    (Err(_), Err(_)) => {}
+                    _ => panic!("fast path and full decode disagree on whether the UPDATE is valid"),
+                }
+            }
+        }
     }
 });
