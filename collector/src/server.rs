@@ -112,6 +112,7 @@ impl Collector {
             update_base_url: std::sync::OnceLock::new(),
             stream: crate::stream::Hub::new(cfg.stream_client_buffer),
             metrics_token,
+            sessions: Default::default(),
             cfg,
         }))
     }

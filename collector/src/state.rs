@@ -22,4 +22,6 @@ pub struct Collector {
     pub stream: crate::stream::Hub,
     /// The `/metrics` scrape token, read from `metrics_token_file` at start.
     pub metrics_token: Option<String>,
+    /// The dashboard's browser sessions (in memory; see `web.rs`).
+    pub sessions: crate::web::Sessions,
 }
