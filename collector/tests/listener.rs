@@ -7,158 +7,19 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{Api, Collector, Proc, bin, listening_sockets, wait_until};
+use common::{
+    Api, Collector, Proc, bin,
+    lab::{BirdLab, sh},
+    listening_sockets, wait_until,
+};
 use serde_json::Value;
-
-fn need(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-        .unwrap_or(false);
-    assert!(found, "`{tool}` not found: apt-get install -y {package}");
-}
-
-fn sh(cmd: &[&str]) {
-    let out = Command::new(cmd[0]).args(&cmd[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 const BIRD_V4: &str = "198.19.77.1";
 const LST_V4: &str = "198.19.77.2";
 const NET: u8 = 77;
-
-/// A namespace holding BIRD, joined to the root namespace (where the listener and collector run)
-/// by a veth pair. Removed on drop.
-struct BirdLab {
-    ns: String,
-    veth: String,
-    dir: std::path::PathBuf,
-    bird: Option<Child>,
-    /// Third octet of 198.19.N.0/24, the veth subnet (BIRD .1, root namespace .2): tests that run
-    /// at the same time use different ones.
-    net: u8,
-}
-
-impl BirdLab {
-    fn new(dir: &Path, net: u8) -> Self {
-        need("bird", "bird2");
-        need("ip", "iproute2");
-        let id = (std::process::id() % 10_000) * 100 + u32::from(net);
-        let bird_v4 = format!("198.19.{net}.1");
-        let lst_v4 = format!("198.19.{net}.2");
-        let lab = BirdLab {
-            ns: format!("felc{id}"),
-            veth: format!("felcr{id}"),
-            dir: dir.to_path_buf(),
-            bird: None,
-            net,
-        };
-        let inner = format!("felcb{id}");
-        let _ = Command::new("ip").args(["netns", "del", &lab.ns]).output();
-        let _ = Command::new("ip").args(["link", "del", &lab.veth]).output();
-        sh(&["ip", "netns", "add", &lab.ns]);
-        sh(&[
-            "ip", "link", "add", &lab.veth, "type", "veth", "peer", "name", &inner, "netns",
-            &lab.ns,
-        ]);
-        sh(&["ip", "-n", &lab.ns, "link", "set", "lo", "up"]);
-        let v6 = |h: u8| format!("2001:db8:{net}::{h}/64");
-        let ns_cmds: [&[&str]; 3] = [
-            &["addr", "add", &format!("{bird_v4}/24"), "dev", &inner],
-            &["addr", "add", &v6(1), "dev", &inner, "nodad"],
-            &["link", "set", &inner, "up"],
-        ];
-        for c in ns_cmds {
-            let mut v = vec!["ip", "-n", &lab.ns];
-            v.extend_from_slice(c);
-            sh(&v);
-        }
-        sh(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{lst_v4}/24"),
-            "dev",
-            &lab.veth,
-        ]);
-        sh(&["ip", "addr", "add", &v6(2), "dev", &lab.veth, "nodad"]);
-        sh(&["ip", "link", "set", &lab.veth, "up"]);
-        lab
-    }
-
-    fn write_conf(&self, routes4: &str, routes6: &str) {
-        let net = self.net;
-        let (bird_v4, lst_v4) = (format!("198.19.{net}.1"), format!("198.19.{net}.2"));
-        let conf = format!(
-            r#"
-router id {bird_v4};
-log "{log}" all;
-protocol device {{ }}
-protocol static s4 {{
-    ipv4;
-{routes4}
-}}
-protocol static s6 {{
-    ipv6;
-{routes6}
-}}
-protocol bgp fe {{
-    local {bird_v4} as 65001;
-    neighbor {lst_v4} as 65002;
-    hold time 30;
-    connect retry time 1;
-    ipv4 {{ import all; export all; }};
-    ipv6 {{ import all; export all; next hop address 2001:db8:{net}::1; }};
-}}
-"#,
-            log = self.dir.join("bird.log").display(),
-        );
-        std::fs::write(self.dir.join("bird.conf"), conf).unwrap();
-    }
-
-    fn start(&mut self) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "bird", "-f", "-c"])
-            .arg(self.dir.join("bird.conf"))
-            .arg("-s")
-            .arg(self.dir.join("bird.ctl"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        self.bird = Some(child);
-    }
-
-    fn birdc(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "birdc", "-s"])
-            .arg(self.dir.join("bird.ctl"))
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for BirdLab {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.bird.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.veth])
-            .output();
-    }
-}
 
 const ROUTES4: &str = "
     route 203.0.113.0/24 blackhole { bgp_community.add((65001,100)); };
@@ -461,36 +322,7 @@ fn route_changes_are_correlated_with_the_tests_they_cover() {
     let node_state = common::enroll_node(&c, root, "acme", "noc");
     let _node = common::run_node(&node_state, root.join("node.log"));
 
-    let token = c.admin(&[
-        "token", "create", "--org", "acme", "--team", "noc", "--ttl", "10m", "--kind", "listener",
-    ]);
-    let state = root.join("listener");
-    let out = Command::new(bin("foureyes-bgp-listener"))
-        .args(["enroll", "--collector", &c.node_addr, "--state-dir"])
-        .arg(&state)
-        .env("FOUREYES_ENROLL_TOKEN", &token)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let conf = root.join("listener.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "local_as = 65002\nrouter_id = \"198.19.{N}.2\"\n[[peer]]\naddress = \"198.19.{N}.1\"\nremote_as = 65001\nlisten = \"198.19.{N}.2\"\n"
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new(bin("foureyes-bgp-listener"));
-    cmd.args(["run", "--config"])
-        .arg(&conf)
-        .arg("--state-dir")
-        .arg(&state)
-        .env("RUST_LOG", "info");
-    let _listener = Proc::spawn(cmd, root.join("listener.log"));
+    let _listener = common::lab::run_listener(&c, &lab, "acme", "noc");
 
     // The initial table covers target a: it is not correlated (initial transfer).
     let base = "    route 10.99.0.0/16 blackhole;\n    route 198.19.90.1/32 blackhole;\n";

@@ -10,6 +10,9 @@ use std::{
 
 use serde_json::Value;
 
+pub mod lab;
+pub mod web;
+
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/debug/deps/<test> -> target/debug/<name>
