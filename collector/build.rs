@@ -2,6 +2,9 @@
 //! `FOUREYES_WEB_DIST`) into the collector as `OUT_DIR/web_assets.rs`. Without a built dashboard
 //! the list is empty and the collector serves a page saying how to build it.
 //!
+//! Text and wasm files are also stored gzipped (level 9, made here once), for browsers that accept
+//! it.
+//!
 //! The target dir is found from `OUT_DIR` (the ancestor holding cargo's `CACHEDIR.TAG`). When no
 //! dist dir exists yet an empty one is created there, so `rerun-if-changed` watches a real
 //! directory: a missing path would rerun this script, and rebuild the collector, on every build.
@@ -24,6 +27,13 @@ fn content_type(name: &str) -> &'static str {
         "txt" => "text/plain; charset=utf-8",
         _ => "application/octet-stream",
     }
+}
+
+fn gzip(raw: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(raw).ok()?;
+    e.finish().ok()
 }
 
 fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) {
@@ -68,16 +78,33 @@ fn main() {
     }
     files.sort();
     let mut code = String::from(
-        "/// The dashboard's files: (path without the leading slash, content type, bytes).\n\
-         pub static ASSETS: &[(&str, &str, &[u8])] = &[\n",
+        "/// The dashboard's files: (path without the leading slash, content type, bytes, the\n\
+         /// bytes gzipped if that is smaller).\n\
+         #[allow(clippy::type_complexity)]\n\
+         pub static ASSETS: &[(&str, &str, &[u8], Option<&[u8]>)] = &[\n",
     );
-    for (name, path) in &files {
+    let gz_dir = out.join("web-gz");
+    let _ = std::fs::create_dir_all(&gz_dir);
+    for (i, (name, path)) in files.iter().enumerate() {
         println!("cargo:rerun-if-changed={}", path.display());
+        let gz = std::fs::read(path).ok().and_then(|raw| {
+            let z = gzip(&raw)?;
+            (z.len() + 256 < raw.len()).then_some(z)
+        });
+        let gz = gz.and_then(|z| {
+            let p = gz_dir.join(format!("{i}.gz"));
+            std::fs::write(&p, z).ok()?;
+            Some(format!(
+                "Some(include_bytes!({:?}))",
+                p.display().to_string()
+            ))
+        });
         let _ = writeln!(
             code,
-            "    ({name:?}, {:?}, include_bytes!({:?})),",
+            "    ({name:?}, {:?}, include_bytes!({:?}), {}),",
             content_type(name),
-            path.display().to_string()
+            path.display().to_string(),
+            gz.as_deref().unwrap_or("None")
         );
     }
     code.push_str("];\n");

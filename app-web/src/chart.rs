@@ -95,6 +95,10 @@ pub fn time_chart(
             let v = max * f64::from(i) / 4.0;
             let label = if unit == "%" {
                 format!("{:.0}%", v * 100.0)
+            } else if max < 4.0 {
+                format!("{v:.2} {unit}")
+            } else if max < 40.0 {
+                format!("{v:.1} {unit}")
             } else {
                 format!("{v:.0} {unit}")
             };
@@ -195,9 +199,17 @@ pub fn sparkline(points: &[(i64, f64)], from: i64, to: i64) -> impl IntoView + u
         })
         .collect::<Vec<_>>()
         .join(" ");
+    let last = points.last().map(|(t, v)| {
+        let (x, y) = (
+            (t - from) as f64 / span * 200.0,
+            28.0 - (v / max).clamp(0.0, 1.0) * 26.0,
+        );
+        view! { <circle cx=x cy=y r="2"></circle> }
+    });
     view! {
         <svg class="spark" viewBox="0 0 200 30" preserveAspectRatio="none">
             <polyline points=pts fill="none"></polyline>
+            {last}
         </svg>
     }
 }

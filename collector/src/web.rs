@@ -400,14 +400,29 @@ async fn delete_session(State(c): State<Arc<Collector>>, headers: HeaderMap) -> 
 
 /// Whether this collector was built with the dashboard (`cargo xtask web` before the build).
 pub fn ui_built() -> bool {
-    assets::ASSETS.iter().any(|(n, _, _)| *n == "index.html")
+    assets::ASSETS.iter().any(|(n, _, _, _)| *n == "index.html")
 }
 
-fn asset(name: &str) -> Option<(&'static str, &'static [u8])> {
+/// (content type, bytes, gzipped bytes) of an embedded file.
+type Asset = (&'static str, &'static [u8], Option<&'static [u8]>);
+
+fn asset(name: &str) -> Option<Asset> {
     assets::ASSETS
         .iter()
-        .find(|(n, _, _)| *n == name)
-        .map(|(_, t, b)| (*t, *b))
+        .find(|(n, _, _, _)| *n == name)
+        .map(|(_, t, b, z)| (*t, *b, *z))
+}
+
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|e| {
+            let mut parts = e.trim().split(';');
+            parts.next() == Some("gzip") && !parts.any(|q| q.trim() == "q=0")
+        })
 }
 
 /// `name-<12 hex>.ext`: the content hash is in the name, so the file never changes.
@@ -425,30 +440,51 @@ described at <a href=\"/openapi.json\">/openapi.json</a>.</p>\n</body></html>\n"
 
 /// Everything the API does not route: the dashboard's files, and `index.html` for its own
 /// routes (`/tests/...`, `/bgp`), so every view is a link that loads.
-pub async fn ui(method: Method, uri: Uri) -> Response {
+pub async fn ui(method: Method, uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path();
     if path.starts_with("/api/") || !(method == Method::GET || method == Method::HEAD) {
         return err(StatusCode::NOT_FOUND, "no such route").into_response();
     }
     let name = path.trim_start_matches('/');
-    let page = |ct: &'static str, body: &'static [u8], cache: &'static str| {
-        (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, cache)],
-            body,
-        )
-            .into_response()
+    let gzip_ok = accepts_gzip(&headers);
+    let page = |(ct, body, gz): Asset, cache: &'static str| {
+        let mut resp = match gz.filter(|_| gzip_ok) {
+            Some(z) => (
+                StatusCode::OK,
+                [
+                    (header::CONTENT_TYPE, ct),
+                    (header::CACHE_CONTROL, cache),
+                    (header::CONTENT_ENCODING, "gzip"),
+                ],
+                z,
+            )
+                .into_response(),
+            None => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, cache)],
+                body,
+            )
+                .into_response(),
+        };
+        if gz.is_some() {
+            resp.headers_mut()
+                .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        }
+        resp
     };
     if !ui_built() {
-        return page("text/html; charset=utf-8", NOT_BUILT.as_bytes(), "no-cache");
+        return page(
+            ("text/html; charset=utf-8", NOT_BUILT.as_bytes(), None),
+            "no-cache",
+        );
     }
-    if let Some((ct, body)) = asset(name).filter(|_| name != "index.html") {
+    if let Some(a) = asset(name).filter(|_| name != "index.html") {
         let cache = if is_hashed(name) {
             "public, max-age=31536000, immutable"
         } else {
             "no-cache"
         };
-        return page(ct, body, cache);
+        return page(a, cache);
     }
     // A missing file is a 404; any other path is one of the app's views.
     if name
@@ -459,7 +495,7 @@ pub async fn ui(method: Method, uri: Uri) -> Response {
         return err(StatusCode::NOT_FOUND, "no such file").into_response();
     }
     match asset("index.html") {
-        Some((ct, body)) => page(ct, body, "no-cache"),
+        Some(a) => page(a, "no-cache"),
         None => err(StatusCode::NOT_FOUND, "no such file").into_response(),
     }
 }

@@ -229,6 +229,32 @@ fn the_app_is_served_with_a_strict_csp_types_and_cache_headers() {
         );
         assert!(header(&h, "content-security-policy").contains("frame-ancestors 'none'"));
     }
+    // The wasm goes gzipped to a client that accepts it, and as it is to one that does not.
+    let wasm_url = format!("{}{}", c.api, named(".wasm"));
+    let curl = |extra: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-D",
+                "-",
+                "-o",
+                "/dev/null",
+                "-w",
+                "size=%{size_download}",
+            ])
+            .args(extra)
+            .arg(&wasm_url)
+            .output()
+            .expect("curl (apt-get install -y curl)");
+        String::from_utf8_lossy(&out.stdout).to_lowercase()
+    };
+    let size = |s: &str| -> u64 { s.rsplit("size=").next().unwrap().trim().parse().unwrap() };
+    let gz = curl(&["-H", "Accept-Encoding: gzip, deflate"]);
+    let plain = curl(&[]);
+    assert!(gz.contains("content-encoding: gzip"), "{gz}");
+    assert!(!plain.contains("content-encoding"), "{plain}");
+    assert!(size(&gz) * 2 < size(&plain), "gzip {gz} vs {plain}");
+
     // The app's own routes load the app; unknown files and API routes are 404.
     let (st, h, body) = get_with_headers(&format!("{}/tests/x?org=a&range=6h", c.api));
     assert_eq!(st, 200);
@@ -360,4 +386,44 @@ fn a_session_of_org_b_sees_nothing_of_org_a_on_any_route_or_the_stream() {
         None,
     );
     assert_eq!(st, 400);
+}
+
+#[test]
+fn over_https_the_session_cookie_is_secure() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Off loopback the API port speaks HTTPS (only ever reached here through 127.0.0.1).
+    let c = Collector::start_api(tmp.path(), 0, "0.0.0.0:0", "", &[]);
+    assert!(c.api.starts_with("https://"), "{}", c.api);
+    let token = c.tenant("alpha", "noc");
+    let port = c.api.rsplit(':').next().unwrap();
+    // `-k`: the certificate chain is tests/api_tls.rs's subject; this one is the cookie.
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-k",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "10",
+        ])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "X-FourEyes-Csrf: 1",
+        ])
+        .args(["--data", &json!({ "token": token }).to_string()])
+        .arg(format!("https://127.0.0.1:{port}/api/v1/session"))
+        .output()
+        .expect("curl (apt-get install -y curl)");
+    let headers = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let cookie = headers
+        .lines()
+        .find(|l| l.starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie: {headers}"));
+    for flag in ["; secure", "; httponly", "; samesite=strict", "; path=/"] {
+        assert!(cookie.contains(flag), "{flag} missing: {cookie}");
+    }
 }

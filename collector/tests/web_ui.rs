@@ -391,3 +391,85 @@ async fn the_dashboard_shows_live_results_route_markers_and_keeps_orgs_apart() {
     .await;
     b.client.close().await.unwrap();
 }
+
+/// The `fe-overview` mark (the overview's first data drawn) and first-contentful-paint, in ms
+/// since navigation start, of one full page load.
+async fn paint_times(b: &Browser) -> (f64, f64) {
+    let fmp = b
+        .wait_js(
+            "the overview's first data",
+            "performance.getEntriesByName('fe-overview').length && performance.getEntriesByName('fe-overview')[0].startTime",
+            T,
+        )
+        .await
+        .as_f64()
+        .unwrap();
+    let fcp = b
+        .js("(performance.getEntriesByName('first-contentful-paint')[0] || {startTime: 0}).startTime")
+        .await
+        .as_f64()
+        .unwrap_or(0.0);
+    (fmp, fcp)
+}
+
+/// Not a test: `benches/web_bundle.sh` runs it for the time to first meaningful paint (the first
+/// load with an empty cache, then the median of warm reloads) against a local collector whose
+/// org has 20 tests with results.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark: run by benches/web_bundle.sh"]
+async fn bench_first_paint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let c = Collector::start(root, 0, "", &[]);
+    let token = c.tenant("bench", "noc");
+    let api = Api::new(&c.api, &token);
+    let port: u32 = c.api.rsplit(':').next().unwrap().parse().unwrap();
+    for i in 0..20 {
+        api.post(
+            "/api/v1/tests",
+            json!({"name": format!("bench-{i:02}"), "intervalMs": 1000,
+                   "config": {"tcp": {"host": "127.0.0.1", "port": port}}}),
+        );
+    }
+    let node_state = enroll_node(&c, root, "bench", "noc");
+    let _node = run_node(&node_state, root.join("node.log"));
+    wait_until("results", T, || {
+        let r = api.get("/api/v1/results?page_size=1000");
+        (r["results"].as_array().unwrap().len() >= 200).then_some(())
+    });
+    let session = common::web::CookieApi::sign_in(&c.api, &token, None);
+    let b = Browser::start(root.join("chromedriver.log")).await;
+    // The cookie goes in through WebDriver, so the first load of the app is a cold one.
+    b.client.goto(&format!("{}/healthz", c.api)).await.unwrap();
+    let id = session
+        .cookie
+        .trim_start_matches("foureyes_session=")
+        .to_string();
+    let mut cookie = fantoccini::cookies::Cookie::new("foureyes_session", id);
+    cookie.set_path("/");
+    cookie.set_http_only(true);
+    b.client.add_cookie(cookie).await.unwrap();
+    let url = format!("{}/?org=bench", c.api);
+    b.client.goto(&url).await.unwrap();
+    let (cold, cold_fcp) = paint_times(&b).await;
+    assert_eq!(b.js(&count("tr.test")).await, 20);
+    let mut warm = Vec::new();
+    for _ in 0..7 {
+        b.client.goto(&format!("{}/healthz", c.api)).await.unwrap();
+        b.client.goto(&url).await.unwrap();
+        warm.push(paint_times(&b).await);
+    }
+    warm.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let (median, median_fcp) = warm[warm.len() / 2];
+    println!("first meaningful paint (overview with 20 tests drawn), debug collector on loopback:");
+    println!("  cold cache: {cold:.0} ms (first contentful paint {cold_fcp:.0} ms)");
+    println!(
+        "  warm cache: {median:.0} ms median of {} (first contentful paint {median_fcp:.0} ms)",
+        warm.len()
+    );
+    println!(
+        "  target <= 1000 ms: {}",
+        if cold <= 1000.0 { "met" } else { "missed" }
+    );
+    b.client.close().await.unwrap();
+}

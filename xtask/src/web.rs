@@ -238,7 +238,9 @@ pub fn report_sizes(dist: &Path) -> Result<(u64, u64)> {
 pub fn bench() -> Result<()> {
     run("benches/web_bundle.sh", {
         let mut c = Command::new(root().join("benches/web_bundle.sh"));
-        c.env("CARGO_TARGET_DIR", target_dir());
+        // xtask itself runs under the global build lock (`flock ... cargo xtask bench web`).
+        c.env("CARGO_TARGET_DIR", target_dir())
+            .env("FOUREYES_LOCK_HELD", "1");
         c
     })
 }

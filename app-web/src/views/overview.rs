@@ -15,6 +15,20 @@ use crate::{
 /// Results kept per test in the browser; older ones fall off.
 const KEEP_PER_TEST: usize = 5_000;
 
+/// Marks `fe-overview` in the Performance timeline one frame after the first data is drawn: the
+/// "first meaningful paint" `benches/web_bundle.sh` reports.
+fn mark_painted() {
+    request_animation_frame(|| {
+        request_animation_frame(|| {
+            if let Some(p) = web_sys::window().and_then(|w| w.performance())
+                && p.get_entries_by_name("fe-overview").length() == 0
+            {
+                let _ = p.mark("fe-overview");
+            }
+        })
+    });
+}
+
 #[component]
 pub fn Overview() -> impl IntoView {
     let org = use_org();
@@ -47,6 +61,7 @@ pub fn Overview() -> impl IntoView {
                     tests.set(t);
                     results.set(by_test);
                     error.set(None);
+                    mark_painted();
                 }
                 Err(e) => error.set(Some(e)),
             }
