@@ -16,7 +16,7 @@ LOCK=/tmp/foureyes-build.lock
 locked() { if [ -n "${FOUREYES_LOCK_HELD:-}" ]; then "$@"; else flock "$LOCK" "$@"; fi; }
 command -v chromedriver >/dev/null || { echo "chromedriver missing: apt-get install -y chromium-driver" >&2; exit 1; }
 cd "$ROOT"
-echo "== bundle (what the browser downloads; the collector serves it uncompressed today)"
+echo "== bundle (the collector serves the gzip sizes to browsers that accept gzip)"
 locked cargo xtask web
 locked cargo build -q --bins -p foureyes-collector -p foureyes-node
 echo "== first meaningful paint"
