@@ -1,4 +1,4 @@
-//! Compiles proto/ with protox (pure Rust, no system `protoc`) into prost types, tonic stubs and
+//! Compiles proto/ with protox (pure Rust, no system `protoc`) into prost types, tonic stubs (feature `grpc`) and
 //! canonical proto3 JSON (pbjson), and keeps the descriptor set for the contract tests and OpenAPI.
 use std::{env, path::PathBuf};
 
@@ -22,7 +22,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bytes = fds.encode_to_vec();
     std::fs::write(out.join("descriptor.bin"), &bytes)?;
 
+    // Cargo sets this when the `grpc` feature is on; without it only messages are generated.
+    let grpc = env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_prost_build::configure()
+        .build_client(grpc)
+        .build_server(grpc)
         .extern_path(".google.protobuf.Timestamp", "::pbjson_types::Timestamp")
         .compile_fds(fds)?;
 

@@ -51,6 +51,9 @@ pub fn router(c: Arc<Collector>) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/updates/{sha256}", get(update_binary))
         .merge(crate::alerts::api::routes())
+        .merge(crate::web::routes())
+        .fallback(crate::web::ui)
+        .layer(axum::middleware::from_fn(crate::web::security_headers))
         .with_state(c)
 }
 
@@ -229,6 +232,30 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/api/v1/session",
+        summary: "The orgs the credential stands for (the session cookie's, or a Bearer token's own)",
+        request: None,
+        response: Some("foureyes.v1.Session"),
+        query: &[],
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/session",
+        summary: "Dashboard sign-in: trade an API token for an HttpOnly session cookie (adds the token's org to an existing session). Needs the X-FourEyes-Csrf header",
+        request: Some("foureyes.v1.CreateSessionRequest"),
+        response: Some("foureyes.v1.Session"),
+        query: &[],
+    },
+    Route {
+        method: "delete",
+        path: "/api/v1/session",
+        summary: "Sign out: forget the session and clear its cookie. Needs the X-FourEyes-Csrf header",
+        request: None,
+        response: None,
+        query: &[],
+    },
+    Route {
+        method: "get",
         path: "/api/v1/correlations/{id}",
         summary: "Get a correlation",
         request: None,
@@ -268,6 +295,9 @@ async fn openapi() -> Response {
 pub struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl ApiError {
+    pub fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        Self(status, msg.into())
+    }
     pub(crate) fn not_found(what: &str) -> Self {
         Self(StatusCode::NOT_FOUND, format!("{what} not found"))
     }
@@ -301,7 +331,8 @@ pub(crate) fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiErro
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("request body: {e}")))
 }
 
-/// The caller's tenant, from `Authorization: Bearer <API token>`. The one place auth is decided.
+/// The caller's tenant, from `Authorization: Bearer <API token>` or the dashboard's session cookie
+/// (which stands for API tokens; see `web.rs`). The one place auth is decided.
 pub struct Auth(pub Tenant);
 
 impl Auth {
@@ -323,11 +354,13 @@ impl FromRequestParts<Arc<Collector>> for Auth {
                 "missing or invalid API token (Authorization: Bearer fea1...)".into(),
             )
         };
-        let text = credential(parts).ok_or_else(unauthorized)?;
-        let token = ApiToken::parse(text).map_err(|_| unauthorized())?;
-        let row = c
-            .auth_lookup(&token.secret_hash())?
-            .ok_or_else(unauthorized)?;
+        let hash = match credential(parts) {
+            Some(text) => ApiToken::parse(text)
+                .map_err(|_| unauthorized())?
+                .secret_hash(),
+            None => crate::web::session_token(parts, c)?.ok_or_else(unauthorized)?,
+        };
+        let row = c.auth_lookup(&hash)?.ok_or_else(unauthorized)?;
         Ok(Auth(Tenant {
             org: row.org,
             team: row.team,
@@ -335,8 +368,8 @@ impl FromRequestParts<Arc<Collector>> for Auth {
     }
 }
 
-/// The presented API token. Every credential source goes here (a session cookie for the web app
-/// would be one more branch); all of them resolve to a token row the same way.
+/// The presented Bearer API token. The session cookie is the other credential source; both
+/// resolve to a token row the same way.
 fn credential(parts: &Parts) -> Option<&str> {
     let value = parts
         .headers

@@ -17,3 +17,4 @@ pub mod stream;
 pub mod tls;
 pub mod update;
 pub mod validate;
+pub mod web;

@@ -116,6 +116,7 @@ impl Collector {
             metrics_token,
             alerts,
             rpki: Arc::new(crate::rpki::RpkiTable::new(cfg.rpki.is_some())),
+            sessions: Default::default(),
             cfg,
         }))
     }
@@ -264,6 +265,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         tasks.spawn(async move {
             let _ = task.await;
         });
+    }
+    if c.cfg.rpki.is_some() {
+        c.alerts.set_validator(Some(c.rpki.clone()));
     }
     if c.alerts.rules_file.is_some() {
         crate::alerts::file::load(&c).map_err(setup)?;

@@ -26,4 +26,6 @@ pub struct Collector {
     pub alerts: crate::alerts::Alerts,
     /// The RPKI VRP table (public data, shared by all tenants), synced over RTR when configured.
     pub rpki: std::sync::Arc<crate::rpki::RpkiTable>,
+    /// The dashboard's browser sessions (in memory; see `web.rs`).
+    pub sessions: crate::web::Sessions,
 }

@@ -319,36 +319,7 @@ fn route_changes_are_correlated_with_the_tests_they_cover() {
     let node_state = common::enroll_node(&c, root, "acme", "noc");
     let _node = common::run_node(&node_state, root.join("node.log"));
 
-    let token = c.admin(&[
-        "token", "create", "--org", "acme", "--team", "noc", "--ttl", "10m", "--kind", "listener",
-    ]);
-    let state = root.join("listener");
-    let out = Command::new(bin("foureyes-bgp-listener"))
-        .args(["enroll", "--collector", &c.node_addr, "--state-dir"])
-        .arg(&state)
-        .env("FOUREYES_ENROLL_TOKEN", &token)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let conf = root.join("listener.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "local_as = 65002\nrouter_id = \"198.19.{N}.2\"\n[[peer]]\naddress = \"198.19.{N}.1\"\nremote_as = 65001\nlisten = \"198.19.{N}.2\"\n"
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new(bin("foureyes-bgp-listener"));
-    cmd.args(["run", "--config"])
-        .arg(&conf)
-        .arg("--state-dir")
-        .arg(&state)
-        .env("RUST_LOG", "info");
-    let _listener = Proc::spawn(cmd, root.join("listener.log"));
+    let _listener = common::bird::run_listener(&c, &lab, "acme", "noc");
 
     // The initial table covers target a: it is not correlated (initial transfer).
     let base = "    route 10.99.0.0/16 blackhole;\n    route 198.19.90.1/32 blackhole;\n";

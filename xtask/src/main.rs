@@ -3,7 +3,10 @@
 //! - `cargo xtask dev`: build and start `foureyes-collector serve --dev` (the README's first command)
 //! - `cargo xtask ci`: install what the tests need, then format, lint, build and run every test
 //!   (the README's second command; `.ci/run` calls exactly this)
-//! - `cargo xtask bench`: the benchmarks that print comparisons
+//! - `cargo xtask bench`: the benchmarks that print comparisons (`bench web`: the dashboard's
+//!   bundle size and first paint)
+//! - `cargo xtask web`: build the dashboard (app-web) to wasm into `<target>/web-dist`, which the
+//!   collector embeds when it is built next
 #![allow(clippy::print_stdout)]
 
 use std::{
@@ -14,6 +17,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+
+mod web;
 
 #[derive(Parser)]
 struct Cli {
@@ -36,7 +41,12 @@ enum Cmd {
         no_install: bool,
     },
     /// Run the benchmarks (release builds) and print their comparisons.
-    Bench,
+    Bench {
+        /// `web`: only the dashboard bundle size and time to first paint.
+        what: Option<String>,
+    },
+    /// Build the web dashboard into `<target>/web-dist` (embedded by the next collector build).
+    Web,
     /// Make an ed25519 key pair for signing node releases. Keep the `.key` file offline; build
     /// release nodes with FOUREYES_UPDATE_PUBKEY set to the printed public key.
     UpdateKeygen {
@@ -76,6 +86,9 @@ const APT_PACKAGES: &[&str] = &[
     "python3-aiosmtpd",
     // RPKI origin validation tests: an RTR cache serving a VRP file.
     "stayrtr",
+    // The dashboard's browser tests drive a real headless Chromium through WebDriver.
+    "chromium",
+    "chromium-driver",
 ];
 
 fn root() -> PathBuf {
@@ -204,6 +217,7 @@ fn install() -> Result<()> {
             c
         })?;
     }
+    web::install()?;
     if !have("cargo-nextest") {
         run("cargo install cargo-nextest", {
             let mut c = Command::new("cargo");
@@ -270,6 +284,22 @@ fn ci(no_install: bool) -> Result<()> {
             ]);
             run("cargo clippy", c)
         })?;
+        st.run("web dashboard (wasm)", || web::build().map(|_| ()))?;
+        st.run("cargo clippy (web, wasm32)", || {
+            let mut c = cargo();
+            c.args([
+                "clippy",
+                "-p",
+                "foureyes-web",
+                "--target",
+                web::TARGET,
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ]);
+            run("cargo clippy (web)", c)
+        })?;
         st.run("cargo build --bins", || {
             // End-to-end tests start these binaries as separate processes.
             let mut c = cargo();
@@ -308,6 +338,7 @@ fn ci(no_install: bool) -> Result<()> {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Dev { args } => {
+            web::build()?;
             let mut c = cargo();
             c.args(["build", "--release", "--bins"]);
             run("cargo build --release", c)?;
@@ -347,13 +378,19 @@ fn main() -> Result<()> {
             println!("sha256 {}", hex::encode(digest));
             Ok(())
         }
-        Cmd::Bench => {
-            let mut c = cargo();
-            c.args(["bench", "-p", "foureyes-store", "-p", "foureyes-probes"]);
-            run("cargo bench", c)?;
-            let mut c = cargo();
-            c.args(["bench", "-p", "foureyes-collector", "--bench", "rpki"]);
-            run("cargo bench (rpki)", c)
-        }
+        Cmd::Bench { what } => match what.as_deref() {
+            Some("web") => web::bench(),
+            Some(other) => bail!("bench {other:?}: only `web` is a named benchmark"),
+            None => {
+                let mut c = cargo();
+                c.args(["bench", "-p", "foureyes-store", "-p", "foureyes-probes"]);
+                run("cargo bench", c)?;
+                let mut c = cargo();
+                c.args(["bench", "-p", "foureyes-collector", "--bench", "rpki"]);
+                run("cargo bench (rpki)", c)?;
+                web::bench()
+            }
+        },
+        Cmd::Web => web::build().map(|d| println!("dashboard built into {}", d.display())),
     }
 }

@@ -33,15 +33,8 @@ use tokio::sync::{Notify, broadcast};
 
 pub use engine::spawn;
 
-/// RPKI route origin validation outcome (RFC 6811).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RpkiState {
-    Valid,
-    Invalid,
-    NotFound,
-    /// The validator has no data yet (no RTR session): treated as "cannot tell", never as invalid.
-    Unknown,
-}
+/// The RPKI state of an origin (RFC 6811), as the RTR client's table says it.
+pub use crate::rpki::RpkiState;
 
 /// Origin validation for the `rpki_invalid` rule. The RTR client implements it; the engine only
 /// asks.

@@ -410,6 +410,13 @@ pub fn render_metrics(out: &mut String, t: &RpkiTable, now_ms: i64) {
     );
 }
 
+/// The alert engine's `rpki_invalid` rule asks the RTR client's table.
+impl crate::alerts::OriginValidator for RpkiTable {
+    fn validate(&self, prefix: IpAddr, len: u8, origin_as: u32) -> RpkiState {
+        RpkiTable::validate(self, prefix, len, origin_as)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

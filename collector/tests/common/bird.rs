@@ -27,11 +27,11 @@ pub fn sh(cmd: &[&str]) {
 pub struct BirdLab {
     pub ns: String,
     pub veth: String,
-    dir: std::path::PathBuf,
+    pub dir: std::path::PathBuf,
     bird: Option<Child>,
     /// Third octet of 198.19.N.0/24, the veth subnet (BIRD .1, root namespace .2): tests that run
     /// at the same time use different ones.
-    net: u8,
+    pub net: u8,
 }
 
 impl BirdLab {
@@ -160,4 +160,9 @@ pub fn start_listener(c: &Collector, root: &Path, net: u8, org: &str, team: &str
             "local_as = 65002\nrouter_id = \"198.19.{net}.2\"\n[[peer]]\naddress = \"198.19.{net}.1\"\nremote_as = 65001\nlisten = \"198.19.{net}.2\"\n"
         ),
     )
+}
+
+/// [`start_listener`] for a lab: state and config in the lab's directory.
+pub fn run_listener(c: &Collector, lab: &BirdLab, org: &str, team: &str) -> Proc {
+    start_listener(c, &lab.dir, lab.net, org, team)
 }

@@ -13,6 +13,7 @@ use std::{
 use serde_json::Value;
 
 pub mod routed_lab;
+pub mod web;
 
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
