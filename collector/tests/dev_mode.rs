@@ -33,7 +33,8 @@ fn start_dev(dir: &std::path::Path) -> Dev {
         ])
         .env("FOUREYES_NODE_BIN", bin("foureyes-node"))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // Kept for the failure message: a dev collector that dies at start says why here.
+        .stderr(std::fs::File::create(dir.join("collector.stderr")).unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -50,7 +51,12 @@ fn start_dev(dir: &std::path::Path) -> Dev {
     while api.is_none() || token.is_none() {
         let line = rx
             .recv_timeout(Duration::from_secs(60).saturating_sub(start.elapsed()))
-            .expect("dev banner");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "no dev banner ({e}); collector stderr:\n{}",
+                    std::fs::read_to_string(dir.join("collector.stderr")).unwrap_or_default()
+                )
+            });
         if let Some(v) = line.trim().strip_prefix("Dashboard/API:") {
             api = Some(v.trim().trim_end_matches('/').to_string());
         }
