@@ -440,6 +440,21 @@ router bgp 65001
 exit
 "#;
 
+/// Watches for a few seconds (FRR dials every second, so several attempts fail in this time),
+/// stops, and asserts that no session came up.
+fn assert_no_session(mut w: Watch, what: &str) {
+    w.events.settle(Duration::from_secs(6));
+    w.stop();
+    assert!(
+        !w.events
+            .seen
+            .iter()
+            .any(|e| e["type"] == "session_established"),
+        "{what}: no session expected, saw {:#?}",
+        w.events.seen
+    );
+}
+
 /// A kernel TCP counter (`nstat`, absolute, history untouched) in a namespace: counters are per
 /// namespace, so each lab starts from zero.
 fn tcp_counter(ns: &str, name: &str) -> u64 {
@@ -483,18 +498,7 @@ fn md5_and_gtsm_with_frr_wrong_settings_are_refused_by_the_kernel_right_ones_pee
     };
     let quiet = |lab: &Lab, args: Vec<String>, what: &str| {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut w = lab.watch(&args);
-        // FRR dials every second; several attempts fail in this time.
-        w.events.settle(Duration::from_secs(6));
-        w.stop();
-        assert!(
-            !w.events
-                .seen
-                .iter()
-                .any(|e| e["type"] == "session_established"),
-            "{what}: no session expected, saw {:#?}",
-            w.events.seen
-        );
+        assert_no_session(lab.watch(&args), what);
     };
 
     // 1. Wrong password (TTL right): our kernel drops FRR's signed SYNs.
@@ -567,7 +571,7 @@ fn gtsm_refuses_a_peer_that_sends_with_a_low_ttl() {
         .replace(" neighbor 198.18.0.2 password fe-md5-secret\n", "")
         .replace(" neighbor 198.18.0.2 ttl-security hops 1\n", "");
     start_bgpd(&mut lab, &conf);
-    let mut w = lab.watch(&[
+    let w = lab.watch(&[
         "--local-as",
         "65002",
         "--peer",
@@ -579,16 +583,7 @@ fn gtsm_refuses_a_peer_that_sends_with_a_low_ttl() {
         "--ttl-security",
         "1",
     ]);
-    w.events.settle(Duration::from_secs(6));
-    w.stop();
-    assert!(
-        !w.events
-            .seen
-            .iter()
-            .any(|e| e["type"] == "session_established"),
-        "GTSM should refuse TTL-1 segments: {:#?}",
-        w.events.seen
-    );
+    assert_no_session(w, "GTSM should refuse TTL-1 segments");
     assert!(
         tcp_counter(&lab.ns_lst, "TcpExtTCPMinTTLDrop") > 0,
         "our kernel dropped nothing"

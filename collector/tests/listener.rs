@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::bird::{BirdLab, sh};
-use common::{Api, Collector, Proc, bin, listening_sockets, wait_until};
+use common::{Api, Collector, listening_sockets, wait_until};
 use serde_json::Value;
 
 const BIRD_V4: &str = "198.19.77.1";
@@ -60,27 +60,13 @@ fn a_listener_streams_a_real_peers_routes_into_its_tenants_table() {
     let api = Api::new(&c.api, &c.tenant("acme", "noc"));
     let other = Api::new(&c.api, &c.tenant("other", "ops"));
 
-    // Enroll a listener with a listener token.
-    let token = c.admin(&[
-        "token", "create", "--org", "acme", "--team", "noc", "--ttl", "10m", "--kind", "listener",
-    ]);
-    let state = root.join("listener");
-    let out = Command::new(bin("foureyes-bgp-listener"))
-        .args(["enroll", "--collector", &c.node_addr, "--state-dir"])
-        .arg(&state)
-        .env("FOUREYES_ENROLL_TOKEN", &token)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    let conf = root.join("listener.toml");
-    std::fs::write(
-        &conf,
-        format!(
+    // Enroll a listener with a listener token, and run it.
+    let mut listener = common::start_listener(
+        &c,
+        root,
+        "acme",
+        "noc",
+        &format!(
             r#"
 local_as = 65002
 router_id = "{LST_V4}"
@@ -92,15 +78,7 @@ remote_as = 65001
 listen = "{LST_V4}"
 "#
         ),
-    )
-    .unwrap();
-    let mut cmd = Command::new(bin("foureyes-bgp-listener"));
-    cmd.args(["run", "--config"])
-        .arg(&conf)
-        .arg("--state-dir")
-        .arg(&state)
-        .env("RUST_LOG", "info");
-    let mut listener = Proc::spawn(cmd, root.join("listener.log"));
+    );
 
     lab.write_conf(ROUTES4, ROUTES6);
     lab.start();

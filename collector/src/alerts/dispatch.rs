@@ -87,7 +87,27 @@ fn wanted(t: &pb::AlertTransition) -> bool {
 }
 
 async fn deliver(c: &Arc<Collector>, sender: &Sender, t: &pb::AlertTransition) {
-    let n = notification(c, t).await;
+    let mut configs = Vec::new();
+    for name in &t.notifiers {
+        match notifier_config(c, &t.org, name) {
+            Ok(cfg) => configs.push((name, cfg)),
+            Err(e) => {
+                c.alerts
+                    .counters
+                    .notifications_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(alert = %t.alert_id, notifier = %name, error = %e, "notifier not usable");
+            }
+        }
+    }
+    // Only webhooks and mail carry the PNG: read and draw the chart only for them.
+    let wants_chart = configs.iter().any(|(_, cfg)| {
+        matches!(
+            cfg,
+            NotifierConfig::Webhook { .. } | NotifierConfig::Smtp(_)
+        )
+    });
+    let n = notification(c, t, wants_chart).await;
     let png = match &n.chart {
         Some(chart) => match foureyes_notify::render_off_thread(chart.clone()).await {
             Ok(p) => Some(p),
@@ -98,18 +118,7 @@ async fn deliver(c: &Arc<Collector>, sender: &Sender, t: &pb::AlertTransition) {
         },
         None => None,
     };
-    for name in &t.notifiers {
-        let cfg = match notifier_config(c, &t.org, name) {
-            Ok(cfg) => cfg,
-            Err(e) => {
-                c.alerts
-                    .counters
-                    .notifications_failed
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::error!(alert = %t.alert_id, notifier = %name, error = %e, "notifier not usable");
-                continue;
-            }
-        };
+    for (name, cfg) in configs {
         match sender.send_rendered(&cfg, &n, png.as_deref()).await {
             Ok(d) => {
                 c.alerts
@@ -142,7 +151,11 @@ fn odt(ts: Option<&pbjson_types::Timestamp>) -> Option<time::OffsetDateTime> {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
 }
 
-async fn notification(c: &Arc<Collector>, t: &pb::AlertTransition) -> Notification {
+async fn notification(
+    c: &Arc<Collector>,
+    t: &pb::AlertTransition,
+    with_chart: bool,
+) -> Notification {
     let alert = t.alert.clone().unwrap_or_default();
     let resolved = pb::AlertState::try_from(t.to) == Ok(pb::AlertState::Resolved);
     let now = time::OffsetDateTime::now_utc();
@@ -158,13 +171,15 @@ async fn notification(c: &Arc<Collector>, t: &pb::AlertTransition) -> Notificati
             .collect();
         text.push_str(&format!("\n{}", vals.join(" ")));
     }
-    let chart = {
+    let chart = if with_chart {
         let c = c.clone();
         let alert = alert.clone();
         tokio::task::spawn_blocking(move || chart(&c, &alert))
             .await
             .ok()
             .flatten()
+    } else {
+        None
     };
     Notification {
         org: alert.org.clone(),
