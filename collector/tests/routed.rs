@@ -163,7 +163,13 @@ fn a_withdraw_upstream_breaks_forwarding_and_is_correlated_as_unreachable() {
         has_event(&api, "announce", "10.97.0.0/16").then_some(())
     });
     std::thread::sleep(Duration::from_secs(4));
-    assert!(correlations(&api).is_empty(), "{:?}", correlations(&api));
+    // Only this prefix is the control: the /24's first announce may itself be correlated (the
+    // targets became reachable) when the listener's session came up before the router learnt it.
+    let other: Vec<Value> = correlations(&api)
+        .into_iter()
+        .filter(|c| c["prefixes"][0] == "10.97.0.0/16")
+        .collect();
+    assert!(other.is_empty(), "{other:?}");
 
     // A more-specific for b only: b's traffic now follows the /32, a's still the /24.
     let b32 = format!("198.19.{TARGETS}.2/32");
