@@ -11,14 +11,18 @@
 //! Read-only proof: tcpdump on the station's veth; the station→router direction must carry zero
 //! TCP payload bytes while the router→station direction carries the feed.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use common::lab::{Proc, listener_bin, need, run};
 
 const BIRD: &str = "198.18.10.1";
 const ROUTER_UP: &str = "198.18.10.2";
@@ -27,41 +31,6 @@ const STATION: &str = "198.18.11.2";
 const BMP_PORT: &str = "11019";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-fn listener_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in <target>/debug/deps");
-    let bin = dir.join("foureyes-bgp-listener");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --bins` first",
-        bin.display()
-    );
-    bin
-}
-
-fn run(cmd: &[&str]) {
-    let out = Command::new(cmd[0])
-        .args(&cmd[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn need(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-        .unwrap_or(false)
-        || Path::new(tool).exists();
-    assert!(found, "`{tool}` not found: apt-get install -y {package}");
-}
 
 const FRR_BGPD: &str = "/usr/lib/frr/bgpd";
 
@@ -76,16 +45,6 @@ const ROUTES: &str = r#"
     route 198.19.3.0/24 blackhole;
     route 2001:2:0:a::/64 blackhole { bgp_community.add((65001,600)); };
 "#;
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Lab {
     ns_up: String,

@@ -243,14 +243,7 @@ fn frr_dials_the_passive_listener_ebgp_ipv4_ipv6_addpath_change_withdraw_receive
     assert_eq!(ch["previous"]["med"], 20);
     assert_eq!(ch["previous"]["communities"], json!(["65001:200"]));
     assert_eq!(ch["previous"]["as_path"], "65001");
-    w.events
-        .wait_from(mark, Duration::from_secs(60), "v4 withdraw", |e| {
-            is(e, "withdraw", "198.19.3.0/24")
-        });
-    w.events
-        .wait_from(mark, Duration::from_secs(60), "v6 withdraw", |e| {
-            is(e, "withdraw", "2001:2:0:b::/64")
-        });
+    assert_withdrawn(&mut w.events, mark);
 
     assert!(
         w.events.seen.iter().all(|e| e["type"] != "session_down"),
@@ -383,30 +376,7 @@ fn the_active_listener_dials_frr_ibgp_over_ipv6_local_pref_change_withdraw_recei
             "clear bgp ipv6 unicast 2001:2::2 soft out",
         ],
     );
-    let ch = w
-        .events
-        .wait_from(mark, Duration::from_secs(60), "v4 change", |e| {
-            is(e, "attribute_change", "198.19.1.0/24")
-        });
-    assert_eq!(ch["changed"], json!(["as_path", "local_pref"]), "{ch}");
-    assert_eq!(ch["local_pref"], 300);
-    assert_eq!(ch["as_path"], "65001");
-    assert_eq!(ch["previous"]["local_pref"], 200);
-    let ch6 = w
-        .events
-        .wait_from(mark, Duration::from_secs(60), "v6 change", |e| {
-            is(e, "attribute_change", "2001:2:0:a::/64")
-        });
-    assert_eq!(ch6["changed"], json!(["local_pref"]), "{ch6}");
-    assert_eq!(ch6["local_pref"], 50);
-    w.events
-        .wait_from(mark, Duration::from_secs(60), "v4 withdraw", |e| {
-            is(e, "withdraw", "198.19.3.0/24")
-        });
-    w.events
-        .wait_from(mark, Duration::from_secs(60), "v6 withdraw", |e| {
-            is(e, "withdraw", "2001:2:0:b::/64")
-        });
+    assert_dual_stack_changes(&mut w.events, mark, "65001");
 
     let status = w.stop();
     assert!(status.success(), "listener exit: {status}");

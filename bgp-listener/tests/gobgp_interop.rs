@@ -278,14 +278,7 @@ fn gobgp_dials_the_passive_listener_ebgp_ipv4_ipv6_addpath_change_withdraw_recei
     assert_eq!(ch["communities"], json!(["65001:201"]));
     assert_eq!(ch["previous"]["med"], 20);
     assert_eq!(ch["path_id"], a2["path_id"], "the same path changed");
-    w.events
-        .wait_from(mark, Duration::from_secs(60), "v4 withdraw", |e| {
-            is(e, "withdraw", "198.19.3.0/24")
-        });
-    w.events
-        .wait_from(mark, Duration::from_secs(60), "v6 withdraw", |e| {
-            is(e, "withdraw", "2001:2:0:b::/64")
-        });
+    assert_withdrawn(&mut w.events, mark);
     assert!(
         w.events.seen.iter().all(|e| e["type"] != "session_down"),
         "one session throughout: {:#?}",
@@ -412,30 +405,7 @@ fn the_active_listener_dials_gobgp_ibgp_over_ipv6_local_pref_change_withdraw_rec
         &lab,
         &["global", "rib", "-a", "ipv6", "del", "2001:2:0:b::/64"],
     );
-    let ch = w
-        .events
-        .wait_from(mark, Duration::from_secs(60), "v4 change", |e| {
-            is(e, "attribute_change", "198.19.1.0/24")
-        });
-    assert_eq!(ch["changed"], json!(["as_path", "local_pref"]), "{ch}");
-    assert_eq!(ch["local_pref"], 300);
-    assert_eq!(ch["as_path"], "65010");
-    assert_eq!(ch["previous"]["local_pref"], 200);
-    let ch6 = w
-        .events
-        .wait_from(mark, Duration::from_secs(60), "v6 change", |e| {
-            is(e, "attribute_change", "2001:2:0:a::/64")
-        });
-    assert_eq!(ch6["changed"], json!(["local_pref"]), "{ch6}");
-    assert_eq!(ch6["local_pref"], 50);
-    w.events
-        .wait_from(mark, Duration::from_secs(60), "v4 withdraw", |e| {
-            is(e, "withdraw", "198.19.3.0/24")
-        });
-    w.events
-        .wait_from(mark, Duration::from_secs(60), "v6 withdraw", |e| {
-            is(e, "withdraw", "2001:2:0:b::/64")
-        });
+    assert_dual_stack_changes(&mut w.events, mark, "65010");
     assert!(
         w.events.seen.iter().all(|e| e["type"] != "session_down"),
         "one session throughout: {:#?}",

@@ -8,6 +8,8 @@
 //! and `mrtparse`; the namespace test also `bird2`, `gobgpd` and `iproute2`, and the built binary
 //! (`cargo test` builds it).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,30 +17,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use common::lab::{listener_bin, need};
+
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mrt");
 const MRTPARSE_EXAMPLES: &str = "/usr/share/doc/mrtparse/examples";
-
-fn listener_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in <target>/debug/deps");
-    let bin = dir.join("foureyes-bgp-listener");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --bins` first",
-        bin.display()
-    );
-    bin
-}
-
-fn need(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-        .unwrap_or(false);
-    assert!(found, "`{tool}` not found: apt-get install -y {package}");
-}
 
 struct Out {
     stdout: String,

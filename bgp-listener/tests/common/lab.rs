@@ -569,3 +569,38 @@ pub fn assert_receive_only(pcap: &[u8], listener: IpAddr, router: IpAddr) -> Vec
     );
     sent
 }
+
+/// The dual-stack change step every interop peer runs after `mark`: 198.19.1.0/24 changes AS path
+/// (to `as_path`) and local-pref (200 to 300), 2001:2:0:a::/64 changes local-pref to 50, and
+/// 198.19.3.0/24 and 2001:2:0:b::/64 are withdrawn.
+pub fn assert_dual_stack_changes(events: &mut Events, mark: usize, as_path: &str) {
+    let limit = Duration::from_secs(60);
+    let ch = events.wait_from(mark, limit, "v4 change", |e| {
+        is(e, "attribute_change", "198.19.1.0/24")
+    });
+    assert_eq!(
+        ch["changed"],
+        serde_json::json!(["as_path", "local_pref"]),
+        "{ch}"
+    );
+    assert_eq!(ch["local_pref"], 300);
+    assert_eq!(ch["as_path"], as_path);
+    assert_eq!(ch["previous"]["local_pref"], 200);
+    let ch6 = events.wait_from(mark, limit, "v6 change", |e| {
+        is(e, "attribute_change", "2001:2:0:a::/64")
+    });
+    assert_eq!(ch6["changed"], serde_json::json!(["local_pref"]), "{ch6}");
+    assert_eq!(ch6["local_pref"], 50);
+    assert_withdrawn(events, mark);
+}
+
+/// 198.19.3.0/24 and 2001:2:0:b::/64 are withdrawn after `mark`.
+pub fn assert_withdrawn(events: &mut Events, mark: usize) {
+    let limit = Duration::from_secs(60);
+    events.wait_from(mark, limit, "v4 withdraw", |e| {
+        is(e, "withdraw", "198.19.3.0/24")
+    });
+    events.wait_from(mark, limit, "v6 withdraw", |e| {
+        is(e, "withdraw", "2001:2:0:b::/64")
+    });
+}
