@@ -209,6 +209,14 @@ pub const ROUTES: &[Route] = &[
         response: Some("foureyes.v1.ListCorrelationsResponse"),
         query: &[
             ("test_id", "only incidents touching this test"),
+            (
+                "prefix",
+                "only incidents whose prefixes match this one (a session loss: the prefixes that routed the touched tests)",
+            ),
+            (
+                "match",
+                "with prefix: exact (default), covering (incident prefixes containing it) or covered (more-specifics inside it)",
+            ),
             ("from", "RFC 3339 or epoch ms (incident opening time)"),
             ("to", "RFC 3339 or epoch ms"),
             ("page_token", "from the previous page"),
@@ -651,7 +659,7 @@ fn parse_match(s: Option<&str>, default: PrefixMatch) -> Result<PrefixMatch, Api
         None => Ok(default),
         Some(m) => PrefixMatch::parse(m).ok_or_else(|| {
             ApiError::bad_request(format!(
-                "match {m:?}: use exact, covering, longest or within"
+                "match {m:?}: use exact, covering, longest, within or covered"
             ))
         }),
     }
@@ -802,6 +810,9 @@ async fn rpki_validity(
 #[derive(Deserialize)]
 struct CorrelationsQuery {
     test_id: Option<String>,
+    prefix: Option<String>,
+    #[serde(rename = "match")]
+    how: Option<String>,
     from: Option<String>,
     to: Option<String>,
     page_token: Option<String>,
@@ -818,6 +829,13 @@ async fn list_correlations(
         from_ms: q.from.as_deref().map(parse_time).transpose()?,
         to_ms: q.to.as_deref().map(parse_time).transpose()?,
         pending_only: false,
+        prefix: match q.prefix.as_deref().filter(|s| !s.is_empty()) {
+            Some(p) => Some((
+                IpPrefix::parse(p).map_err(ApiError::bad_request)?,
+                parse_match(q.how.as_deref(), PrefixMatch::Exact)?,
+            )),
+            None => None,
+        },
     };
     let cursor = page_cursor(q.page_token.as_deref())?;
     let page = c

@@ -14,9 +14,8 @@
 //! the first event and the window after the last one, less its first `settle` (2 s by default:
 //! a probe still in flight when a withdraw arrives, or a router that has not yet reprogrammed its
 //! forwarding table, says nothing about the new path; the routed end-to-end test saw exactly
-//! that). The statistics are computed here rather
-//! than with a dataframe library: a window holds at most a few thousand results per test, and
-//! percentiles over that are a sort.
+//! that). The window statistics (p50/p95 latency, loss, reachability per test and agent) are
+//! computed with polars in `foureyes-analysis` (a collector-only crate), through `window.rs`.
 //!
 //! Verdict rules (per test and agent, thresholds in [`CorrelationConfig`]):
 //! - no results in either window: `NO_DATA` (a node that stopped reporting is not 100 % loss);
@@ -650,28 +649,31 @@ impl Correlator {
         for t in &mut corr.tests {
             let b = self.results(&t.test_id, before);
             let a = self.results(&t.test_id, after);
-            let agents: std::collections::BTreeSet<&String> =
-                b.iter().chain(a.iter()).map(|r| &r.agent_id).collect();
+            let w = match window::compare(&b, &a) {
+                Ok(w) => w,
+                Err(e) => {
+                    // Not expected (the frames are plain columns); the test says "no data"
+                    // rather than a verdict the figures do not support.
+                    tracing::error!(error = %e, test = %t.test_id, "window statistics failed");
+                    window::TestWindows::default()
+                }
+            };
             let mut test_worst = pb::Verdict::Pending;
-            for agent in agents {
-                let bs = stats(b.iter().filter(|r| &r.agent_id == agent));
-                let as_ = stats(a.iter().filter(|r| &r.agent_id == agent));
+            for (agent, (bs, as_)) in w.agents {
                 let v = judge(&self.cfg, &bs, &as_);
                 test_worst = worse(test_worst, v);
                 t.agents.push(pb::AgentImpact {
-                    agent_id: agent.clone(),
+                    agent_id: agent,
                     before: Some(bs),
                     after: Some(as_),
                     verdict: v as i32,
                 });
             }
-            let bs = stats(b.iter());
-            let as_ = stats(a.iter());
             if test_worst == pb::Verdict::Pending {
-                test_worst = judge(&self.cfg, &bs, &as_);
+                test_worst = judge(&self.cfg, &w.before, &w.after);
             }
-            t.before = Some(bs);
-            t.after = Some(as_);
+            t.before = Some(w.before);
+            t.after = Some(w.after);
             t.verdict = test_worst as i32;
             worst = worse(worst, test_worst);
         }
@@ -708,53 +710,6 @@ fn rank(v: pb::Verdict) -> u8 {
 
 fn worse(a: pb::Verdict, b: pb::Verdict) -> pb::Verdict {
     if rank(b) > rank(a) { b } else { a }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted.get(i).copied().unwrap_or(0.0)
-}
-
-pub fn stats<'a>(rs: impl Iterator<Item = &'a pb::ProbeResult>) -> pb::WindowStats {
-    let mut runs = 0u32;
-    let mut ok = 0u32;
-    let mut loss = 0.0;
-    let mut lat = Vec::new();
-    for r in rs {
-        runs += 1;
-        loss += r.loss;
-        if r.status == pb::Status::Ok as i32 || r.status == pb::Status::Degraded as i32 {
-            ok += 1;
-            lat.push(r.latency_ms);
-        }
-        if r.status != pb::Status::Ok as i32
-            && r.status != pb::Status::Degraded as i32
-            && r.loss == 0.0
-        {
-            // A failed run without a loss figure (TCP, HTTP, DNS) lost its one attempt.
-            loss += 1.0;
-        }
-    }
-    lat.sort_by(f64::total_cmp);
-    pb::WindowStats {
-        runs,
-        ok,
-        latency_p50_ms: percentile(&lat, 0.5),
-        latency_p95_ms: percentile(&lat, 0.95),
-        loss: if runs > 0 {
-            (loss / f64::from(runs)).min(1.0)
-        } else {
-            0.0
-        },
-        reachability: if runs > 0 {
-            f64::from(ok) / f64::from(runs)
-        } else {
-            0.0
-        },
-    }
 }
 
 pub fn judge(cfg: &CorrelationConfig, b: &pb::WindowStats, a: &pb::WindowStats) -> pb::Verdict {
@@ -816,6 +771,7 @@ fn summary(c: &pb::Correlation) -> String {
 
 #[cfg(test)]
 mod golden;
+mod window;
 
 #[cfg(test)]
 mod tests {

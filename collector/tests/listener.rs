@@ -410,6 +410,50 @@ fn route_changes_are_correlated_with_the_tests_they_cover() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(by_test.len(), 1, "{by_test:?}");
+    // Per prefix: the withdrawn /32 exactly, everything covering target a's address, everything
+    // inside the /24; the unrelated 10.98.0.0/16 was never correlated.
+    let by_prefix = |api: &Api, q: &str| -> Vec<String> {
+        let mut v: Vec<String> = api.get(&format!("/api/v1/correlations?{q}"))["correlations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["id"].as_str().map(String::from))
+            .collect();
+        v.sort();
+        v
+    };
+    let mut both = vec![
+        first["id"].as_str().unwrap().to_string(),
+        gone["id"].as_str().unwrap().to_string(),
+    ];
+    both.sort();
+    let only_gone = vec![gone["id"].as_str().unwrap().to_string()];
+    let only_first = vec![first["id"].as_str().unwrap().to_string()];
+    assert_eq!(by_prefix(&api, "prefix=198.19.90.1/32"), only_gone);
+    assert_eq!(
+        by_prefix(&api, "prefix=198.19.90.1/32&match=exact"),
+        only_gone
+    );
+    assert_eq!(
+        by_prefix(&api, "prefix=198.19.90.0/24&match=exact"),
+        only_first
+    );
+    assert_eq!(by_prefix(&api, "prefix=198.19.90.1&match=covering"), both);
+    assert_eq!(
+        by_prefix(&api, "prefix=198.19.90.2&match=covering"),
+        only_first
+    );
+    assert_eq!(by_prefix(&api, "prefix=198.19.90.0/24&match=covered"), both);
+    assert!(by_prefix(&api, "prefix=10.0.0.0/8&match=covered").is_empty());
+    assert!(by_prefix(&other, "prefix=0.0.0.0/0&match=covered").is_empty());
+    let (s, body) = api.call("GET", "/api/v1/correlations?prefix=198.19.90.0/33", None);
+    assert_eq!(s, 400, "{body}");
+    let (s, body) = api.call(
+        "GET",
+        "/api/v1/correlations?prefix=198.19.90.0/24&match=nearby",
+        None,
+    );
+    assert_eq!(s, 400, "{body}");
     assert!(correlations(&other).is_empty());
     let (s, _) = other.call(
         "GET",

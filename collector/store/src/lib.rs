@@ -262,7 +262,7 @@ impl PrefixMatch {
             "exact" => PrefixMatch::Exact,
             "covering" | "less-specific" => PrefixMatch::Covering,
             "longest" | "lpm" => PrefixMatch::Longest,
-            "within" | "more-specific" => PrefixMatch::Within,
+            "within" | "more-specific" | "covered" => PrefixMatch::Within,
             _ => return None,
         })
     }
@@ -309,6 +309,10 @@ pub struct CorrelationFilter {
     pub to_ms: Option<i64>,
     /// Only those whose verdict is still pending.
     pub pending_only: bool,
+    /// Only incidents whose prefixes (the changed prefixes and, for a session loss, the
+    /// announcements that routed the touched tests) match this one: `Exact` the same prefix,
+    /// `Covering` (or `Longest`) a prefix containing it, `Within` a prefix inside it.
+    pub prefix: Option<(IpPrefix, PrefixMatch)>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

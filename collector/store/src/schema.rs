@@ -317,6 +317,20 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (org, name)
     ) WITHOUT ROWID;
     "#,
+    // v7: correlations by prefix (`CorrelationFilter::prefix`): every prefix a record names, as
+    // (afi, masked network bytes, length) like routes, so "covering" is a few exact probes and
+    // "within" a byte range on the primary key. Records saved before v7 are not listed here until
+    // they are saved again.
+    r#"
+    CREATE TABLE correlation_prefixes (
+        afi INTEGER NOT NULL,
+        net BLOB NOT NULL,
+        len INTEGER NOT NULL,
+        corr_key INTEGER NOT NULL,
+        PRIMARY KEY (afi, net, len, corr_key)
+    ) WITHOUT ROWID;
+    CREATE INDEX correlation_prefixes_corr ON correlation_prefixes (corr_key);
+    "#,
 ];
 
 /// The version a database has after [`migrate`].

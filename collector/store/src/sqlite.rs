@@ -25,7 +25,7 @@ use rusqlite::{
 
 use crate::{
     AgentKey, AgentRow, ApiTokenRow, BatchOutcome, CorrelationFilter, CorrelationPage, IngestBatch,
-    MAX_GAPS, MAX_ROUTES, NewAgent, PrefixMatch, RedeemError, ResultCursor, ResultFilter,
+    IpPrefix, MAX_GAPS, MAX_ROUTES, NewAgent, PrefixMatch, RedeemError, ResultCursor, ResultFilter,
     ResultPage, RouteEventFilter, RouteEventPage, RouteQuery, Scope, Store, StoreError,
     StreamCursor, StreamItem, StreamPage, StreamRow, SystemScope, Tenant, TokenBinding, now_ms,
     routes, schema, validate_name,
@@ -481,6 +481,21 @@ type RawResult = (i64, String, i64, i64, Vec<u8>);
 
 fn raw_result(r: &Row<'_>) -> rusqlite::Result<RawResult> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+/// The prefixes a correlation is found by: the changed prefixes, and each touched test's
+/// covering prefix (a session loss changes no prefix of its own). Unparseable ones are skipped:
+/// the record itself keeps them.
+fn correlation_prefixes(c: &pb::Correlation) -> Vec<IpPrefix> {
+    let mut v: Vec<IpPrefix> = c
+        .prefixes
+        .iter()
+        .chain(c.tests.iter().map(|t| &t.prefix))
+        .filter_map(|p| IpPrefix::parse(p).ok())
+        .collect();
+    v.sort_by_key(|p| (p.afi(), p.net(), p.len));
+    v.dedup();
+    v
 }
 
 /// One page of `(key, body)` rows of `table` in key order, decoded: the messages, the last key
@@ -1416,6 +1431,7 @@ impl Store for SqliteStore {
                         params![k, decided, now_ms(), body],
                     )?;
                     tx.execute("DELETE FROM correlation_tests WHERE corr_key = ?1", [k])?;
+                    tx.execute("DELETE FROM correlation_prefixes WHERE corr_key = ?1", [k])?;
                     k
                 }
                 None => {
@@ -1437,6 +1453,13 @@ impl Store for SqliteStore {
                 tx.execute(
                     "INSERT OR IGNORE INTO correlation_tests (test_id, corr_key) VALUES (?1, ?2)",
                     params![t.test_id, key],
+                )?;
+            }
+            for p in correlation_prefixes(c) {
+                tx.execute(
+                    "INSERT OR IGNORE INTO correlation_prefixes (afi, net, len, corr_key)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![p.afi(), p.net(), i64::from(p.len), key],
                 )?;
             }
             tx.commit()?;
@@ -1461,6 +1484,17 @@ impl Store for SqliteStore {
         }
         if filter.pending_only {
             w = w.and("final = ?", 0);
+        }
+        if let Some((p, how)) = &filter.prefix {
+            let how = match how {
+                PrefixMatch::Longest => PrefixMatch::Covering,
+                h => *h,
+            };
+            let (sql, params) = routes::prefix_condition(p, how);
+            w = w.and_many(
+                format!("key IN (SELECT corr_key FROM correlation_prefixes WHERE {sql})"),
+                params,
+            );
         }
         if let Some(f) = filter.from_ms {
             w = w.and("key >= ?", key_floor(f));
