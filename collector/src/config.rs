@@ -106,6 +106,8 @@ pub struct CorrelationFileConfig {
     pub burst_runs: Option<u32>,
     /// Spacing of those runs, e.g. "1s".
     pub burst_spacing: Option<String>,
+    /// Whether a burst also traces the route toward each touched test's target (default true).
+    pub burst_traceroute: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -223,6 +225,9 @@ impl Config {
             &fc.burst_spacing,
             &mut correlation.burst_spacing,
         )?;
+        if let Some(v) = fc.burst_traceroute {
+            correlation.burst_traceroute = v;
+        }
         let stream_client_buffer = file.stream.client_buffer.unwrap_or(1024);
         if stream_client_buffer == 0 {
             return Err("stream.client_buffer must be at least 1".into());

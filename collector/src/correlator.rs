@@ -58,6 +58,8 @@ pub struct CorrelationConfig {
     /// Runs of a probe burst when a change touches a test (0: no bursts), and their spacing.
     pub burst_runs: u32,
     pub burst_spacing: Duration,
+    /// Bursts also trace the route toward the tests' targets (see `pathcheck.rs`).
+    pub burst_traceroute: bool,
 }
 
 impl Default for CorrelationConfig {
@@ -73,6 +75,7 @@ impl Default for CorrelationConfig {
             settle: Duration::from_secs(2),
             burst_runs: 5,
             burst_spacing: Duration::from_secs(1),
+            burst_traceroute: true,
         }
     }
 }
@@ -485,6 +488,7 @@ impl Correlator {
                 runs: self.cfg.burst_runs,
                 spacing_ms: self.cfg.burst_spacing.as_millis() as u32,
                 reason: reason.to_string(),
+                traceroute: self.cfg.burst_traceroute,
             },
         );
         tracing::debug!(org, nodes = n, "probe burst requested");

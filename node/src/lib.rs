@@ -35,6 +35,11 @@ const BURST_MAX_RUNS: u32 = 10;
 const BURST_MIN_SPACING: Duration = Duration::from_millis(100);
 /// At most one burst per test in this long.
 const BURST_MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// At most one burst traceroute per test in this long: a traceroute sends up to
+/// `max_hops * probes_per_hop` packets, and routers rate-limit their ICMP answers.
+const TRACE_MIN_INTERVAL: Duration = Duration::from_secs(30);
+/// Burst traceroutes running at once on this node, at most; more are skipped, not queued.
+const TRACES_IN_FLIGHT: usize = 2;
 
 /// Runs until `shutdown`. Returns a verified, staged update to execute, if the collector offered
 /// one.
@@ -157,7 +162,9 @@ fn rand_offset(max: u64) -> u64 {
 /// Runs probe bursts: extra runs of assigned tests right after a route change covered their
 /// targets. Only tests in the current assignment set run (a burst cannot add work the node was
 /// not given), runs and spacing are capped, and one test bursts at most once per
-/// [`BURST_MIN_INTERVAL`].
+/// [`BURST_MIN_INTERVAL`]. A burst that asks for a traceroute also traces toward each test's own
+/// target ([`foureyes_probes::burst_traceroute`]), at most once per test per
+/// [`TRACE_MIN_INTERVAL`] and [`TRACES_IN_FLIGHT`] at a time on the node.
 async fn bursts(
     mut rx: mpsc::Receiver<foureyes_proto::v1::ProbeBurst>,
     assignments: tokio::sync::watch::Receiver<AssignmentSet>,
@@ -165,6 +172,8 @@ async fn bursts(
     shutdown: CancellationToken,
 ) {
     let mut last: HashMap<String, tokio::time::Instant> = HashMap::new();
+    let mut last_trace: HashMap<String, tokio::time::Instant> = HashMap::new();
+    let traces = Arc::new(tokio::sync::Semaphore::new(TRACES_IN_FLIGHT));
     loop {
         let b = tokio::select! {
             b = rx.recv() => match b { Some(b) => b, None => return },
@@ -188,7 +197,10 @@ async fn bursts(
                 continue;
             }
             last.insert(t.id.clone(), now);
-            tracing::info!(test = %t.id, runs, reason = %b.reason, "probe burst");
+            tracing::info!(test = %t.id, runs, reason = %b.reason, traceroute = b.traceroute, "probe burst");
+            if b.traceroute {
+                trace(&t, &traces, &mut last_trace, now, &results);
+            }
             let results = results.clone();
             tokio::spawn(async move {
                 for i in 0..runs {
@@ -203,4 +215,34 @@ async fn bursts(
             });
         }
     }
+}
+
+/// Starts the burst traceroute of `t` unless the test traced recently or the node is busy tracing.
+fn trace(
+    t: &Test,
+    traces: &Arc<tokio::sync::Semaphore>,
+    last: &mut HashMap<String, tokio::time::Instant>,
+    now: tokio::time::Instant,
+    results: &mpsc::Sender<ProbeResult>,
+) {
+    let Some(tr) = foureyes_probes::burst_traceroute(t) else {
+        return;
+    };
+    if last
+        .get(&t.id)
+        .is_some_and(|at| now.duration_since(*at) < TRACE_MIN_INTERVAL)
+    {
+        return;
+    }
+    let Ok(permit) = traces.clone().try_acquire_owned() else {
+        tracing::info!(test = %t.id, "burst traceroute skipped: {TRACES_IN_FLIGHT} already running");
+        return;
+    };
+    last.insert(t.id.clone(), now);
+    let results = results.clone();
+    tokio::spawn(async move {
+        let r = foureyes_probes::run_test(&tr).await;
+        drop(permit);
+        let _ = results.send(r).await;
+    });
 }

@@ -7,6 +7,11 @@
 //!                                                                         targets on lo: 198.19.T.0/24
 //! ```
 //!
+//! A traceroute from the root namespace to a target answers from the router's address on the
+//! root link (hop 1, in [`RoutedLab::link_prefix`]) and then from the target (hop 2); the
+//! upstream can announce the link prefix too ([`route_with_path`]), so both hops map to ASes in
+//! the listener's table.
+//!
 //! The root namespace reaches the targets' /24 through the router (a static route, like a
 //! default gateway). The router learns the targets' prefixes over BGP from the upstream and zebra
 //! installs them in its kernel table, so withdrawing a prefix upstream makes the router drop the
@@ -174,6 +179,11 @@ impl RoutedLab {
         format!("198.19.{}.1", self.net)
     }
 
+    /// The root–router link's prefix (the router's hop address is inside it).
+    pub fn link_prefix(&self) -> String {
+        format!("198.19.{}.0/24", self.net)
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
@@ -318,6 +328,17 @@ protocol bgp up {{
             })
             .collect()
     }
+}
+
+/// A BIRD static route line for [`RoutedLab::announce`] whose AS_PATH, once the upstream (AS
+/// 65010) exports it, is `65010 path...`: the last AS of `path` is the origin.
+pub fn route_with_path(prefix: &str, path: &[u32]) -> String {
+    let prepends: String = path
+        .iter()
+        .rev()
+        .map(|a| format!(" bgp_path.prepend({a});"))
+        .collect();
+    format!("    route {prefix} blackhole {{{prepends} }};\n")
 }
 
 impl Drop for RoutedLab {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use foureyes_proto::v1::{IpFamily, ProbeResult, Status, Test, probe_config, probe_result};
 
+mod burst_trace;
 pub mod dev_dns;
 mod dns;
 mod http;
@@ -20,6 +21,8 @@ pub mod icmp;
 mod packet;
 mod tcp;
 mod traceroute;
+
+pub use burst_trace::{TRACE_SUFFIX, burst_traceroute, parent_test_id, trace_test_id};
 
 /// Applied when a test leaves `timeout_ms` at zero.
 pub const DEFAULT_TIMEOUT_MS: u32 = 2000;

@@ -1,0 +1,146 @@
+//! Traceroute in probe bursts, and traceroute vs AS path, end to end in the routed lab
+//! (`common/routed_lab.rs`): a real node traces through the FRR router toward a target whose
+//! prefix the BIRD upstream announces with chosen AS paths, and the listener peered with the
+//! router feeds the collector's route table.
+//!
+//! - No traceroute during the session's initial table transfer; after it, a route change covering
+//!   the test's target makes the burst trace toward the target, stored under the derived test id
+//!   `<test>#traceroute` (the parent's own results stay traceroute-free).
+//!
+//! Needs root, `frr`, `bird2`, `iproute2` and the built binaries (`cargo build --bins`).
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::routed_lab::{RoutedLab, route_with_path};
+use common::{Api, Collector, start_listener, wait_until};
+use serde_json::Value;
+
+const NET: u8 = 88;
+const TARGETS: u8 = 98;
+/// Where the upstream's link prefix originates: the router's hop maps here.
+const LINK_AS: u32 = 65020;
+/// Where the targets' /24 originates.
+const TARGET_AS: u32 = 65030;
+
+fn results(api: &Api, test_id: &str) -> Vec<Value> {
+    api.get(&format!(
+        "/api/v1/results?page_size=1000&test_id={}",
+        test_id.replace('#', "%23")
+    ))["results"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn routes_of(api: &Api, prefix: &str) -> Vec<Value> {
+    api.get(&format!("/api/v1/routes?prefix={prefix}&match=exact"))["routes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The flattened AS_PATH the listener holds for `prefix`, if any.
+fn path_of(api: &Api, prefix: &str) -> Option<Vec<u64>> {
+    let r = routes_of(api, prefix).into_iter().next()?;
+    Some(
+        r["attributes"]["asPath"]
+            .as_array()?
+            .iter()
+            .flat_map(|s| s["asns"].as_array().cloned().unwrap_or_default())
+            .filter_map(|a| a.as_u64())
+            .collect(),
+    )
+}
+
+#[test]
+fn a_route_change_traces_toward_the_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut lab = RoutedLab::new(root, NET, TARGETS);
+    let c = Collector::start_args(
+        root,
+        0,
+        "127.0.0.1:0",
+        "[correlation]\nbefore = \"20s\"\nafter = \"6s\"\nincident_gap = \"2s\"\n",
+        &[("RUST_LOG", "info,foureyes_collector::correlator=debug")],
+        &[],
+    );
+    let api = Api::new(&c.api, &c.tenant("acme", "noc"));
+    let t = api.post(
+        "/api/v1/tests",
+        serde_json::json!({"name": "a", "intervalMs": 1000, "timeoutMs": 400, "count": 1,
+                           "config": {"icmp": {"host": lab.target(1)}}}),
+    );
+    let id = t["id"].as_str().unwrap().to_string();
+    let trace_id = format!("{id}#traceroute");
+    let node_state = common::enroll_node(&c, root, "acme", "noc");
+    let _node = common::run_node(&node_state, root.join("node.log"));
+    let _listener = start_listener(
+        &c,
+        root,
+        "acme",
+        "noc",
+        &format!(
+            "local_as = 65002\nrouter_id = \"{l}\"\n[[peer]]\naddress = \"{r}\"\nremote_as = 65001\nlisten = \"{l}\"\n",
+            l = lab.listener_addr(),
+            r = lab.router_addr()
+        ),
+    );
+
+    let link = lab.link_prefix();
+    let t24 = format!("198.19.{TARGETS}.0/24");
+    let link_route = route_with_path(&link, &[LINK_AS]);
+    // The /24 as the router and listener see it: 65001 65010 65030, without the link's AS.
+    let disagree = format!("{link_route}{}", route_with_path(&t24, &[TARGET_AS]));
+    lab.announce(&disagree);
+    lab.start();
+    wait_until(
+        "both prefixes at the collector",
+        Duration::from_secs(60),
+        || {
+            (path_of(&api, &t24)? == [65001, 65010, u64::from(TARGET_AS)]
+                && path_of(&api, &link)? == [65001, 65010, u64::from(LINK_AS)])
+            .then_some(())
+        },
+    );
+    wait_until("the target answering", Duration::from_secs(60), || {
+        results(&api, &id)
+            .last()
+            .is_some_and(|r| r["status"] == "STATUS_OK")
+            .then_some(())
+    });
+
+    // The routes came in the initial transfer: no correlation, no burst, no traceroute.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        results(&api, &trace_id).is_empty(),
+        "a traceroute during the initial transfer"
+    );
+
+    // A change covering the target after the transfer: the burst traces toward it.
+    let changed = format!(
+        "{link_route}    route {t24} blackhole {{ bgp_path.prepend({TARGET_AS}); bgp_community.add((65010, 7)); }};\n"
+    );
+    lab.reconfigure(&changed);
+    let trace = wait_until("the burst's traceroute", Duration::from_secs(60), || {
+        results(&api, &trace_id).into_iter().next()
+    });
+    let hops: Vec<String> = trace["traceroute"]["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["address"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(hops, [lab.router_addr(), lab.target(1)], "{trace}");
+    assert_eq!(trace["traceroute"]["reached"], true, "{trace}");
+    assert_eq!(trace["status"], "STATUS_OK", "{trace}");
+    assert!(
+        results(&api, &id)
+            .iter()
+            .all(|r| r.get("traceroute").is_none()),
+        "a traceroute among the parent test's own results"
+    );
+}
