@@ -231,6 +231,7 @@ protocol bgp up {{
                  router bgp 65001\n bgp router-id 198.19.{n}.1\n no bgp ebgp-requires-policy\n\
                  \x20neighbor 198.19.{n1}.2 remote-as 65010\n neighbor 198.19.{n1}.2 timers connect 1\n\
                  \x20neighbor 198.19.{n}.2 remote-as 65002\n neighbor 198.19.{n}.2 timers connect 1\n\
+                 \x20neighbor 198.19.{n}.2 shutdown\n\
                  exit\n",
                 log = self.path("bgpd.log").display()
             ),
@@ -288,6 +289,45 @@ protocol bgp up {{
             .arg("-s")
             .arg(self.path("bird.ctl"));
         self.spawn(bird);
+        // The listener's session opens only once the router holds every announced route, so
+        // they all come in its initial transfer: which changes count as changes (correlated,
+        // bursting) must not depend on which of the router's two sessions came up first.
+        let conf = std::fs::read_to_string(self.path("bird.conf")).unwrap();
+        let prefixes: Vec<&str> = conf
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("route "))
+            .filter_map(|l| l.split_whitespace().next())
+            // `ip route` prints host routes without their length.
+            .map(|p| p.strip_suffix("/32").unwrap_or(p))
+            .collect();
+        let t0 = std::time::Instant::now();
+        while !prefixes.iter().all(|p| self.router_fib().contains(p)) {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(60),
+                "the router did not learn {prefixes:?} from upstream:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.router_ns, "vtysh", "--vty_socket"])
+            .arg(&self.dir)
+            .args([
+                "-c",
+                "configure terminal",
+                "-c",
+                "router bgp 65001",
+                "-c",
+                &format!("no neighbor 198.19.{n}.2 shutdown"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "vtysh: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn spawn(&mut self, mut cmd: Command) {
