@@ -99,6 +99,7 @@ struct FileRule {
     unexpected_as: Option<toml::Value>,
     session_down: Option<toml::Value>,
     rpki_invalid: Option<toml::Value>,
+    path_mismatch: Option<toml::Value>,
 }
 
 /// What a rules file holds, checked and ready for the store.
@@ -162,9 +163,10 @@ fn rule_from(f: FileRule) -> Result<pb::AlertRule, String> {
     k!(unexpected_as, UnexpectedAs, "unexpected_as");
     k!(session_down, SessionDown, "session_down");
     k!(rpki_invalid, RpkiInvalid, "rpki_invalid");
+    k!(path_mismatch, PathMismatch, "path_mismatch");
     if kinds.len() != 1 {
         return Err(format!(
-            "rule {:?} must have exactly one kind table (latency, loss, unreachable, stale, visibility, origin_change, more_specific, unexpected_as, session_down, rpki_invalid); it has {}",
+            "rule {:?} must have exactly one kind table (latency, loss, unreachable, stale, visibility, origin_change, more_specific, unexpected_as, session_down, rpki_invalid, path_mismatch); it has {}",
             f.name,
             kinds.len()
         ));
