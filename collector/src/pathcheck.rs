@@ -290,7 +290,18 @@ pub fn checks(
             .map(foureyes_proto::timestamp_ms)
             .unwrap_or(0)
     };
-    for id in [foureyes_probes::trace_test_id(test_id), test_id.to_string()] {
+    // A traceroute test's own runs count; other tests' runs are not read at all.
+    let own = store.get_test(scope, test_id)?.is_some_and(|t| {
+        matches!(
+            t.config.and_then(|c| c.kind),
+            Some(pb::probe_config::Kind::Traceroute(_))
+        )
+    });
+    let mut ids = vec![foureyes_probes::trace_test_id(test_id)];
+    if own {
+        ids.push(test_id.to_string());
+    }
+    for id in ids {
         let f = ResultFilter {
             test_id: Some(id),
             agent_id: None,

@@ -468,6 +468,24 @@ loss = { test_id = "t-1", threshold = 0.5 }
     }
 
     #[test]
+    fn a_path_mismatch_rule_parses_as_documented() {
+        let text = GOOD.replace(
+            "loss = { test_id = \"t-1\", threshold = 0.5 }",
+            "path_mismatch = { test_id = \"t-1\", local_asns = [64500], ignore_asns = [64700] }",
+        );
+        let p = parse_text(&text).unwrap();
+        let Some(pb::alert_rule::Kind::PathMismatch(k)) = &p.rules[0].kind else {
+            panic!("{:?}", p.rules[0].kind);
+        };
+        assert_eq!(
+            (k.test_id.as_str(), &k.local_asns[..], &k.ignore_asns[..]),
+            ("t-1", &[64500][..], &[64700][..])
+        );
+        let e = parse_text(&text.replace("test_id = \"t-1\", ", "")).unwrap_err();
+        assert!(e.contains("testId"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_line() {
         // Unknown key in the second rule's table: the line of that rule.
         let bad = format!("{GOOD}\n[[rule]]\nname = \"x\"\norg = \"acme\"\nthreshold = 3\n");

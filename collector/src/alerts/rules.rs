@@ -712,6 +712,36 @@ mod tests {
     }
 
     #[test]
+    fn path_mismatch_needs_k_agents_and_ignores_no_data() {
+        let c = |agent: &str, v: pb::PathVerdict| pb::PathCheck {
+            agent_id: agent.into(),
+            verdict: v as i32,
+            reason: format!("{agent} says so"),
+            ..Default::default()
+        };
+        use pb::PathVerdict as P;
+        let one = pb::PathMismatchRule {
+            test_id: "t1".into(),
+            ..Default::default()
+        };
+        let two = pb::PathMismatchRule {
+            min_agents: 2,
+            ..one.clone()
+        };
+        let checks = [c("n1", P::Mismatch), c("n2", P::Agree), c("n3", P::NoData)];
+        let o = path_mismatch(&one, &checks);
+        assert_eq!(o.verdict, Verdict::Holds);
+        assert!(o.summary.contains("n1: n1 says so"), "{}", o.summary);
+        assert_eq!(o.values.get("reporting_agents"), Some(&2.0));
+        assert_eq!(path_mismatch(&two, &checks).verdict, Verdict::Clear);
+        assert_eq!(
+            path_mismatch(&one, &[c("n3", P::NoData)]).verdict,
+            Verdict::NoData
+        );
+        assert_eq!(path_mismatch(&one, &[]).verdict, Verdict::NoData);
+    }
+
+    #[test]
     fn hysteresis_fires_after_n_and_resolves_after_m() {
         let h = Hold {
             fire_after: 3,
