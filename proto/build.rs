@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/foureyes/v1/bgp.proto",
         "proto/foureyes/v1/correlation.proto",
         "proto/foureyes/v1/alert.proto",
+        "proto/foureyes/v1/pathcheck.proto",
         "proto/foureyes/v1/agent.proto",
         "proto/foureyes/v1/api.proto",
     ];

@@ -40,6 +40,7 @@ pub fn router(c: Arc<Collector>) -> Router {
             "/api/v1/tests/{id}",
             get(get_test).put(update_test).delete(delete_test),
         )
+        .route("/api/v1/tests/{id}/path-check", get(path_check))
         .route("/api/v1/results", get(list_results))
         .route("/api/v1/route-events", get(list_route_events))
         .route("/api/v1/routes", get(list_routes))
@@ -134,6 +135,27 @@ pub const ROUTES: &[Route] = &[
         request: None,
         response: None,
         query: &[],
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/tests/{id}/path-check",
+        summary: "Traceroute vs AS path: the test's latest traceroute per agent, its hops mapped to origin ASes through the tenant's routes, against the AS_PATHs toward the target (docs/alerts.md, path_mismatch)",
+        request: None,
+        response: Some("foureyes.v1.ListPathChecksResponse"),
+        query: &[
+            (
+                "local_asns",
+                "comma-separated ASes of our own network, allowed before the AS_PATH",
+            ),
+            (
+                "ignore_asns",
+                "comma-separated ASes never compared (IXP LANs)",
+            ),
+            (
+                "max_age_seconds",
+                "oldest traceroute compared (default 900)",
+            ),
+        ],
     },
     Route {
         method: "get",
@@ -612,6 +634,46 @@ pub(crate) fn parse_time(s: &str) -> Result<i64, ApiError> {
             ApiError::bad_request(format!("time {s:?}: use RFC 3339 or epoch milliseconds"))
         })?;
     Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+#[derive(Deserialize)]
+struct PathCheckQuery {
+    local_asns: Option<String>,
+    ignore_asns: Option<String>,
+    max_age_seconds: Option<u32>,
+}
+
+fn asn_list(name: &str, v: Option<&str>) -> Result<Vec<u32>, ApiError> {
+    v.unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .take(100)
+        .map(|s| {
+            s.trim_start_matches("AS")
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("{name}: {s:?} is not an AS number")))
+        })
+        .collect()
+}
+
+async fn path_check(
+    State(c): State<Arc<Collector>>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Query(q): Query<PathCheckQuery>,
+) -> Result<Response, ApiError> {
+    let scope = auth.scope();
+    c.store
+        .get_test(&scope, &id)?
+        .ok_or_else(|| ApiError::not_found("test"))?;
+    let opts = crate::pathcheck::Options {
+        local_asns: asn_list("local_asns", q.local_asns.as_deref())?,
+        ignore_asns: asn_list("ignore_asns", q.ignore_asns.as_deref())?,
+        max_age_s: q.max_age_seconds.unwrap_or(0).min(86_400),
+    };
+    let checks = crate::pathcheck::checks(&*c.store, &scope, &id, &opts, crate::server::now_ms())?;
+    Ok(json(StatusCode::OK, &pb::ListPathChecksResponse { checks }))
 }
 
 async fn list_results(

@@ -6,6 +6,10 @@
 //! - No traceroute during the session's initial table transfer; after it, a route change covering
 //!   the test's target makes the burst trace toward the target, stored under the derived test id
 //!   `<test>#traceroute` (the parent's own results stay traceroute-free).
+//! - Traceroute vs AS path: the router's hop maps to the link prefix's origin AS and the target to
+//!   its /24's; while the /24's AS_PATH lacks the link's AS, a `path_mismatch` rule fires and
+//!   `/api/v1/tests/{id}/path-check` shows the mapped hops, the AS_PATH and the mismatch; once
+//!   the upstream announces the /24 through that AS, the comparison agrees and the alert resolves.
 //!
 //! Needs root, `frr`, `bird2`, `iproute2` and the built binaries (`cargo build --bins`).
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
@@ -56,7 +60,7 @@ fn path_of(api: &Api, prefix: &str) -> Option<Vec<u64>> {
 }
 
 #[test]
-fn a_route_change_traces_toward_the_target() {
+fn a_route_change_traces_toward_the_target_and_the_path_is_checked_against_bgp() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let mut lab = RoutedLab::new(root, NET, TARGETS);
@@ -78,6 +82,21 @@ fn a_route_change_traces_toward_the_target() {
     let trace_id = format!("{id}#traceroute");
     let node_state = common::enroll_node(&c, root, "acme", "noc");
     let _node = common::run_node(&node_state, root.join("node.log"));
+    let link = lab.link_prefix();
+    let t24 = format!("198.19.{TARGETS}.0/24");
+    let link_route = route_with_path(&link, &[LINK_AS]);
+    // The /24 as the router and listener see it: 65001 65010 65030, without the link's AS.
+    let disagree = format!("{link_route}{}", route_with_path(&t24, &[TARGET_AS]));
+    lab.announce(&disagree);
+    lab.start();
+    // The listener starts once the router holds the upstream's routes, so they reach it in the
+    // session's initial transfer (before End-of-RIB) rather than as changes after it.
+    wait_until(
+        "the router's route to the targets",
+        Duration::from_secs(60),
+        || lab.router_fib().contains(&t24).then_some(()),
+    );
+    std::thread::sleep(Duration::from_secs(1));
     let _listener = start_listener(
         &c,
         root,
@@ -90,13 +109,6 @@ fn a_route_change_traces_toward_the_target() {
         ),
     );
 
-    let link = lab.link_prefix();
-    let t24 = format!("198.19.{TARGETS}.0/24");
-    let link_route = route_with_path(&link, &[LINK_AS]);
-    // The /24 as the router and listener see it: 65001 65010 65030, without the link's AS.
-    let disagree = format!("{link_route}{}", route_with_path(&t24, &[TARGET_AS]));
-    lab.announce(&disagree);
-    lab.start();
     wait_until(
         "both prefixes at the collector",
         Duration::from_secs(60),
@@ -119,6 +131,13 @@ fn a_route_change_traces_toward_the_target() {
         results(&api, &trace_id).is_empty(),
         "a traceroute during the initial transfer"
     );
+
+    let rule = api.post(
+        "/api/v1/alert-rules",
+        serde_json::json!({"name": "a path", "severity": "SEVERITY_WARNING",
+                           "pathMismatch": {"testId": id}, "fireAfter": 1, "clearAfter": 1}),
+    );
+    let rule_id = rule["id"].as_str().unwrap().to_string();
 
     // A change covering the target after the transfer: the burst traces toward it.
     let changed = format!(
@@ -143,4 +162,87 @@ fn a_route_change_traces_toward_the_target() {
             .all(|r| r.get("traceroute").is_none()),
         "a traceroute among the parent test's own results"
     );
+
+    // Traceroute vs AS path: hop 1 (the router, in the link prefix) maps to LINK_AS, the target
+    // to TARGET_AS; the /24's AS_PATH has no LINK_AS.
+    let check_of = || api.get(&format!("/api/v1/tests/{id}/path-check"))["checks"][0].clone();
+    let check = wait_until("a mismatch", Duration::from_secs(30), || {
+        let c = check_of();
+        (c["verdict"] == "PATH_VERDICT_MISMATCH").then_some(c)
+    });
+    let mapped: Vec<(String, String, u64)> = check["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["address"].as_str().unwrap().to_string(),
+                h["prefix"].as_str().unwrap().to_string(),
+                h["asn"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        mapped,
+        [
+            (lab.router_addr(), link.clone(), u64::from(LINK_AS)),
+            (lab.target(1), t24.clone(), u64::from(TARGET_AS)),
+        ],
+        "{check}"
+    );
+    assert_eq!(
+        check["tracedAsns"],
+        serde_json::json!([LINK_AS, TARGET_AS]),
+        "{check}"
+    );
+    assert_eq!(
+        check["asPaths"][0]["asns"],
+        serde_json::json!([65001, 65010, TARGET_AS]),
+        "{check}"
+    );
+    assert_eq!(check["testId"], id.as_str());
+    assert_eq!(check["traceTestId"], trace_id.as_str());
+    assert!(
+        check["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("AS{LINK_AS} is not on the AS_PATH")),
+        "{check}"
+    );
+    let alerts = |state: &str| -> Option<Value> {
+        api.get(&format!("/api/v1/alerts?rule_id={rule_id}&state={state}"))["alerts"]
+            .as_array()?
+            .first()
+            .cloned()
+    };
+    let firing = wait_until("the path_mismatch alert", Duration::from_secs(30), || {
+        alerts("firing")
+    });
+    assert_eq!(firing["kind"], "path_mismatch", "{firing}");
+    assert_eq!(firing["subject"], id.as_str(), "{firing}");
+
+    // The upstream now announces the /24 through LINK_AS: the same traceroute agrees with the
+    // new AS_PATH, and the alert resolves without waiting for another trace.
+    let agree = format!(
+        "{link_route}{}",
+        route_with_path(&t24, &[LINK_AS, TARGET_AS])
+    );
+    lab.reconfigure(&agree);
+    wait_until("the new AS_PATH", Duration::from_secs(30), || {
+        (path_of(&api, &t24)? == [65001, 65010, u64::from(LINK_AS), u64::from(TARGET_AS)])
+            .then_some(())
+    });
+    let ok = wait_until("agreement", Duration::from_secs(30), || {
+        let c = check_of();
+        (c["verdict"] == "PATH_VERDICT_AGREE").then_some(c)
+    });
+    assert_eq!(
+        ok["tracedAsns"],
+        serde_json::json!([LINK_AS, TARGET_AS]),
+        "{ok}"
+    );
+    let resolved = wait_until("the all-clear", Duration::from_secs(30), || {
+        alerts("resolved")
+    });
+    assert_eq!(resolved["id"], firing["id"], "{resolved}");
 }

@@ -57,6 +57,9 @@ pub(super) struct Engine {
     rule_bodies: HashMap<String, Vec<u8>>,
     silences: Vec<pb::Silence>,
     silences_at_ms: i64,
+    /// (org, result test id) → (org, test) of `path_mismatch` rules: a new traceroute (the
+    /// derived `#traceroute` series or the test's own) makes the test dirty.
+    path_tests: HashMap<TestKey, TestKey>,
     /// (org, test) → window kept (ms), for tests a result rule watches.
     windows: HashMap<TestKey, i64>,
     samples: HashMap<TestKey, BTreeMap<String, AgentSamples>>,
@@ -160,6 +163,7 @@ impl Engine {
             silences: Vec::new(),
             silences_at_ms: 0,
             windows: HashMap::new(),
+            path_tests: HashMap::new(),
             samples: HashMap::new(),
             last_seen: HashMap::new(),
             dirty_tests: HashSet::new(),
@@ -277,8 +281,19 @@ impl Engine {
         }
         self.rule_bodies = bodies;
         let mut windows = HashMap::new();
+        self.path_tests.clear();
         for r in &rules {
             use pb::alert_rule::Kind;
+            if let Some(Kind::PathMismatch(k)) = &r.kind {
+                let parent = (r.org.clone(), k.test_id.clone());
+                for id in [
+                    foureyes_probes::trace_test_id(&k.test_id),
+                    k.test_id.clone(),
+                ] {
+                    self.path_tests.insert((r.org.clone(), id), parent.clone());
+                }
+                self.dirty_tests.insert(parent);
+            }
             let (test, w) = match &r.kind {
                 Some(Kind::Latency(k)) => (&k.test_id, k.window_seconds),
                 Some(Kind::Loss(k)) => (&k.test_id, k.window_seconds),
@@ -400,6 +415,11 @@ impl Engine {
             self.last_seen.insert(lk, s.received_ms);
         }
         let key = (org.to_string(), r.test_id.clone());
+        if let Some(parent) = self.path_tests.get(&key)
+            && matches!(r.detail, Some(pb::probe_result::Detail::Traceroute(_)))
+        {
+            self.dirty_tests.insert(parent.clone());
+        }
         let Some(window) = self.windows.get(&key).copied() else {
             return;
         };
@@ -528,6 +548,21 @@ impl Engine {
                 let v = self.c.alerts.validator();
                 let o = rules::rpki_invalid(k, &within, v.as_deref());
                 self.apply(r, k.prefix.clone(), o, now);
+            }
+            Kind::PathMismatch(k)
+                if self.test_dirty(r, &k.test_id) || self.dirty_orgs.contains(&r.org) =>
+            {
+                let scope = Scope::Tenant(tenant_of(r));
+                let opts = crate::pathcheck::Options::of(k);
+                match crate::pathcheck::checks(&*self.c.store, &scope, &k.test_id, &opts, now) {
+                    Ok(checks) => {
+                        let o = rules::path_mismatch(k, &checks);
+                        self.apply(r, k.test_id.clone(), o, now);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, rule = %r.id, "alerts: cannot check paths")
+                    }
+                }
             }
             _ => {}
         }

@@ -99,6 +99,7 @@ struct FileRule {
     unexpected_as: Option<toml::Value>,
     session_down: Option<toml::Value>,
     rpki_invalid: Option<toml::Value>,
+    path_mismatch: Option<toml::Value>,
 }
 
 /// What a rules file holds, checked and ready for the store.
@@ -162,9 +163,10 @@ fn rule_from(f: FileRule) -> Result<pb::AlertRule, String> {
     k!(unexpected_as, UnexpectedAs, "unexpected_as");
     k!(session_down, SessionDown, "session_down");
     k!(rpki_invalid, RpkiInvalid, "rpki_invalid");
+    k!(path_mismatch, PathMismatch, "path_mismatch");
     if kinds.len() != 1 {
         return Err(format!(
-            "rule {:?} must have exactly one kind table (latency, loss, unreachable, stale, visibility, origin_change, more_specific, unexpected_as, session_down, rpki_invalid); it has {}",
+            "rule {:?} must have exactly one kind table (latency, loss, unreachable, stale, visibility, origin_change, more_specific, unexpected_as, session_down, rpki_invalid, path_mismatch); it has {}",
             f.name,
             kinds.len()
         ));
@@ -463,6 +465,24 @@ loss = { test_id = "t-1", threshold = 0.5 }
             "s3cr3t-hmac"
         );
         assert!(open_secrets(&foureyes_identity::Kek::generate(), &sealed).is_err());
+    }
+
+    #[test]
+    fn a_path_mismatch_rule_parses_as_documented() {
+        let text = GOOD.replace(
+            "loss = { test_id = \"t-1\", threshold = 0.5 }",
+            "path_mismatch = { test_id = \"t-1\", local_asns = [64500], ignore_asns = [64700] }",
+        );
+        let p = parse_text(&text).unwrap();
+        let Some(pb::alert_rule::Kind::PathMismatch(k)) = &p.rules[0].kind else {
+            panic!("{:?}", p.rules[0].kind);
+        };
+        assert_eq!(
+            (k.test_id.as_str(), &k.local_asns[..], &k.ignore_asns[..]),
+            ("t-1", &[64500][..], &[64700][..])
+        );
+        let e = parse_text(&text.replace("test_id = \"t-1\", ", "")).unwrap_err();
+        assert!(e.contains("testId"), "{e}");
     }
 
     #[test]

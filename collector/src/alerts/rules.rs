@@ -91,6 +91,7 @@ pub fn kind_name(k: &pb::alert_rule::Kind) -> &'static str {
         Kind::UnexpectedAs(_) => "unexpected_as",
         Kind::SessionDown(_) => "session_down",
         Kind::RpkiInvalid(_) => "rpki_invalid",
+        Kind::PathMismatch(_) => "path_mismatch",
     }
 }
 
@@ -450,6 +451,41 @@ pub fn rpki_invalid(
     .with("invalid_routes", invalid.len() as f64)
 }
 
+/// Per-agent path checks (`pathcheck::checks`) → the test's verdict with K of N agreement.
+pub fn path_mismatch(r: &pb::PathMismatchRule, checks: &[pb::PathCheck]) -> Outcome {
+    let (mut failing, mut reporting) = (0, 0);
+    let mut why = Vec::new();
+    for c in checks {
+        match pb::PathVerdict::try_from(c.verdict).unwrap_or_default() {
+            pb::PathVerdict::Agree => reporting += 1,
+            pb::PathVerdict::Mismatch => {
+                reporting += 1;
+                failing += 1;
+                if why.len() < MAX_SUBJECTS_LISTED {
+                    why.push(format!("{}: {}", c.agent_id, c.reason));
+                }
+            }
+            _ => {}
+        }
+    }
+    let v = agree(failing, reporting, r.min_agents);
+    let summary = if failing > 0 {
+        format!(
+            "forward path of {} disagrees with BGP on {failing} of {reporting} agents: {}",
+            r.test_id,
+            why.join("; ")
+        )
+    } else {
+        format!(
+            "forward path of {} agrees with BGP on {reporting} agents",
+            r.test_id
+        )
+    };
+    Outcome::new(v, summary)
+        .with("failing_agents", failing as f64)
+        .with("reporting_agents", reporting as f64)
+}
+
 /// Checks a rule before it is stored (API and rules file). Messages name the field.
 pub fn validate(r: &pb::AlertRule) -> Result<(), String> {
     use pb::alert_rule::Kind;
@@ -528,6 +564,15 @@ pub fn validate(r: &pb::AlertRule) -> Result<(), String> {
             }
         }
         Kind::RpkiInvalid(k) => prefix(&k.prefix)?,
+        Kind::PathMismatch(k) => {
+            test(&k.test_id)?;
+            if k.local_asns.len() > 100 || k.ignore_asns.len() > 100 {
+                return Err("pathMismatch: at most 100 localAsns and 100 ignoreAsns".into());
+            }
+            if k.max_age_seconds > 86_400 {
+                return Err("pathMismatch.maxAgeSeconds at most 86400".into());
+            }
+        }
     }
     Ok(())
 }
@@ -664,6 +709,36 @@ mod tests {
 
     fn agents(v: &[(&str, Vec<Sample>)]) -> BTreeMap<String, Vec<Sample>> {
         v.iter().map(|(a, s)| (a.to_string(), s.clone())).collect()
+    }
+
+    #[test]
+    fn path_mismatch_needs_k_agents_and_ignores_no_data() {
+        let c = |agent: &str, v: pb::PathVerdict| pb::PathCheck {
+            agent_id: agent.into(),
+            verdict: v as i32,
+            reason: format!("{agent} says so"),
+            ..Default::default()
+        };
+        use pb::PathVerdict as P;
+        let one = pb::PathMismatchRule {
+            test_id: "t1".into(),
+            ..Default::default()
+        };
+        let two = pb::PathMismatchRule {
+            min_agents: 2,
+            ..one.clone()
+        };
+        let checks = [c("n1", P::Mismatch), c("n2", P::Agree), c("n3", P::NoData)];
+        let o = path_mismatch(&one, &checks);
+        assert_eq!(o.verdict, Verdict::Holds);
+        assert!(o.summary.contains("n1: n1 says so"), "{}", o.summary);
+        assert_eq!(o.values.get("reporting_agents"), Some(&2.0));
+        assert_eq!(path_mismatch(&two, &checks).verdict, Verdict::Clear);
+        assert_eq!(
+            path_mismatch(&one, &[c("n3", P::NoData)]).verdict,
+            Verdict::NoData
+        );
+        assert_eq!(path_mismatch(&one, &[]).verdict, Verdict::NoData);
     }
 
     #[test]
