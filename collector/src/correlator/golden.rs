@@ -8,7 +8,8 @@
 //! into a real SQLite store one at a time at their recorded receive time, and the correlator runs
 //! a round every 500 ms of simulated time in between, as it does live, so the routes table it
 //! consults is the one of that moment. Random ids are normalised (correlations `c-1`, `c-2`...,
-//! tests back to their recorded ids).
+//! tests back to their recorded ids, in that order). `session-down`, `flap` and `origin-change`
+//! are written by `hand_cases.py` beside them, on a simulated timeline.
 //!
 //! `FOUREYES_BLESS=1 cargo test -p foureyes-collector --lib golden` rewrites the expected files;
 //! review the diff before committing it.
@@ -223,6 +224,8 @@ async fn replay(input: &Path, data: &Path) -> Vec<Value> {
                     t.test_id = old.clone();
                 }
             }
+            // The correlator lists tests in the order of their (random, new) ids.
+            corr.tests.sort_by(|a, b| a.test_id.cmp(&b.test_id));
             serde_json::to_value(&corr).unwrap_or_else(|e| panic!("{e}"))
         })
         .collect()
