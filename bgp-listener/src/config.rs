@@ -21,6 +21,7 @@
 //! connect = true                # active: dial address:port (179 unless `port` says otherwise)
 //! hold_time = 30
 //! add_path = false
+//! extended_messages = false     # RFC 8654 (default true)
 //! max_prefixes = 1000000        # warn past this many routes per family
 //! max_prefixes_teardown = false # and tear the session down only if this says so
 //! md5_password_file = "peer2.md5" # TCP MD5 (RFC 2385); relative to this file's directory
@@ -104,6 +105,9 @@ pub struct PeerConfig {
     pub graceful_restart: bool,
     #[serde(default = "yes")]
     pub add_path: bool,
+    /// Advertise Extended Messages (RFC 8654): UPDATEs up to 65535 octets when the peer does too.
+    #[serde(default = "yes")]
+    pub extended_messages: bool,
     /// Warn (a `prefix_limit` event) when the peer's routes in one family exceed this.
     #[serde(default)]
     pub max_prefixes: Option<u32>,
@@ -122,7 +126,7 @@ pub struct PeerConfig {
     pub multihop: Option<u8>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BmpConfig {
     /// Where routers connect (ADDR:PORT).
@@ -131,7 +135,7 @@ pub struct BmpConfig {
     pub allow: Vec<IpAddr>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
     #[serde(default = "default_spool")]
@@ -158,7 +162,7 @@ pub enum PeerMode {
 }
 
 /// A validated peer: its session parameters and connection mode.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Peer {
     pub name: String,
     pub session: SessionConfig,
@@ -243,6 +247,7 @@ impl ListenerConfig {
             s.hold_time = hold;
             s.graceful_restart = p.graceful_restart;
             s.add_path = p.add_path;
+            s.extended_message = p.extended_messages;
             if p.max_prefixes_teardown && p.max_prefixes.is_none() {
                 return Err(bad(format!(
                     "peer {name}: max_prefixes_teardown needs max_prefixes"

@@ -242,7 +242,8 @@ pub struct Statistic {
     pub raw: Vec<u8>,
 }
 
-/// Why stale routes (kept over a graceful restart) were dropped without a withdraw per prefix.
+/// Why stale routes (kept over a graceful restart), or a whole family, were dropped without a
+/// withdraw per prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StaleDropReason {
     /// The peer did not come back within the restart time it advertised.
@@ -250,6 +251,9 @@ pub enum StaleDropReason {
     /// The peer came back without graceful restart for this family, or without its F bit
     /// (forwarding state not preserved): RFC 4724 §4.2 says to drop them at once.
     NotPreserved,
+    /// Not stale routes: RFC 7606 / RFC 4760 §7 AFI/SAFI disable dropped every route of the family
+    /// after an unparseable MP_REACH_NLRI/MP_UNREACH_NLRI (the session stays up).
+    AfiSafiDisabled,
 }
 
 impl StaleDropReason {
@@ -257,6 +261,7 @@ impl StaleDropReason {
         match self {
             StaleDropReason::RestartTimerExpired => "restart-timer-expired",
             StaleDropReason::NotPreserved => "not-preserved",
+            StaleDropReason::AfiSafiDisabled => "afi-safi-disabled",
         }
     }
 }

@@ -135,6 +135,11 @@ pub fn update_error(a: &Rfc7606Action) -> String {
             Some(t) => format!("treat-as-withdraw: attribute {t}: {reason}"),
             None => format!("treat-as-withdraw: {reason}"),
         },
+        Rfc7606Action::AfiSafiDisable {
+            family,
+            type_code,
+            reason,
+        } => format!("afi-safi-disable: {family}: attribute {type_code}: {reason}"),
     }
 }
 

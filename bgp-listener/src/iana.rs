@@ -15,6 +15,9 @@ pub mod msg {
 pub const MARKER_LEN: usize = 16;
 pub const HEADER_LEN: usize = 19;
 pub const MAX_MESSAGE_LEN: usize = 4096;
+/// The bound once both sides advertised the Extended Message capability (RFC 8654); OPEN and
+/// KEEPALIVE stay within `MAX_MESSAGE_LEN` even then.
+pub const MAX_EXTENDED_MESSAGE_LEN: usize = 65535;
 pub const BGP_VERSION: u8 = 4;
 /// AS_TRANS (RFC 6793), sent in the 2-octet My AS field when the local AS does not fit.
 pub const AS_TRANS: u16 = 23456;

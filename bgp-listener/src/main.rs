@@ -63,6 +63,8 @@ enum Cmd {
         state_dir: PathBuf,
     },
     /// Run the peers (and BMP station) of a config file, streaming events to the collector.
+    /// SIGHUP reloads the file: added peers start, removed ones stop (Cease), changed ones
+    /// restart, the others keep their sessions; a file with an error changes nothing (logged).
     Run {
         #[arg(long)]
         config: PathBuf,
@@ -118,6 +120,9 @@ enum Cmd {
         /// Do not advertise ADD-PATH receive.
         #[arg(long)]
         no_add_path: bool,
+        /// Do not advertise Extended Messages (RFC 8654); UPDATEs are then bounded by 4096 octets.
+        #[arg(long)]
+        no_extended_messages: bool,
         /// Warn (a `prefix_limit` event) when the peer's routes in one family exceed N; again
         /// only after the count fell below 90 % of N.
         #[arg(long, value_name = "N")]
@@ -238,6 +243,7 @@ async fn main() -> Result<()> {
             quiet_period,
             no_graceful_restart,
             no_add_path,
+            no_extended_messages,
             max_prefixes,
             max_prefixes_teardown,
             md5_password_file,
@@ -266,6 +272,7 @@ async fn main() -> Result<()> {
             cfg.hold_time = hold_time;
             cfg.graceful_restart = !no_graceful_restart;
             cfg.add_path = !no_add_path;
+            cfg.extended_message = !no_extended_messages;
             cfg.max_prefixes = max_prefixes.map(|limit| MaxPrefixes {
                 limit,
                 teardown: max_prefixes_teardown,
@@ -350,12 +357,23 @@ async fn main() -> Result<()> {
                 shutdown_signal().await;
                 s.cancel();
             });
+            // SIGHUP reloads listener.toml (peers added, removed or changed; the rest stay up).
+            let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("installing the SIGHUP handler")?;
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    // A reload already pending covers this one too.
+                    let _ = reload_tx.try_send(());
+                }
+            });
             foureyes_bgp_listener::run::run(
                 cfg,
                 &state_dir,
                 foureyes_bgp_listener::run::RunOptions {
                     hostname: foureyes_agent::hostname(),
                     config_path: config.display().to_string(),
+                    reload: Some(reload_rx),
                 },
                 shutdown,
             )

@@ -853,9 +853,19 @@ impl Decoder {
                 // Some writers (BIRD 2) record ADD-PATH sessions with the plain subtypes; the OPENs
                 // say so but the record does not. An UPDATE that only parses with path ids is
                 // taken as that.
-                if parsed.is_err()
+                // An unparseable MP NLRI (AFI/SAFI disable on a session) counts as not parsing.
+                let unparsed = parsed.as_ref().map_or(true, |u| {
+                    u.actions
+                        .iter()
+                        .any(|a| matches!(a, Rfc7606Action::AfiSafiDisable { .. }))
+                });
+                if unparsed
                     && !add_path
                     && let Ok(u) = crate::update::parse_update(body, pick(true))
+                    && !u
+                        .actions
+                        .iter()
+                        .any(|a| matches!(a, Rfc7606Action::AfiSafiDisable { .. }))
                 {
                     self.skip("UPDATEs read as ADD-PATH though the subtype does not say so");
                     parsed = Ok(u);

@@ -22,9 +22,10 @@ use foureyes_agent::state::StateDir;
 use foureyes_proto::v1::record;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ListenerConfig, PeerMode};
+use crate::config::{ListenerConfig, Peer, PeerMode};
 use crate::driver::{self, Connection};
 use crate::event::Event;
 
@@ -56,8 +57,10 @@ pub enum RunError {
 
 pub struct RunOptions {
     pub hostname: String,
-    /// Where the configuration came from, for error messages.
+    /// Where the configuration came from: for error messages, and read again on reload.
     pub config_path: String,
+    /// Each message asks for a reload of `config_path` (SIGHUP in `main`).
+    pub reload: Option<mpsc::Receiver<()>>,
 }
 
 /// Runs until `shutdown`: then every session sends a Cease, the events they produce are spooled,
@@ -104,51 +107,12 @@ pub async fn run(
         link_stop.clone(),
     ));
 
+    let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
     // Bind every configured listening address before starting anything, so a typo or a port in
     // use is an error at start, not a silent missing peer.
-    let mut by_addr: HashMap<SocketAddr, HashMap<IpAddr, mpsc::Sender<TcpStream>>> = HashMap::new();
-    // MD5 keys and TTLs go on the shared listening socket before anyone dials.
-    let mut keys: HashMap<SocketAddr, Vec<(IpAddr, crate::transport::Transport)>> = HashMap::new();
-    let mut conns = Vec::new();
-    for p in &peers {
-        let conn = match p.mode {
-            PeerMode::Passive(addr) => {
-                let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-                by_addr
-                    .entry(addr)
-                    .or_default()
-                    .insert(p.session.peer.to_canonical(), tx);
-                keys.entry(addr)
-                    .or_default()
-                    .push((p.session.peer, p.transport.clone()));
-                Connection::accepted(rx)
-            }
-            PeerMode::Active(remote) => Connection::Active {
-                remote,
-                retry: Duration::from_secs(5),
-            },
-        };
-        conns.push(conn);
-    }
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut acceptors = Vec::new();
-    for (addr, routes) in by_addr {
-        let l = TcpListener::bind(addr)
-            .await
-            .map_err(|err| RunError::Bind { addr, err })?;
-        let peers: Vec<(IpAddr, &crate::transport::Transport)> = keys
-            .get(&addr)
-            .into_iter()
-            .flatten()
-            .map(|(ip, t)| (*ip, t))
-            .collect();
-        crate::transport::prepare_shared_listener(&l, &peers)
-            .map_err(|err| RunError::Transport { addr, err })?;
-        tracing::info!(%addr, peers = routes.len(), "listening for BGP peers");
-        acceptors.push(tokio::spawn(accept_loop(l, routes, stop_rx.clone())));
-    }
+    let mut peers_running = Peers::new(ev_tx.clone());
+    peers_running.apply(peers).await?;
 
-    let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
     let spooler = tokio::spawn(link::spool_from(
         shared.clone(),
         ev_rx,
@@ -156,6 +120,7 @@ pub async fn run(
         SPOOL_BATCH_MAX,
         SPOOL_BATCH_DELAY,
     ));
+    let (stop_tx, stop_rx) = watch::channel(false);
     let mut bmp = None;
     if let Some(b) = &cfg.bmp {
         let l = TcpListener::bind(b.listen)
@@ -172,29 +137,33 @@ pub async fn run(
             }
         }));
     }
-    let mut sessions = Vec::new();
-    for (p, conn) in peers.into_iter().zip(conns) {
-        let (ev, stop) = (ev_tx.clone(), stop_rx.clone());
-        let name = p.name.clone();
-        sessions.push(tokio::spawn(async move {
-            if let Err(e) = driver::run_with(p.session, conn, p.transport, ev, stop).await {
-                tracing::error!(peer = %name, error = %e, "session task ended");
-            }
-        }));
-    }
     drop(ev_tx);
 
-    shutdown.cancelled().await;
+    let mut reload = opts.reload;
+    let mut current = cfg;
+    loop {
+        let asked = async {
+            match reload.as_mut() {
+                Some(r) => r.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = asked => {
+                if r.is_none() {
+                    reload = None;
+                    continue;
+                }
+                current = reload_config(current, &opts.config_path, &mut peers_running).await;
+            }
+        }
+    }
     tracing::info!("shutting down: closing sessions");
     let _ = stop_tx.send(true);
-    for s in sessions {
-        let _ = s.await;
-    }
+    peers_running.stop_all().await;
     if let Some(b) = bmp {
         let _ = b.await;
-    }
-    for a in acceptors {
-        a.abort();
     }
     // Every session is gone, so the event channel closes and the spooler writes what is left.
     let _ = spooler.await;
@@ -206,13 +175,217 @@ pub async fn run(
     Ok(())
 }
 
+/// SIGHUP: reads the config file again and applies its peers. A file that does not load or
+/// validate (the error names the file, and TOML errors the line and column) or a listening
+/// address that cannot be bound leaves everything as it was. Peers whose settings are unchanged
+/// keep their sessions; changed ones are restarted; `[bmp]` and `[spool]` changes need a restart
+/// of the process (logged).
+async fn reload_config(current: ListenerConfig, path: &str, peers: &mut Peers) -> ListenerConfig {
+    tracing::info!(config = path, "SIGHUP: reloading the configuration");
+    let new = match ListenerConfig::load(Path::new(path)).and_then(|c| {
+        let p = c.peers(path)?;
+        Ok((c, p))
+    }) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused; the previous configuration stays in force");
+            return current;
+        }
+    };
+    let (cfg, list) = new;
+    if cfg.bmp != current.bmp || cfg.spool != current.spool {
+        tracing::warn!("[bmp] and [spool] changes take effect at the next start, not on reload");
+    }
+    match peers.apply(list).await {
+        Ok(()) => {
+            tracing::info!(peers = peers.sessions.len(), "configuration reloaded");
+            cfg
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused; the previous configuration stays in force");
+            current
+        }
+    }
+}
+
+/// Which peers to stop and which to start to go from `old` to `new`: a peer is kept when its
+/// validated settings (session parameters, mode, transport protections) are equal; a changed one
+/// is stopped and started again. Returned as (stop, start) by peer address.
+pub fn plan(old: &[Peer], new: &[Peer]) -> (Vec<IpAddr>, Vec<IpAddr>) {
+    let key = |p: &Peer| p.session.peer.to_canonical();
+    let stop = old
+        .iter()
+        .filter(|o| !new.iter().any(|n| key(n) == key(o) && n == *o))
+        .map(key)
+        .collect();
+    let start = new
+        .iter()
+        .filter(|n| !old.iter().any(|o| key(o) == key(n) && o == *n))
+        .map(key)
+        .collect();
+    (stop, start)
+}
+
+type Routes = Arc<Mutex<HashMap<IpAddr, mpsc::Sender<TcpStream>>>>;
+
+/// A listening socket shared by the passive peers configured on it.
+struct Acceptor {
+    listener: Arc<TcpListener>,
+    routes: Routes,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// One peer's running session.
+struct PeerTask {
+    peer: Peer,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// The running sessions and listening sockets, changed as a whole by [`Peers::apply`].
+struct Peers {
+    sessions: HashMap<IpAddr, PeerTask>,
+    acceptors: HashMap<SocketAddr, Acceptor>,
+    events: mpsc::Sender<Event>,
+}
+
+impl Peers {
+    fn new(events: mpsc::Sender<Event>) -> Self {
+        Peers {
+            sessions: HashMap::new(),
+            acceptors: HashMap::new(),
+            events,
+        }
+    }
+
+    /// Makes the running set equal `new`. Listening addresses not yet open are bound first; if
+    /// one fails nothing is changed.
+    async fn apply(&mut self, new: Vec<Peer>) -> Result<(), RunError> {
+        let old: Vec<Peer> = self.sessions.values().map(|t| t.peer.clone()).collect();
+        let (stop, start) = plan(&old, &new);
+        let starting: Vec<Peer> = new
+            .into_iter()
+            .filter(|p| start.contains(&p.session.peer.to_canonical()))
+            .collect();
+        let mut bound = HashMap::new();
+        for p in &starting {
+            if let PeerMode::Passive(addr) = p.mode
+                && !self.acceptors.contains_key(&addr)
+                && !bound.contains_key(&addr)
+            {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|err| RunError::Bind { addr, err })?;
+                bound.insert(addr, l);
+            }
+        }
+        for addr in stop {
+            if let Some(t) = self.sessions.remove(&addr) {
+                tracing::info!(peer = %t.peer.name, "stopping the session (removed or changed)");
+                if let PeerMode::Passive(l) = t.peer.mode
+                    && let Some(a) = self.acceptors.get(&l)
+                    && let Ok(mut r) = a.routes.lock()
+                {
+                    r.remove(&addr);
+                }
+                let _ = t.stop.send(true);
+                // It sends its Cease first; a restarted peer must not collide with it.
+                let _ = tokio::time::timeout(Duration::from_secs(10), t.task).await;
+            }
+        }
+        for (addr, l) in bound {
+            let (stop, stop_rx) = watch::channel(false);
+            let routes = Routes::default();
+            let listener = Arc::new(l);
+            tracing::info!(%addr, "listening for BGP peers");
+            let task = tokio::spawn(accept_loop(listener.clone(), routes.clone(), stop_rx));
+            self.acceptors.insert(
+                addr,
+                Acceptor {
+                    listener,
+                    routes,
+                    stop,
+                    task,
+                },
+            );
+        }
+        // MD5 keys and TTLs go on each shared listening socket before its peers' sessions start;
+        // sockets no peer uses any more are closed.
+        let mut unused = Vec::new();
+        for (addr, a) in &self.acceptors {
+            let peers: Vec<(IpAddr, &crate::transport::Transport)> = self
+                .sessions
+                .values()
+                .map(|t| &t.peer)
+                .chain(starting.iter())
+                .filter(|p| p.mode == PeerMode::Passive(*addr))
+                .map(|p| (p.session.peer, &p.transport))
+                .collect();
+            if peers.is_empty() {
+                unused.push(*addr);
+                continue;
+            }
+            crate::transport::prepare_shared_listener(&a.listener, &peers)
+                .map_err(|err| RunError::Transport { addr: *addr, err })?;
+        }
+        for p in starting {
+            let conn = match p.mode {
+                PeerMode::Passive(addr) => {
+                    let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
+                    if let Some(a) = self.acceptors.get(&addr)
+                        && let Ok(mut r) = a.routes.lock()
+                    {
+                        r.insert(p.session.peer.to_canonical(), tx);
+                    }
+                    Connection::accepted(rx)
+                }
+                PeerMode::Active(remote) => Connection::Active {
+                    remote,
+                    retry: Duration::from_secs(5),
+                },
+            };
+            let (stop, stop_rx) = watch::channel(false);
+            let (ev, name, peer) = (self.events.clone(), p.name.clone(), p.clone());
+            tracing::info!(peer = %name, "starting the session");
+            let task = tokio::spawn(async move {
+                if let Err(e) = driver::run_with(p.session, conn, p.transport, ev, stop_rx).await {
+                    tracing::error!(peer = %name, error = %e, "session task ended");
+                }
+            });
+            self.sessions.insert(
+                peer.session.peer.to_canonical(),
+                PeerTask { peer, stop, task },
+            );
+        }
+        for addr in unused {
+            if let Some(a) = self.acceptors.remove(&addr) {
+                tracing::info!(%addr, "no peer listens here any more; closing");
+                let _ = a.stop.send(true);
+                let _ = a.task.await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every session (each sends a Cease) and listening socket.
+    async fn stop_all(&mut self) {
+        for t in self.sessions.values() {
+            let _ = t.stop.send(true);
+        }
+        for (_, t) in self.sessions.drain() {
+            let _ = t.task.await;
+        }
+        for (_, a) in self.acceptors.drain() {
+            let _ = a.stop.send(true);
+            a.task.abort();
+        }
+    }
+}
+
 /// Hands each accepted connection to the session of the peer it comes from; connections from any
 /// other address are closed without a byte sent.
-async fn accept_loop(
-    l: TcpListener,
-    routes: HashMap<IpAddr, mpsc::Sender<TcpStream>>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn accept_loop(l: Arc<TcpListener>, routes: Routes, mut stop: watch::Receiver<bool>) {
     loop {
         let (stream, from) = tokio::select! {
             r = l.accept() => match r {
@@ -225,7 +398,11 @@ async fn accept_loop(
             },
             _ = stop.changed() => return,
         };
-        match routes.get(&from.ip().to_canonical()) {
+        let tx = routes
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&from.ip().to_canonical()).cloned());
+        match tx {
             Some(tx) => {
                 if tx.try_send(stream).is_err() {
                     tracing::warn!(%from, "peer connects faster than its session takes connections; closed");
@@ -235,5 +412,35 @@ async fn accept_loop(
                 tracing::warn!(%from, "connection from an address that is no configured peer; closed")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peers(text: &str) -> Vec<Peer> {
+        let head = "local_as = 65002\nrouter_id = \"198.18.0.2\"\n";
+        let cfg = ListenerConfig::parse(&format!("{head}{text}"), "t.toml").expect("valid");
+        cfg.peers("t.toml").expect("peers")
+    }
+
+    #[test]
+    fn reload_touches_only_added_removed_and_changed_peers() {
+        let a = "[[peer]]\naddress = \"198.18.0.1\"\nremote_as = 65001\nlisten = \"198.18.0.2\"\n";
+        let b = "[[peer]]\naddress = \"198.18.0.3\"\nremote_as = 65003\nconnect = true\n";
+        let b2 = "[[peer]]\naddress = \"198.18.0.3\"\nremote_as = 65003\nconnect = true\nhold_time = 30\n";
+        let c = "[[peer]]\naddress = \"198.18.0.4\"\nremote_as = 65004\nlisten = \"198.18.0.2\"\n";
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let old = peers(&format!("{a}{b}"));
+        assert_eq!(plan(&old, &old), (vec![], vec![]), "same file: nothing");
+        // b changed (hold time), c added; a untouched.
+        let (stop, start) = plan(&old, &peers(&format!("{a}{b2}{c}")));
+        assert_eq!(stop, vec![ip("198.18.0.3")]);
+        let mut start = start;
+        start.sort();
+        assert_eq!(start, vec![ip("198.18.0.3"), ip("198.18.0.4")]);
+        // b removed.
+        assert_eq!(plan(&old, &peers(a)), (vec![ip("198.18.0.3")], vec![]));
     }
 }

@@ -59,7 +59,7 @@ impl MaxPrefixes {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SessionConfig {
     pub local_as: u32,
     pub remote_as: u32,
@@ -76,6 +76,9 @@ pub struct SessionConfig {
     /// How long stale routes wait for End-of-RIB after the peer is back.
     pub stale_routes_time: Duration,
     pub max_prefixes: Option<MaxPrefixes>,
+    /// Advertise Extended Messages (RFC 8654): UPDATEs up to 65535 octets once the peer
+    /// advertises it too.
+    pub extended_message: bool,
 }
 
 impl SessionConfig {
@@ -91,6 +94,7 @@ impl SessionConfig {
             add_path: true,
             stale_routes_time: STALE_ROUTES_TIME,
             max_prefixes: None,
+            extended_message: true,
         }
     }
 
@@ -112,6 +116,7 @@ impl SessionConfig {
                 } else {
                     Vec::new()
                 },
+                extended_message: self.extended_message,
             },
         }
     }
@@ -473,6 +478,9 @@ impl Session {
                         at: now,
                         action: action.clone(),
                     })));
+                    if let crate::update::Rfc7606Action::AfiSafiDisable { family, .. } = action {
+                        self.disable_family(now, *family, out);
+                    }
                 }
                 let eor = upd.end_of_rib;
                 let grew = !upd.announced.is_empty();
@@ -555,7 +563,9 @@ impl Session {
             families,
             graceful_restart,
         };
-        tracing::debug!(peer = %self.cfg.peer, ?neg, "OPEN accepted");
+        let extended = self.cfg.extended_message && open.extended_message;
+        self.framer.set_extended(extended);
+        tracing::debug!(peer = %self.cfg.peer, ?neg, extended_message = extended, "OPEN accepted");
         self.peer_gr = if graceful_restart {
             open.graceful_restart_cap
         } else {
@@ -625,6 +635,26 @@ impl Session {
             }
         }
         self.check_limits(now, false, out);
+    }
+
+    /// RFC 4760 §7 AFI/SAFI disable (chosen by RFC 7606 §3 j over a session reset where the family
+    /// is known): the family's routes go at once (one event, as for stale routes) and its later
+    /// NLRI are ignored until this session ends; the next session negotiates it afresh.
+    fn disable_family(&mut self, now: SystemTime, family: Family, out: &mut Vec<Output>) {
+        if let Some(ctx) = &mut self.decode_ctx {
+            ctx.families.retain(|f| *f != family);
+        }
+        self.retained.retain(|x| *x != family);
+        self.limit_warned.retain(|x| *x != family);
+        let routes = self.rib.clear_family(family);
+        tracing::warn!(peer = %self.cfg.peer, %family, routes, "AFI/SAFI disabled for this session");
+        out.push(Output::Event(Event::Session(SessionEvent::StaleDropped {
+            peer: self.cfg.peer_id(),
+            at: now,
+            family,
+            routes,
+            reason: StaleDropReason::AfiSafiDisabled,
+        })));
     }
 
     fn sweep_withdraw(&mut self, now: SystemTime, f: Family, out: &mut Vec<Output>) {

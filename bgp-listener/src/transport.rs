@@ -37,6 +37,13 @@ impl fmt::Debug for Md5Key {
     }
 }
 
+/// Equal keys, for `run`'s config reload (a peer whose password changed is restarted).
+impl PartialEq for Md5Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_slice() == other.0.as_slice()
+    }
+}
+
 impl Md5Key {
     /// Reads the key from a file, as routers' configs write it: one line; a trailing newline is
     /// not part of the key. Empty or longer than 80 bytes is an error naming the file (never
@@ -109,7 +116,7 @@ impl TtlPolicy {
 }
 
 /// The protections of one peer's connections.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Transport {
     pub md5: Option<Md5Key>,
     pub ttl: TtlPolicy,

@@ -68,6 +68,16 @@ pub enum Rfc7606Action {
         type_code: Option<u8>,
         reason: &'static str,
     },
+    /// An MP_REACH_NLRI or MP_UNREACH_NLRI of a negotiated family could not be parsed, so its
+    /// prefixes cannot be located and treat-as-withdraw is impossible (RFC 7606 §3 j, §5.3).
+    /// RFC 4760 §7 "AFI/SAFI disable": every route of the family from this session is dropped and
+    /// the family's later NLRI are ignored until the session ends; the rest of the UPDATE and
+    /// the other families carry on.
+    AfiSafiDisable {
+        family: Family,
+        type_code: u8,
+        reason: &'static str,
+    },
 }
 
 /// A decoded UPDATE.
@@ -285,6 +295,7 @@ fn parse_update_impl(
     let mut mp_unreach_only_eor: Option<Family> = None;
     let mut attr_count = 0usize;
     let mut withdraw_reason: Option<(Option<u8>, &'static str)> = None;
+    let mut disabled: Option<Family> = None;
 
     let mut walk = attrs;
     while !walk.is_empty() {
@@ -341,53 +352,32 @@ fn parse_update_impl(
         };
 
         if t == attr::MP_REACH_NLRI || t == attr::MP_UNREACH_NLRI {
-            // RFC 7606 §7.11 / RFC 4760 §7: a malformed MP attribute resets the session.
             if !flags_ok {
-                return Err(DecodeError::OptionalAttribute(t, "attribute flags"));
+                // RFC 7606 §3 c: wrong optional/transitive bits make the attribute malformed;
+                // its NLRI are still located (parsed below), so treat-as-withdraw applies.
+                withdraw_reason.get_or_insert((Some(t), "attribute flags"));
             }
-            let afi = read_u16(v).ok_or(DecodeError::OptionalAttribute(t, "short"))?;
-            let safi = *v.get(2).ok_or(DecodeError::OptionalAttribute(t, "short"))?;
-            let fam = Family::from_afi_safi(afi, safi).filter(|f| ctx.families.contains(f));
-            let rest = v.get(3..).unwrap_or_default();
-            if t == attr::MP_UNREACH_NLRI {
-                let Some(fam) = fam else {
-                    tracing::debug!(afi, safi, "MP_UNREACH for a family not negotiated; ignored");
-                    continue;
-                };
-                let w = parse_nlri(fam, rest, ctx.add_path.contains(&fam))
-                    .map_err(|_| DecodeError::OptionalAttribute(t, "withdrawn NLRI"))?;
-                if w.is_empty() {
-                    mp_unreach_only_eor = Some(fam);
+            match parse_mp(t, v, ctx) {
+                Ok(Mp::Ignored) => {}
+                Ok(Mp::Unreach(fam, w)) => {
+                    if w.is_empty() {
+                        mp_unreach_only_eor = Some(fam);
+                    }
+                    out.withdrawn
+                        .extend(w.into_iter().map(|(id, p)| (fam, id, p)));
                 }
-                out.withdrawn
-                    .extend(w.into_iter().map(|(id, p)| (fam, id, p)));
-            } else {
-                let (&nhlen, rest) = rest
-                    .split_first()
-                    .ok_or(DecodeError::OptionalAttribute(t, "short"))?;
-                let (nh, rest) = rest
-                    .split_at_checked(usize::from(nhlen))
-                    .ok_or(DecodeError::OptionalAttribute(t, "next hop overruns"))?;
-                let (_reserved, nlri) = rest
-                    .split_first()
-                    .ok_or(DecodeError::OptionalAttribute(t, "short"))?;
-                let Some(fam) = fam else {
-                    tracing::debug!(afi, safi, "MP_REACH for a family not negotiated; ignored");
-                    continue;
-                };
-                let nh = match (fam, nh.len()) {
-                    (Family::Ipv4Unicast, 4) => nh
-                        .first_chunk::<4>()
-                        .map(|b| IpAddr::V4(Ipv4Addr::from(*b))),
-                    (Family::Ipv6Unicast, 16 | 32) => nh
-                        .first_chunk::<16>()
-                        .map(|b| IpAddr::V6(Ipv6Addr::from(*b))),
-                    _ => None,
+                Ok(Mp::Reach(fam, nh, p)) => mp_reach = Some((fam, nh, p)),
+                Err(MpError::Reset(reason)) => {
+                    return Err(DecodeError::OptionalAttribute(t, reason));
                 }
-                .ok_or(DecodeError::OptionalAttribute(t, "next hop length"))?;
-                let p = parse_nlri(fam, nlri, ctx.add_path.contains(&fam))
-                    .map_err(|_| DecodeError::OptionalAttribute(t, "NLRI"))?;
-                mp_reach = Some((fam, nh, p));
+                Err(MpError::Disable(family, reason)) => {
+                    disabled = Some(family);
+                    out.actions.push(Rfc7606Action::AfiSafiDisable {
+                        family,
+                        type_code: t,
+                        reason,
+                    });
+                }
             }
             continue;
         }
@@ -403,6 +393,12 @@ fn parse_update_impl(
         let check = if kind == SessionKind::External && ibgp_only {
             // RFC 7606 §7.5, §7.9, §7.10: whatever its length or flags.
             Check::Discard("iBGP-only attribute from an external peer")
+        } else if ctx.four_octet_as
+            && kind != SessionKind::Unknown
+            && (t == attr::AS4_PATH || t == attr::AS4_AGGREGATOR)
+        {
+            // RFC 6793 §6: never sent between NEW speakers; discarded when they are.
+            Check::Discard("AS4_PATH/AS4_AGGREGATOR from a 4-octet-AS peer (RFC 6793 §6)")
         } else if t == attr::TUNNEL_ENCAPSULATION {
             tunnel_encapsulation(flags, v, &mut out.attrs)
         } else if !flags_ok {
@@ -414,6 +410,17 @@ fn parse_update_impl(
         } else {
             decode_attr(t, flags, v, ctx, &mut out.attrs, &mut next_hop)?
         };
+        let check = match check {
+            // RFC 4760 §3 / RFC 7606 §7.3: without NLRI in the NLRI field, NEXT_HOP is not used
+            // (a receiver SHOULD ignore it), so a malformed one is only discarded.
+            Check::Withdraw(reason) if t == attr::NEXT_HOP && legacy_count == 0 => {
+                Check::Discard(reason)
+            }
+            Check::Ok if t == attr::AS_PATH && kind == SessionKind::External => {
+                confed_from_external(&out.attrs)
+            }
+            c => c,
+        };
         match check {
             Check::Ok => {}
             Check::Discard(reason) => out.actions.push(Rfc7606Action::AttributeDiscard {
@@ -424,6 +431,10 @@ fn parse_update_impl(
                 withdraw_reason.get_or_insert((Some(t), reason));
             }
         }
+    }
+
+    if !ctx.four_octet_as && interned.is_none() {
+        merge_as4(&mut out.attrs);
     }
 
     // End-of-RIB for a multiprotocol family: an UPDATE holding only an empty MP_UNREACH_NLRI.
@@ -451,6 +462,11 @@ fn parse_update_impl(
     if let Some((fam, nh, prefixes)) = mp_reach {
         announced.extend(prefixes.into_iter().map(|(id, p)| (fam, id, p, Some(nh))));
     }
+    if let Some(f) = disabled {
+        // Nothing of a disabled family is applied, not even the legacy IPv4 NLRI.
+        announced.retain(|(fam, ..)| *fam != f);
+        out.withdrawn.retain(|(fam, ..)| *fam != f);
+    }
     // RFC 7606 §3 d: missing well-known mandatory attributes → treat-as-withdraw. An interned
     // set always has ORIGIN and AS_PATH (`AdjRibIn::find_raw_set` only returns such sets).
     if withdraw_reason.is_none() && !announced.is_empty() {
@@ -458,7 +474,10 @@ fn parse_update_impl(
             withdraw_reason = Some((Some(attr::ORIGIN), "missing ORIGIN"));
         } else if interned.is_none() && out.attrs.as_path.is_none() {
             withdraw_reason = Some((Some(attr::AS_PATH), "missing AS_PATH"));
-        } else if legacy_count > 0 && next_hop.is_none() {
+        } else if legacy_announced > 0
+            && next_hop.is_none()
+            && disabled != Some(Family::Ipv4Unicast)
+        {
             withdraw_reason = Some((Some(attr::NEXT_HOP), "missing NEXT_HOP"));
         }
     }
@@ -472,6 +491,185 @@ fn parse_update_impl(
         out.interned = interned;
     }
     Ok(out)
+}
+
+/// RFC 5065 §5.1 / RFC 7606 §7.2: AS_CONFED_SEQUENCE or AS_CONFED_SET segments in an AS_PATH
+/// from a peer outside the confederation (the listener is never in one, so any external peer)
+/// make the UPDATE malformed: treat-as-withdraw.
+fn confed_from_external(a: &PathAttributes) -> Check {
+    let confed = a
+        .as_path
+        .iter()
+        .flatten()
+        .any(|s| s.kind == as_path::AS_CONFED_SEQUENCE || s.kind == as_path::AS_CONFED_SET);
+    if confed {
+        Check::Withdraw("AS_CONFED segment from an external peer (RFC 5065 §5.1)")
+    } else {
+        Check::Ok
+    }
+}
+
+/// The path length of RFC 4271 §9.1.2.2 (an AS_SET counts 1, confederation segments 0), which
+/// RFC 6793 §4.2.3 compares.
+fn path_len(segs: &[AsSegment]) -> usize {
+    segs.iter()
+        .map(|s| match s.kind {
+            as_path::AS_SEQUENCE => s.asns.len(),
+            as_path::AS_SET => 1,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// RFC 6793 §4.2.3, for an UPDATE from a peer that did not negotiate 4-octet AS numbers: folds a
+/// (well-formed) AS4_PATH and AS4_AGGREGATOR into the AS path and aggregator, so that routes
+/// from 2-octet peers carry the real 4-octet AS numbers instead of AS_TRANS. Both attributes are
+/// consumed (removed from `other`) whether used or not. Malformed ones never got here: the
+/// attribute walk discarded them (RFC 6793 §6, RFC 7606).
+fn merge_as4(a: &mut PathAttributes) {
+    if !a
+        .other
+        .iter()
+        .any(|r| r.type_code == attr::AS4_PATH || r.type_code == attr::AS4_AGGREGATOR)
+    {
+        return;
+    }
+    let mut as4_path = None;
+    let mut as4_aggregator = None;
+    a.other.retain(|r| match r.type_code {
+        attr::AS4_PATH => {
+            as4_path = parse_as_path(&r.value, true).ok();
+            false
+        }
+        attr::AS4_AGGREGATOR => {
+            as4_aggregator = read_u32(&r.value).zip(
+                r.value
+                    .get(4..)
+                    .and_then(|b| b.first_chunk::<4>())
+                    .map(|b| Ipv4Addr::from(*b)),
+            );
+            false
+        }
+        _ => true,
+    });
+    if let Some(agg4) = as4_aggregator {
+        match a.aggregator {
+            // AGGREGATOR names a 2-octet AS: both AS4 attributes are ignored (RFC 6793 §4.2.3).
+            Some((asn, _)) if asn != u32::from(crate::iana::AS_TRANS) => return,
+            Some(_) => a.aggregator = Some(agg4),
+            None => {}
+        }
+    }
+    let (Some(mut as4), Some(path)) = (as4_path, a.as_path.as_ref()) else {
+        return;
+    };
+    let before = as4.len();
+    // RFC 6793 §6: confederation segments must not be in AS4_PATH; they are dropped.
+    as4.retain(|s| s.kind == as_path::AS_SEQUENCE || s.kind == as_path::AS_SET);
+    if as4.len() != before {
+        tracing::warn!("AS_CONFED segments in AS4_PATH dropped (RFC 6793 §6)");
+    }
+    let (n, m) = (path_len(path), path_len(&as4));
+    if n < m {
+        // The AS4_PATH is longer than the AS_PATH: ignored (RFC 6793 §4.2.3).
+        return;
+    }
+    // The leading part of AS_PATH with n - m ASes, then AS4_PATH.
+    let mut need = n - m;
+    let mut merged: Vec<AsSegment> = Vec::with_capacity(path.len() + as4.len());
+    for s in path {
+        if need == 0 {
+            break;
+        }
+        match s.kind {
+            as_path::AS_SEQUENCE => {
+                let take = need.min(s.asns.len());
+                merged.push(AsSegment {
+                    kind: s.kind,
+                    asns: s.asns.get(..take).unwrap_or_default().to_vec(),
+                });
+                need -= take;
+            }
+            as_path::AS_SET => {
+                merged.push(s.clone());
+                need -= 1;
+            }
+            _ => merged.push(s.clone()),
+        }
+    }
+    for s in as4 {
+        match merged.last_mut() {
+            // One sequence where AS_PATH's part and AS4_PATH's meet (as a 4-octet peer sends it).
+            Some(last)
+                if last.kind == as_path::AS_SEQUENCE
+                    && s.kind == as_path::AS_SEQUENCE
+                    && last.asns.len() + s.asns.len() <= 255 =>
+            {
+                last.asns.extend_from_slice(&s.asns)
+            }
+            _ => merged.push(s),
+        }
+    }
+    a.as_path = Some(merged);
+}
+
+/// A decoded MP_REACH_NLRI / MP_UNREACH_NLRI.
+enum Mp {
+    /// A family that was not negotiated (or was disabled): ignored.
+    Ignored,
+    Unreach(Family, Vec<PathPrefix>),
+    Reach(Family, IpAddr, Vec<PathPrefix>),
+}
+
+/// Why an MP attribute could not be used.
+enum MpError {
+    /// Not even the AFI/SAFI can be read: which routes to drop is unknown, so the session is
+    /// reset (RFC 7606 §3 j leaves only that when AFI/SAFI disable cannot apply).
+    Reset(&'static str),
+    /// The AFI/SAFI is known but the next hop or NLRI cannot be parsed: AFI/SAFI disable.
+    Disable(Family, &'static str),
+}
+
+fn parse_mp(t: u8, v: &[u8], ctx: &DecodeContext) -> Result<Mp, MpError> {
+    let afi = read_u16(v).ok_or(MpError::Reset("short"))?;
+    let safi = *v.get(2).ok_or(MpError::Reset("short"))?;
+    let Some(fam) = Family::from_afi_safi(afi, safi).filter(|f| ctx.families.contains(f)) else {
+        tracing::debug!(
+            afi,
+            safi,
+            "MP attribute for a family not negotiated; ignored"
+        );
+        return Ok(Mp::Ignored);
+    };
+    let rest = v.get(3..).unwrap_or_default();
+    let add_path = ctx.add_path.contains(&fam);
+    if t == attr::MP_UNREACH_NLRI {
+        let w = parse_nlri(fam, rest, add_path)
+            .map_err(|_| MpError::Disable(fam, "MP_UNREACH_NLRI withdrawn NLRI"))?;
+        return Ok(Mp::Unreach(fam, w));
+    }
+    let (&nhlen, rest) = rest
+        .split_first()
+        .ok_or(MpError::Disable(fam, "MP_REACH_NLRI short"))?;
+    let (nh, rest) = rest
+        .split_at_checked(usize::from(nhlen))
+        .ok_or(MpError::Disable(fam, "MP_REACH_NLRI next hop overruns"))?;
+    let (_reserved, nlri) = rest
+        .split_first()
+        .ok_or(MpError::Disable(fam, "MP_REACH_NLRI short"))?;
+    let nh = match (fam, nh.len()) {
+        (Family::Ipv4Unicast, 4) => nh
+            .first_chunk::<4>()
+            .map(|b| IpAddr::V4(Ipv4Addr::from(*b))),
+        (Family::Ipv6Unicast, 16 | 32) => nh
+            .first_chunk::<16>()
+            .map(|b| IpAddr::V6(Ipv6Addr::from(*b))),
+        _ => None,
+    }
+    .ok_or(MpError::Disable(fam, "MP_REACH_NLRI next hop length"))?;
+    let p =
+        parse_nlri(fam, nlri, add_path).map_err(|_| MpError::Disable(fam, "MP_REACH_NLRI NLRI"))?;
+    Ok(Mp::Reach(fam, nh, p))
 }
 
 /// Attributes that belong to the UPDATE rather than to its shared attribute set: NEXT_HOP (the
@@ -922,8 +1120,10 @@ fn decode_attr(
                 Check::Withdraw("ORIGINATOR_ID/CLUSTER_LIST length")
             }
         }
+        // RFC 6793 §6: shorter than one AS number is malformed.
+        attr::AS4_PATH if v.len() < 6 => Check::Discard("AS4_PATH shorter than 6 octets"),
         attr::AS4_PATH => match parse_as_path(v, true) {
-            // Kept raw: merging with a 2-octet AS_PATH (RFC 6793 §4.2.3) is not done yet.
+            // Kept raw here; on a 2-octet-AS session `merge_as4` folds it into the AS path.
             Ok(_) => {
                 a.other.push(RawAttribute {
                     flags,
@@ -1096,6 +1296,223 @@ mod tests {
             Some(false),
             "not transitive"
         );
+    }
+
+    /// ORIGIN, `path_attr`, NEXT_HOP, `extra`, announcing 198.19.1.0/24.
+    fn body_with(path_attr: &[u8], extra: &[u8]) -> Vec<u8> {
+        let mut a = vec![0x40, 1, 1, 0];
+        a.extend_from_slice(path_attr);
+        a.extend_from_slice(&[0x40, 3, 4, 198, 18, 0, 1]);
+        a.extend_from_slice(extra);
+        let mut b = vec![0, 0];
+        b.extend_from_slice(&u16::try_from(a.len()).unwrap_or(0).to_be_bytes());
+        b.extend_from_slice(&a);
+        b.extend_from_slice(&[24, 198, 19, 1]);
+        b
+    }
+
+    /// A 2-octet-AS UPDATE: AS_PATH one sequence of `path`, then `extra`.
+    fn body2(path: &[u16], extra: &[u8]) -> Vec<u8> {
+        let mut seg = vec![2, u8::try_from(path.len()).unwrap_or(0)];
+        for a in path {
+            seg.extend_from_slice(&a.to_be_bytes());
+        }
+        let mut p = vec![0x40, 2, u8::try_from(seg.len()).unwrap_or(0)];
+        p.extend_from_slice(&seg);
+        body_with(&p, extra)
+    }
+
+    fn as4_path(segs: &[(u8, &[u32])]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for (kind, asns) in segs {
+            v.push(*kind);
+            v.push(u8::try_from(asns.len()).unwrap_or(0));
+            for a in *asns {
+                v.extend_from_slice(&a.to_be_bytes());
+            }
+        }
+        let mut out = vec![0xc0, attr::AS4_PATH, u8::try_from(v.len()).unwrap_or(0)];
+        out.extend_from_slice(&v);
+        out
+    }
+
+    fn ctx2() -> DecodeContext {
+        DecodeContext {
+            four_octet_as: false,
+            ..ctx()
+        }
+    }
+
+    /// Decodes for an external 2-octet peer: (AS path string, aggregator, RFC 7606 actions,
+    /// whether any AS4 attribute is left in `other`).
+    fn decode2(b: &[u8]) -> (String, Option<(u32, Ipv4Addr)>, Vec<Rfc7606Action>, bool) {
+        let u = parse_update_from(b, &ctx2(), SessionKind::External).expect("no reset");
+        assert_eq!(u.announced.len(), 1, "{u:?}");
+        let left = u
+            .attrs
+            .other
+            .iter()
+            .any(|r| r.type_code == attr::AS4_PATH || r.type_code == attr::AS4_AGGREGATOR);
+        (
+            u.attrs.as_path_string(),
+            u.attrs.aggregator,
+            u.actions,
+            left,
+        )
+    }
+
+    #[test]
+    fn as4_path_is_merged_for_two_octet_peers_rfc6793_4_2_3() {
+        const T: u16 = 23456;
+        // AS_PATH 65001 T T 65010, AS4_PATH 4200000001 4200000002 65010: the leading 65001 is
+        // taken from AS_PATH, the rest from AS4_PATH.
+        let p4 = as4_path(&[(2, &[4_200_000_001, 4_200_000_002, 65010])]);
+        let (path, _, actions, left) = decode2(&body2(&[65001, T, T, 65010], &p4));
+        assert_eq!(path, "65001 4200000001 4200000002 65010");
+        assert!(actions.is_empty() && !left);
+
+        // An AS_SET in AS_PATH's leading part counts as one AS and is kept whole.
+        let path = [0x40, 2, 10, 1, 2, 0, 1, 0, 2, 2, 1, 0x5b, 0xa0];
+        let b = body_with(&path, &as4_path(&[(2, &[4_200_000_001])]));
+        assert_eq!(decode2(&b).0, "{1,2} 4200000001");
+
+        // AS4_PATH longer than AS_PATH: ignored.
+        let p4 = as4_path(&[(2, &[4_200_000_001, 4_200_000_002])]);
+        let (path, _, actions, left) = decode2(&body2(&[T], &p4));
+        assert_eq!(path, "23456");
+        assert!(actions.is_empty() && !left);
+
+        // Confederation segments in AS4_PATH are dropped (RFC 6793 §6), the rest merged.
+        let p4 = as4_path(&[(3, &[64512]), (2, &[4_200_000_001])]);
+        assert_eq!(decode2(&body2(&[65001, T], &p4)).0, "65001 4200000001");
+
+        // Malformed AS4_PATH (segment overruns; too short): attribute discard, AS_PATH as sent.
+        let mut bad = as4_path(&[(2, &[4_200_000_001])]);
+        if let Some(c) = bad.get_mut(4) {
+            *c = 2;
+        }
+        for bad in [bad, vec![0xc0, attr::AS4_PATH, 4, 2, 1, 0, 0]] {
+            let (path, _, actions, left) = decode2(&body2(&[65001, T], &bad));
+            assert_eq!(path, "65001 23456");
+            assert!(
+                matches!(
+                    actions.as_slice(),
+                    [Rfc7606Action::AttributeDiscard { type_code: 17, .. }]
+                ),
+                "{actions:?}"
+            );
+            assert!(!left);
+        }
+    }
+
+    #[test]
+    fn as4_aggregator_follows_rfc6793_4_2_3() {
+        const T: u16 = 23456;
+        let agg = |asn: u16| {
+            let mut v = vec![0xc0, attr::AGGREGATOR, 6];
+            v.extend_from_slice(&asn.to_be_bytes());
+            v.extend_from_slice(&[198, 18, 0, 9]);
+            v
+        };
+        let agg4 = {
+            let mut v = vec![0xc0, attr::AS4_AGGREGATOR, 8];
+            v.extend_from_slice(&4_200_000_009u32.to_be_bytes());
+            v.extend_from_slice(&[198, 18, 0, 9]);
+            v
+        };
+        let p4 = as4_path(&[(2, &[4_200_000_001])]);
+        let id = Ipv4Addr::new(198, 18, 0, 9);
+
+        // AGGREGATOR is AS_TRANS: AS4_AGGREGATOR is the aggregator, AS4_PATH is merged.
+        let mut extra = agg(T);
+        extra.extend_from_slice(&agg4);
+        extra.extend_from_slice(&p4);
+        let (path, aggregator, actions, left) = decode2(&body2(&[65001, T], &extra));
+        assert_eq!(aggregator, Some((4_200_000_009, id)));
+        assert_eq!(path, "65001 4200000001");
+        assert!(actions.is_empty() && !left);
+
+        // AGGREGATOR names a real 2-octet AS: both AS4 attributes are ignored.
+        let mut extra = agg(65009);
+        extra.extend_from_slice(&agg4);
+        extra.extend_from_slice(&p4);
+        let (path, aggregator, _, left) = decode2(&body2(&[65001, T], &extra));
+        assert_eq!(aggregator, Some((65009, id)));
+        assert_eq!(path, "65001 23456");
+        assert!(!left);
+
+        // Malformed AS4_AGGREGATOR (AS 0): attribute discard, AGGREGATOR stays AS_TRANS.
+        let mut extra = agg(T);
+        extra.extend_from_slice(&[0xc0, attr::AS4_AGGREGATOR, 8, 0, 0, 0, 0, 198, 18, 0, 9]);
+        let (_, aggregator, actions, _) = decode2(&body2(&[65001], &extra));
+        assert_eq!(aggregator, Some((u32::from(T), id)));
+        assert!(matches!(
+            actions.as_slice(),
+            [Rfc7606Action::AttributeDiscard { type_code: 18, .. }]
+        ));
+    }
+
+    #[test]
+    fn as4_attributes_from_four_octet_peers_are_discarded_rfc6793_6() {
+        let p4 = as4_path(&[(2, &[4_200_000_001])]);
+        let u = parse_update_from(&body(&p4), &ctx(), SessionKind::External).expect("no reset");
+        assert_eq!(u.announced.len(), 1);
+        assert_eq!(u.attrs.as_path_string(), "65001");
+        assert!(u.attrs.other.is_empty());
+        assert!(matches!(
+            u.actions.as_slice(),
+            [Rfc7606Action::AttributeDiscard { type_code: 17, .. }]
+        ));
+    }
+
+    #[test]
+    fn confederation_segments_from_external_peers_are_treat_as_withdraw() {
+        // AS_PATH: AS_CONFED_SEQUENCE 64512, then AS_SEQUENCE 65001.
+        let b = body_with(
+            &[0x40, 2, 12, 3, 1, 0, 0, 0xfc, 0, 2, 1, 0, 0, 0xfd, 0xe9],
+            &[],
+        );
+        let ext = parse_update_from(&b, &ctx(), SessionKind::External).expect("no reset");
+        assert!(ext.treated_as_withdraw() && ext.announced.is_empty());
+        assert_eq!(ext.withdrawn.len(), 1);
+        let int = parse_update_from(&b, &ctx(), SessionKind::Internal).expect("no reset");
+        assert_eq!(int.announced.len(), 1);
+        assert!(int.actions.is_empty());
+    }
+
+    #[test]
+    fn mp_errors_disable_the_family_or_reset() {
+        // IPv6 MP_REACH with a 3-octet next hop: AFI/SAFI disable, the IPv4 NLRI still announced.
+        let mp = [0x80, 14, 8, 0, 2, 1, 3, 0, 0, 0, 0];
+        let u = parse_update_from(&body(&mp), &ctx(), SessionKind::External).expect("no reset");
+        assert!(matches!(
+            u.actions.as_slice(),
+            [Rfc7606Action::AfiSafiDisable {
+                family: Family::Ipv6Unicast,
+                type_code: 14,
+                ..
+            }]
+        ));
+        assert_eq!(u.announced.len(), 1);
+        // Too short to name a family: reset.
+        let mp = [0x80, 14, 2, 0, 2];
+        assert!(parse_update_from(&body(&mp), &ctx(), SessionKind::External).is_err());
+        // NEXT_HOP malformed with only MP NLRI: discard (RFC 7606 §7.3).
+        let mut a = vec![
+            0x40, 1, 1, 0, 0x40, 2, 6, 2, 1, 0, 0, 0xfd, 0xe9, 0x40, 3, 3, 1, 2, 3,
+        ];
+        a.extend_from_slice(&[0x80, 14, 26, 0, 2, 1, 16]);
+        a.extend_from_slice(&[0x20, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+        a.extend_from_slice(&[32, 0x20, 1, 0, 2]);
+        let mut b = vec![0, 0];
+        b.extend_from_slice(&u16::try_from(a.len()).unwrap_or(0).to_be_bytes());
+        b.extend_from_slice(&a);
+        let u = parse_update_from(&b, &ctx(), SessionKind::External).expect("no reset");
+        assert_eq!(u.announced.len(), 1, "{u:?}");
+        assert!(matches!(
+            u.actions.as_slice(),
+            [Rfc7606Action::AttributeDiscard { type_code: 3, .. }]
+        ));
     }
 
     #[test]

@@ -361,12 +361,18 @@ pub fn event_json(ev: &Event) -> Value {
                 Rfc7606Action::TreatAsWithdraw { type_code, reason } => {
                     ("treat-as-withdraw", *type_code, *reason)
                 }
+                Rfc7606Action::AfiSafiDisable {
+                    type_code, reason, ..
+                } => ("afi-safi-disable", Some(*type_code), *reason),
             };
-            merge(
-                peer_json(peer),
-                json!({"type": "update_error", "at": ts(*at),
-                       "action": act, "attribute": t, "reason": reason}),
-            )
+            let mut j = json!({"type": "update_error", "at": ts(*at),
+                   "action": act, "attribute": t, "reason": reason});
+            if let (Rfc7606Action::AfiSafiDisable { family, .. }, Some(o)) =
+                (action, j.as_object_mut())
+            {
+                o.insert("afi_safi".into(), family.name().into());
+            }
+            merge(peer_json(peer), j)
         }
         Event::Session(SessionEvent::Statistics {
             peer,

@@ -330,6 +330,9 @@ pub struct Framer {
     buf: Vec<u8>,
     start: usize,
     failed: bool,
+    /// Both sides advertised Extended Messages (RFC 8654): messages other than OPEN and
+    /// KEEPALIVE may be up to 65535 octets.
+    extended: bool,
 }
 
 impl Framer {
@@ -343,6 +346,13 @@ impl Framer {
             self.start = 0;
         }
         self.buf.extend_from_slice(data);
+    }
+
+    /// Accepts messages up to 65535 octets from now on (`true`: Extended Messages negotiated,
+    /// RFC 8654 §4) or only up to 4096 (`false`, the default and the state until the OPENs are
+    /// exchanged).
+    pub fn set_extended(&mut self, extended: bool) {
+        self.extended = extended;
     }
 
     /// Bytes received but not yet framed.
@@ -368,7 +378,7 @@ impl Framer {
         let Some(header) = avail.get(..iana::HEADER_LEN) else {
             return Ok(None);
         };
-        let r = check_header(header);
+        let r = check_header_with(header, self.extended);
         let (length, kind) = match r {
             Ok(v) => v,
             Err(e) => {
@@ -389,6 +399,12 @@ impl Framer {
 /// Validates a 19-byte header: marker, length bounds, known type, and the per-type minimum (or
 /// exact) length of RFC 4271 §6.1. Returns the total length and the type.
 pub fn check_header(header: &[u8]) -> Result<(usize, u8), DecodeError> {
+    check_header_with(header, false)
+}
+
+/// Like [`check_header`]; with `extended` (RFC 8654 negotiated) the bound is 65535 for every
+/// type but OPEN, which stays within 4096 (RFC 8654 §4; KEEPALIVE is exactly 19 anyway).
+pub fn check_header_with(header: &[u8], extended: bool) -> Result<(usize, u8), DecodeError> {
     let (marker, rest) = header
         .split_at_checked(iana::MARKER_LEN)
         .ok_or(DecodeError::BadMarker)?;
@@ -401,12 +417,17 @@ pub fn check_header(header: &[u8]) -> Result<(usize, u8), DecodeError> {
     let length = u16::from_be_bytes([l0, l1]);
     let len = usize::from(length);
     let bad = DecodeError::BadLength { length, kind };
-    if !(iana::HEADER_LEN..=iana::MAX_MESSAGE_LEN).contains(&len) {
+    let max = if extended {
+        iana::MAX_EXTENDED_MESSAGE_LEN
+    } else {
+        iana::MAX_MESSAGE_LEN
+    };
+    if !(iana::HEADER_LEN..=max).contains(&len) {
         return Err(bad);
     }
     use iana::msg;
     let ok = match kind {
-        msg::OPEN => len >= 29,
+        msg::OPEN => (29..=iana::MAX_MESSAGE_LEN).contains(&len),
         msg::UPDATE => len >= 23,
         msg::NOTIFICATION => len >= 21,
         msg::KEEPALIVE => len == 19,
@@ -430,6 +451,9 @@ pub struct LocalCapabilities {
     pub graceful_restart_time: Option<u16>,
     /// ADD-PATH (RFC 7911), receive only (Send/Receive = 1), for these families.
     pub add_path_receive: Vec<Family>,
+    /// Extended Messages (RFC 8654): we accept messages up to 65535 octets. We never send
+    /// anything longer than 4096 either way.
+    pub extended_message: bool,
 }
 
 /// An OPEN the listener sends. 4-octet AS (RFC 6793) is always advertised.
@@ -485,6 +509,9 @@ pub fn encode(msg: &Outgoing) -> Vec<u8> {
                     caps.extend_from_slice(&f.afi().to_be_bytes());
                     caps.extend_from_slice(&[f.safi(), ADD_PATH_RECEIVE]);
                 }
+            }
+            if o.capabilities.extended_message {
+                caps.extend_from_slice(&[cap::EXTENDED_MESSAGE, 0]);
             }
             if let Some(t) = o.capabilities.graceful_restart_time {
                 caps.extend_from_slice(&[cap::GRACEFUL_RESTART, 2]);
@@ -570,6 +597,8 @@ pub struct PeerOpen {
     /// The graceful-restart capability's contents (RFC 4724 §3), if the peer sent one.
     pub graceful_restart_cap: Option<GracefulRestartCap>,
     pub route_refresh: bool,
+    /// The peer advertised Extended Messages (RFC 8654).
+    pub extended_message: bool,
     /// Families for which the peer can send ADD-PATH (its Send/Receive is 2 or 3).
     pub add_path_send: Vec<Family>,
     /// Families for which the sender of this OPEN can receive ADD-PATH (Send/Receive 1 or 3). A
@@ -619,6 +648,7 @@ pub fn decode_open(body: &[u8]) -> Result<PeerOpen, DecodeError> {
         graceful_restart: false,
         graceful_restart_cap: None,
         route_refresh: false,
+        extended_message: false,
         add_path_send: Vec::new(),
         add_path_receive: Vec::new(),
         capability_codes: Vec::new(),
@@ -673,6 +703,7 @@ pub fn decode_open(body: &[u8]) -> Result<PeerOpen, DecodeError> {
                     open.graceful_restart_cap = Some(gr);
                 }
                 cap::ROUTE_REFRESH | cap::ENHANCED_ROUTE_REFRESH => open.route_refresh = true,
+                cap::EXTENDED_MESSAGE => open.extended_message = true,
                 cap::ADD_PATH => {
                     if cv.len() % 4 != 0 {
                         return Err(DecodeError::MalformedOpen("ADD-PATH capability"));

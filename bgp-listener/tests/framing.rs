@@ -164,6 +164,7 @@ fn open_encodes_the_receive_only_capability_set() {
             families: foureyes_bgp_listener::wire::Family::ALL.to_vec(),
             graceful_restart_time: Some(120),
             add_path_receive: foureyes_bgp_listener::wire::Family::ALL.to_vec(),
+            extended_message: true,
         },
     });
     let bytes = encode(&o);
@@ -181,7 +182,8 @@ fn open_encodes_the_receive_only_capability_set() {
         back.add_path_send.is_empty(),
         "receive only: Send/Receive = 1"
     );
-    assert_eq!(back.capability_codes, vec![1, 1, 65, 69, 64]);
+    assert!(back.extended_message);
+    assert_eq!(back.capability_codes, vec![1, 1, 65, 69, 6, 64]);
     assert_eq!(encode(&Outgoing::Keepalive), msg(4, &[]));
     assert_eq!(
         encode(&Outgoing::Notification(Notification::with_data(
@@ -211,4 +213,38 @@ fn open_errors_map_to_open_notifications() {
     body = vec![4, 0xfd, 0xe9, 0, 90, 1, 1, 1, 1, 4, 2, 2, 65, 4];
     let e = decode_open(&body).expect_err("overrun");
     assert_eq!(Notification::from(&e), Notification::new(2, 0));
+}
+
+/// RFC 8654: 65535-octet messages only once Extended Messages is negotiated, and never an OPEN
+/// over 4096.
+#[test]
+fn extended_messages_raise_the_bound_only_when_negotiated() {
+    let big = msg(2, &vec![0u8; 5000]);
+    let mut f = Framer::new();
+    f.push(&big);
+    assert!(
+        matches!(
+            f.next_frame(),
+            Err(foureyes_bgp_listener::wire::DecodeError::BadLength { length: 5019, .. })
+        ),
+        "4096 is the bound without the capability"
+    );
+    let mut f = Framer::new();
+    f.set_extended(true);
+    f.push(&big);
+    assert_eq!(
+        f.next_frame().ok().flatten().map(|fr| fr.body.len()),
+        Some(5000)
+    );
+    let mut f = Framer::new();
+    f.set_extended(true);
+    f.push(&msg(1, &vec![0u8; 5000]));
+    assert!(f.next_frame().is_err(), "an OPEN stays within 4096");
+    let mut f = Framer::new();
+    f.set_extended(true);
+    f.push(&msg(2, &vec![0u8; 65535 - 19]));
+    assert!(
+        f.next_frame().is_ok_and(|fr| fr.is_some()),
+        "65535 is the bound"
+    );
 }

@@ -520,12 +520,28 @@ fn rfc7606_outcomes_keep_the_session_up_or_reset_it_where_required() {
         )),
     );
     assert_eq!(notification(&out), Some(Notification::new(3, 10)));
+    // MP_REACH too short to name its family: nothing to disable, so a reset.
+    let mut s2 = established(cfg(), &full_caps(PEER_AS));
+    let out = s2.handle(
+        t(9),
+        Input::Received(update(&[], &attr(0x80, 14, &[0, 2]), &[])),
+    );
+    assert_eq!(notification(&out), Some(Notification::new(3, 9)));
+    // A known family whose next hop cannot be read: AFI/SAFI disable, no reset (RFC 4760 §7).
     let mut s2 = established(cfg(), &full_caps(PEER_AS));
     let out = s2.handle(
         t(9),
         Input::Received(update(&[], &attr(0x80, 14, &[0, 2, 1, 3, 0, 0, 0, 0]), &[])),
     );
-    assert_eq!(notification(&out), Some(Notification::new(3, 9)));
+    assert!(notification(&out).is_none());
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Event(Event::Session(SessionEvent::StaleDropped {
+            family: Family::Ipv6Unicast,
+            reason: foureyes_bgp_listener::event::StaleDropReason::AfiSafiDisabled,
+            ..
+        }))
+    )));
     let mut s2 = established(cfg(), &full_caps(PEER_AS));
     let out = s2.handle(
         t(9),
