@@ -10,6 +10,7 @@ pub mod dev;
 pub mod link;
 pub mod metrics;
 pub mod otlp;
+pub mod peers;
 pub mod rpki;
 pub mod server;
 pub mod state;
