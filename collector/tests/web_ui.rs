@@ -476,19 +476,21 @@ async fn the_alerts_view_shows_firing_alerts_acknowledges_and_silences_them() {
         .await;
     }
     assert_eq!(b.js("window.__fe_no_reload").await, 42, "the page reloaded");
+    // The banner names the rule, links the test, and says since when and the figures.
     let banner = b
         .js(&format!(
-            "document.querySelector(\".firing-alert[data-alert-id='{ack_id}']\").textContent"
+            "document.querySelector(\".firing-alert[data-alert-id='{ack_id}']\").outerHTML"
         ))
         .await;
-    assert!(
-        banner
-            .as_str()
-            .unwrap()
-            .contains("alpha-down-ack unreachable")
-            && banner.as_str().unwrap().contains("alpha-down-ack"),
-        "{banner}"
-    );
+    let banner = banner.as_str().unwrap();
+    for want in [
+        "alpha-down-ack unreachable".to_string(),
+        format!("/tests/{}", down[0].0),
+        "firing since".to_string(),
+        "failing_agents 1".to_string(),
+    ] {
+        assert!(banner.contains(&want), "{want} missing: {banner}");
+    }
     b.screenshot("overview-firing-alerts").await;
 
     // Alerts view: the firing alert, linkable with the filter; acknowledge it.

@@ -640,7 +640,13 @@ pub fn Alerts() -> impl IntoView {
                         <td>{r.name.clone()}</td>
                         <td>{rule_kind(&r)}</td>
                         <td>{severity_name(r.severity)}</td>
-                        <td>{r.notifiers.join(", ")}</td>
+                        <td>
+                            {if r.notifiers.is_empty() {
+                                "none".to_string()
+                            } else {
+                                r.notifiers.join(", ")
+                            }}
+                        </td>
                         <td class="dim">{if r.file_managed { "rules file" } else { "API" }}</td>
                     </tr>
                 }
