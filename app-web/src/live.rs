@@ -34,7 +34,7 @@ pub fn subscribe(org: &str, kinds: &str, on_event: impl Fn(&str, &str) + Clone +
         return;
     };
     let mut handlers = Vec::new();
-    for name in ["result", "route_event", "correlation"] {
+    for name in ["result", "route_event", "correlation", "alert"] {
         let f = on_event.clone();
         let h = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
             if let Some(data) = e.data().as_string() {

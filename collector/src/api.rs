@@ -52,6 +52,7 @@ pub fn router(c: Arc<Collector>) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/updates/{sha256}", get(update_binary))
         .merge(crate::alerts::api::routes())
+        .merge(crate::peers::routes())
         .merge(crate::web::routes())
         .fallback(crate::web::ui)
         .layer(axum::middleware::from_fn(crate::web::security_headers))
@@ -315,6 +316,7 @@ async fn openapi() -> Response {
             &ROUTES
                 .iter()
                 .chain(crate::alerts::api::ROUTES)
+                .chain(crate::peers::ROUTES)
                 .copied()
                 .collect::<Vec<_>>(),
         ),

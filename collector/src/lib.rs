@@ -11,6 +11,7 @@ pub mod link;
 pub mod metrics;
 pub mod otlp;
 pub mod pathcheck;
+pub mod peers;
 pub mod rpki;
 pub mod server;
 pub mod state;

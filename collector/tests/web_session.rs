@@ -10,10 +10,10 @@ mod common;
 use std::{io::Read, time::Duration};
 
 use common::{
-    Api, Collector, enroll_node, run_node, wait_connected, wait_until,
+    Api, Collector, enroll_node, free_port, run_node, wait_connected, wait_until,
     web::{CookieApi, raw},
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn get_with_headers(url: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let resp = match ureq::get(url).timeout(Duration::from_secs(10)).call() {
@@ -304,11 +304,37 @@ fn a_session_of_org_b_sees_nothing_of_org_a_on_any_route_or_the_stream() {
     let tid = t["id"].as_str().unwrap().to_string();
     let state = enroll_node(&c, tmp.path(), "alpha", "noc");
     let _node = run_node(&state, tmp.path().join("node.log"));
+    // A test against a closed loopback port with an unreachable rule: a real alert in org A, and
+    // a silence, so the sweep below probes the `{id}` routes with ids that exist.
+    let down = a.post(
+        "/api/v1/tests",
+        json!({"name": "alpha-secret-down", "intervalMs": 300, "timeoutMs": 250,
+               "config": {"tcp": {"host": "127.0.0.1", "port": free_port()}}}),
+    );
+    let down_id = down["id"].as_str().unwrap().to_string();
+    let rule = a.post(
+        "/api/v1/alert-rules",
+        json!({"name": "alpha-secret-rule", "severity": "SEVERITY_CRITICAL",
+               "unreachable": {"testId": down_id, "windowSeconds": 30}}),
+    );
+    let rule_id = rule["id"].as_str().unwrap().to_string();
     let aid = wait_connected(&a);
     wait_until("alpha's results", Duration::from_secs(30), || {
         let r = a.get(&format!("/api/v1/results?test_id={tid}"));
         (!r["results"].as_array().unwrap().is_empty()).then_some(())
     });
+    let alert_id = wait_until("alpha's alert to fire", Duration::from_secs(60), || {
+        let r = a.get(&format!("/api/v1/alerts?state=firing&rule_id={rule_id}"));
+        r["alerts"][0]["id"].as_str().map(String::from)
+    });
+    let silence = a.post(
+        "/api/v1/silences",
+        json!({"ruleId": rule_id, "subject": down_id, "comment": "alpha-secret-silence",
+               "expiresAt": "2099-01-01T00:00:00Z"}),
+    );
+    let silence_id = silence["id"].as_str().unwrap().to_string();
+    // Every org-A id the sweep looks for in org B's answers.
+    let a_ids = [&tid, &aid, &down_id, &rule_id, &alert_id, &silence_id];
 
     let b = CookieApi::sign_in(&c.api, &token_b, None);
     // The session holds bravo only: naming alpha gets nothing.
@@ -318,18 +344,48 @@ fn a_session_of_org_b_sees_nothing_of_org_a_on_any_route_or_the_stream() {
     let (_, doc) = b.call("GET", "/openapi.json", "bravo", None);
     let paths = doc["paths"].as_object().unwrap();
     let mut checked = 0;
+    let mut by_id = 0;
     for (path, ops) in paths {
-        if !ops.as_object().unwrap().contains_key("get") || path.ends_with("/stream") {
-            continue;
-        }
+        let ops = ops.as_object().unwrap();
         if path.contains('{') {
-            let id = if path.contains("agents") { &aid } else { &tid };
-            let (st, v) = b.call("GET", &path.replace("{id}", id), "bravo", None);
-            assert_eq!(
-                st, 404,
-                "GET {path} with org A's id from org B's session: {v}"
-            );
-        } else {
+            // Every method on an `{id}` route, with org A's real id of that kind: 404, and the
+            // answer names nothing of org A. (Correlations need a listener's route events, which
+            // this test has none of: a test id stands in.)
+            let id = if path.starts_with("/api/v1/agents/") {
+                &aid
+            } else if path.starts_with("/api/v1/alert-rules/") {
+                &rule_id
+            } else if path.starts_with("/api/v1/alerts/") {
+                &alert_id
+            } else if path.starts_with("/api/v1/silences/") {
+                &silence_id
+            } else {
+                &tid
+            };
+            for method in ops.keys() {
+                let body = matches!(method.as_str(), "post" | "put").then(|| {
+                    if path.starts_with("/api/v1/alert-rules/") {
+                        rule.clone()
+                    } else if path.starts_with("/api/v1/tests/") {
+                        down.clone()
+                    } else {
+                        json!({})
+                    }
+                });
+                let m = method.to_ascii_uppercase();
+                let (st, v) = b.call(&m, &path.replace("{id}", id), "bravo", body);
+                assert_eq!(
+                    st, 404,
+                    "{m} {path} with org A's id from org B's session: {v}"
+                );
+                let text = v.to_string();
+                assert!(
+                    a_ids.iter().all(|x| !text.contains(x.as_str())) && !text.contains("alpha"),
+                    "{m} {path} leaks org A to org B's session: {text}"
+                );
+                by_id += 1;
+            }
+        } else if ops.contains_key("get") && !path.ends_with("/stream") {
             let url = if path.ends_with("results") {
                 format!("{path}?test_id={tid}")
             } else if path.ends_with("/routes") {
@@ -345,12 +401,28 @@ fn a_session_of_org_b_sees_nothing_of_org_a_on_any_route_or_the_stream() {
             assert!(st == 200, "GET {url}: {st} {v}");
             let text = v.to_string();
             assert!(
-                !text.contains(&tid) && !text.contains(&aid) && !text.contains("alpha"),
+                a_ids.iter().all(|x| !text.contains(x.as_str())) && !text.contains("alpha"),
                 "{path} leaks org A to org B's session: {text}"
             );
+        } else {
+            continue;
         }
         checked += 1;
     }
+    assert!(by_id >= 12, "only {by_id} id routes probed");
+    // Org B's attempts changed nothing of org A's.
+    let still = a.get(&format!("/api/v1/alerts/{alert_id}"));
+    assert!(
+        still["ackedBy"].as_str().unwrap_or_default().is_empty(),
+        "org B acknowledged org A's alert: {still}"
+    );
+    a.get(&format!("/api/v1/alert-rules/{rule_id}"));
+    let sil = a.get("/api/v1/silences");
+    assert!(
+        sil.to_string().contains(&silence_id),
+        "org B removed org A's silence: {sil}"
+    );
+    a.get(&format!("/api/v1/tests/{down_id}"));
     assert!(checked >= 9, "only {checked} routes checked");
 
     // The stream, authenticated by the cookie as EventSource does (org in the query): alpha's
@@ -377,7 +449,13 @@ fn a_session_of_org_b_sees_nothing_of_org_a_on_any_route_or_the_stream() {
     let (_, s) = both.call("GET", "/api/v1/session", "", None);
     assert_eq!(s["orgs"].as_array().unwrap().len(), 2, "{s}");
     let (_, ta) = both.call("GET", "/api/v1/tests", "alpha", None);
-    assert_eq!(ta["tests"][0]["id"], Value::String(tid.clone()));
+    let ids: Vec<&str> = ta["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    assert!(ids.contains(&tid.as_str()), "{ta}");
     let (_, tb) = both.call("GET", "/api/v1/tests", "bravo", None);
     assert!(tb["tests"].as_array().unwrap().is_empty(), "{tb}");
     // Without a header a two-org session must say which org it means.

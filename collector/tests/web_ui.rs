@@ -156,15 +156,7 @@ async fn the_dashboard_shows_live_results_route_markers_and_keeps_orgs_apart() {
         "[correlation]\nbefore = \"20s\"\nafter = \"5s\"\nincident_gap = \"2s\"\n",
         &[],
     );
-    let index = ureq::get(&format!("{}/", c.api))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
-    assert!(
-        index.contains("/boot-"),
-        "this collector was built without the dashboard: run `cargo xtask web`, then `cargo build --bins`"
-    );
+    assert_dashboard_built(&c);
     let token_a = c.tenant("alpha", "noc");
     let token_b = c.tenant("bravo", "noc");
     let a = Api::new(&c.api, &token_a);
@@ -290,14 +282,14 @@ async fn the_dashboard_shows_live_results_route_markers_and_keeps_orgs_apart() {
     .await;
     b.screenshot("test-detail").await;
 
-    // BGP: the peer is up, and a longest-match search finds the /24.
+    // BGP: the peer is up with its routes counted, and a longest-match search finds the /24.
     b.client
         .goto(&format!("{}/bgp?org=alpha&prefix={target}", c.api))
         .await
         .unwrap();
     b.wait_js(
         "the peer and the route",
-        "document.querySelector(\"tr.peer[data-state='established']\") && document.querySelector('tr.route')",
+        "document.querySelector(\"tr.peer[data-state='up']\") && document.querySelector('tr.route')",
         T,
     )
     .await;
@@ -305,6 +297,25 @@ async fn the_dashboard_shows_live_results_route_markers_and_keeps_orgs_apart() {
         b.js("document.querySelector('tr.route').dataset.prefix")
             .await,
         format!("198.19.{NET}.0/24")
+    );
+    // The peer's route counts are the collector's table: IPv4 as the routes API lists, no IPv6.
+    let v4 = a.get("/api/v1/routes?prefix=0.0.0.0/0&match=within")["routes"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(v4 >= 2, "{v4}");
+    b.wait_js(
+        "the peer's IPv4 route count",
+        &format!(
+            "document.querySelector(\"tr.peer[data-state='up'] td.v4\").textContent === '{v4}'"
+        ),
+        T,
+    )
+    .await;
+    assert_eq!(
+        b.js("document.querySelector(\"tr.peer[data-state='up'] td.v6\").textContent")
+            .await,
+        "0"
     );
     b.screenshot("bgp").await;
 
@@ -389,6 +400,223 @@ async fn the_dashboard_shows_live_results_route_markers_and_keeps_orgs_apart() {
         T,
     )
     .await;
+    b.client.close().await.unwrap();
+}
+
+/// Panics unless the collector serves the built dashboard.
+fn assert_dashboard_built(c: &Collector) {
+    let index = ureq::get(&format!("{}/", c.api))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        index.contains("/boot-"),
+        "this collector was built without the dashboard: run `cargo xtask web`, then `cargo build --bins`"
+    );
+}
+
+/// Two tests against closed loopback ports with `unreachable` rules really fire: the alerts show
+/// on the overview's firing banner and in the alerts view; the view acknowledges one (the API then
+/// has who and when) and silences the other for a picked duration, lists the silence and removes
+/// it; the wallboard rotates to the alerts view.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_alerts_view_shows_firing_alerts_acknowledges_and_silences_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let c = Collector::start(root, 0, "", &[]);
+    assert_dashboard_built(&c);
+    let token = c.tenant("alpha", "noc");
+    let a = Api::new(&c.api, &token);
+    let mut down = Vec::new();
+    for name in ["alpha-down-ack", "alpha-down-silence"] {
+        // Bound and dropped: nothing listens there, so every connect is refused.
+        let port = free_port();
+        let t = a.post(
+            "/api/v1/tests",
+            json!({"name": name, "intervalMs": 1000, "timeoutMs": 800,
+                   "config": {"tcp": {"host": "127.0.0.1", "port": port}}}),
+        );
+        let tid = t["id"].as_str().unwrap().to_string();
+        let r = a.post(
+            "/api/v1/alert-rules",
+            json!({"name": format!("{name} unreachable"), "severity": "SEVERITY_CRITICAL",
+                   "unreachable": {"testId": tid, "windowSeconds": 30}}),
+        );
+        down.push((tid, r["id"].as_str().unwrap().to_string()));
+    }
+
+    let b = Browser::start(root.join("chromedriver.log")).await;
+    b.sign_in(&c.api, &token).await;
+    assert_eq!(b.js(&count(".firing-alert")).await, 0);
+    b.js("window.__fe_no_reload = 42").await;
+
+    // The node starts only now: the alerts fire while the overview is open.
+    let node_state = enroll_node(&c, root, "alpha", "noc");
+    let _node = run_node(&node_state, root.join("node.log"));
+    let mut alert_ids = Vec::new();
+    for (tid, rule) in &down {
+        let id = wait_until("the alert to fire", T, || {
+            let r = a.get(&format!("/api/v1/alerts?state=firing&rule_id={rule}"));
+            r["alerts"][0]["id"].as_str().map(String::from)
+        });
+        assert_eq!(
+            a.get(&format!("/api/v1/alerts/{id}"))["subject"],
+            tid.as_str()
+        );
+        alert_ids.push(id);
+    }
+    let (ack_id, silence_id) = (&alert_ids[0], &alert_ids[1]);
+    for id in &alert_ids {
+        b.wait_js(
+            "the firing alert on the overview",
+            &format!("document.querySelector(\".firing-alert[data-alert-id='{id}']\")"),
+            T,
+        )
+        .await;
+    }
+    assert_eq!(b.js("window.__fe_no_reload").await, 42, "the page reloaded");
+    // The banner names the rule, links the test, and says since when and the figures.
+    let banner = b
+        .js(&format!(
+            "document.querySelector(\".firing-alert[data-alert-id='{ack_id}']\").outerHTML"
+        ))
+        .await;
+    let banner = banner.as_str().unwrap();
+    for want in [
+        "alpha-down-ack unreachable".to_string(),
+        format!("/tests/{}", down[0].0),
+        "firing since".to_string(),
+        "failing_agents 1".to_string(),
+    ] {
+        assert!(banner.contains(&want), "{want} missing: {banner}");
+    }
+    b.screenshot("overview-firing-alerts").await;
+
+    // Alerts view: the firing alert, linkable with the filter; acknowledge it.
+    b.client
+        .goto(&format!("{}/alerts?org=alpha&state=firing", c.api))
+        .await
+        .unwrap();
+    let row = format!("tr.alert[data-alert-id='{ack_id}']");
+    b.wait_js(
+        "the firing alert's row",
+        &format!("document.querySelector(\"{row}[data-state='firing']\")"),
+        T,
+    )
+    .await;
+    assert_eq!(
+        b.js(&format!(
+            "document.querySelector(\"{row} a.subject\").getAttribute('href')"
+        ))
+        .await
+        .as_str()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap(),
+        format!("/tests/{}", down[0].0)
+    );
+    b.client
+        .find(Locator::Css(&format!("{row} button.ack")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_js(
+        "the row to show the acknowledgement",
+        &format!(
+            "document.querySelector(\"{row}[data-acked='yes'] .acked\") && document.querySelector(\"{row} .acked\").textContent.includes('alpha')"
+        ),
+        T,
+    )
+    .await;
+    let acked = a.get(&format!("/api/v1/alerts/{ack_id}"));
+    assert_eq!(acked["ackedBy"], "alpha", "{acked}");
+    assert!(acked["ackedAt"].as_str().is_some(), "{acked}");
+    b.screenshot("alerts-acknowledged").await;
+
+    // Select the other alert (by URL), silence it for 4 h, see the silence listed, remove it.
+    b.client
+        .goto(&format!("{}/alerts?org=alpha&alert={silence_id}", c.api))
+        .await
+        .unwrap();
+    b.wait_js(
+        "the selected alert's details",
+        &format!(
+            "document.querySelector(\"#alert-detail[data-alert-id='{silence_id}']\") && document.querySelectorAll('#alert-detail ul.transitions li').length"
+        ),
+        T,
+    )
+    .await;
+    b.js("(() => { const s = document.querySelector('#silence-for'); s.value = '4h'; s.dispatchEvent(new Event('change')); return 1; })()")
+        .await;
+    b.client
+        .find(Locator::Css("#silence"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_js(
+        "the silence in the list",
+        "document.querySelectorAll('tr.silence').length === 1",
+        T,
+    )
+    .await;
+    let sil = a.get("/api/v1/silences");
+    let s0 = &sil["silences"][0];
+    assert_eq!(s0["subject"], down[1].0.as_str(), "{sil}");
+    assert_eq!(s0["ruleId"], down[1].1.as_str(), "{sil}");
+    let expires = time::OffsetDateTime::parse(
+        s0["expiresAt"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let ahead = expires - time::OffsetDateTime::now_utc();
+    assert!(
+        ahead > time::Duration::minutes(230) && ahead <= time::Duration::hours(4),
+        "a 4 h silence expires in {ahead}"
+    );
+    wait_until("the alert to be silenced", T, || {
+        (a.get(&format!("/api/v1/alerts/{silence_id}"))["silenced"] == true).then_some(())
+    });
+    b.wait_js(
+        "the alert row to show it silenced",
+        &format!("document.querySelector(\"tr.alert[data-alert-id='{silence_id}'][data-silenced='yes']\")"),
+        T,
+    )
+    .await;
+    b.screenshot("alerts-silenced").await;
+    b.client
+        .find(Locator::Css("tr.silence button.remove-silence"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_js(
+        "the silence to go",
+        "document.querySelectorAll('tr.silence').length === 0",
+        T,
+    )
+    .await;
+    let sil = a.get("/api/v1/silences");
+    assert!(sil["silences"].as_array().unwrap().is_empty(), "{sil}");
+
+    // The wallboard rotates to the alerts view.
+    b.client
+        .goto(&format!("{}/wall?org=alpha&views=alerts", c.api))
+        .await
+        .unwrap();
+    b.wait_js(
+        "the alerts view on the wallboard",
+        &format!("document.querySelector(\".app.wall {row}\")"),
+        T,
+    )
+    .await;
+    b.screenshot("wallboard-alerts").await;
     b.client.close().await.unwrap();
 }
 

@@ -68,10 +68,7 @@ pub fn Agents() -> impl IntoView {
         let org = org.get_untracked();
         spawn_local(async move {
             match api::post_empty::<pb::Agent>(
-                &format!(
-                    "/api/v1/agents/{}/revoke",
-                    String::from(js_sys::encode_uri_component(&id))
-                ),
+                &format!("/api/v1/agents/{}/revoke", api::seg(&id)),
                 &org,
             )
             .await

@@ -1,20 +1,19 @@
 //! BGP: the listeners' peers with their session state, and a prefix search (longest-prefix or
 //! exact) showing each peer's current paths and the prefix's event history.
 
-use std::collections::BTreeMap;
-
 use foureyes_proto::v1 as pb;
 use leptos::{prelude::*, task::spawn_local};
 use leptos_router::hooks::{use_navigate, use_query_map};
 
 use crate::{
     api,
-    app::{link, use_org, use_range},
+    app::{link, use_org, use_range, use_tick},
     live, util,
 };
 
-/// Session events: the latest per (listener, peer) is that peer's state.
-const SESSION_TYPES: &str = "session_up,session_down,session_info,max_prefix";
+/// Seconds between reloads of the peer list (route counts move with every update; session
+/// changes come live and reload it at once).
+const PEERS_REFRESH_SECS: u64 = 30;
 
 #[component]
 pub fn Bgp() -> impl IntoView {
@@ -28,36 +27,24 @@ pub fn Bgp() -> impl IntoView {
             .filter(|m| m == "exact" || m == "longest")
             .unwrap_or_else(|| "longest".into())
     });
-    let peers = RwSignal::new(BTreeMap::<(String, String), pb::RouteEvent>::new());
+    let peers = RwSignal::new(Vec::<pb::PeerState>::new());
+    let peers_reload = RwSignal::new(0u32);
+    let peers_tick = use_tick(PEERS_REFRESH_SECS);
     let routes = RwSignal::new(Vec::<pb::Route>::new());
     let history = RwSignal::new(Vec::<pb::RouteEvent>::new());
     let error = RwSignal::new(None::<String>);
     let input = RwSignal::new(String::new());
 
-    let note_peer = move |e: pb::RouteEvent| {
-        let addr = e
-            .peer
-            .as_ref()
-            .map(|p| p.address.clone())
-            .unwrap_or_default();
-        peers.update(|m| {
-            m.insert((e.agent_id.clone(), addr), e);
-        });
-    };
-
     Effect::new(move |_| {
+        peers_reload.track();
+        peers_tick.track();
         let org = org.get();
         if org.is_empty() {
             return;
         }
         spawn_local(async move {
-            match api::all_route_events(&org, &[("type", SESSION_TYPES.into())]).await {
-                Ok(evs) => {
-                    peers.set(BTreeMap::new());
-                    for e in evs {
-                        note_peer(e);
-                    }
-                }
+            match api::get::<pb::ListPeersResponse>("/api/v1/peers", &org).await {
+                Ok(p) => peers.set(p.peers),
                 Err(e) => error.set(Some(e)),
             }
         });
@@ -115,17 +102,28 @@ pub fn Bgp() -> impl IntoView {
             let Ok(e) = serde_json::from_str::<pb::RouteEvent>(data) else {
                 return;
             };
-            let t = e.r#type;
-            if [
-                pb::RouteEventType::SessionUp,
-                pb::RouteEventType::SessionDown,
-                pb::RouteEventType::SessionInfo,
-                pb::RouteEventType::MaxPrefix,
-            ]
-            .iter()
-            .any(|x| *x as i32 == t)
-            {
-                note_peer(e);
+            // A session change: show it at once, then reload for the route counts.
+            let down = e.r#type == pb::RouteEventType::SessionDown as i32;
+            if down || e.r#type == pb::RouteEventType::SessionUp as i32 {
+                let addr = e
+                    .peer
+                    .as_ref()
+                    .map(|p| p.address.clone())
+                    .unwrap_or_default();
+                peers.update(|v| {
+                    if let Some(p) = v.iter_mut().find(|p| {
+                        p.agent_id == e.agent_id
+                            && p.peer.as_ref().is_some_and(|x| x.address == addr)
+                    }) {
+                        p.state = if down { "down" } else { "up" }.into();
+                        p.since = e.received_at;
+                        if down {
+                            p.last_error = e.reason.clone();
+                            p.last_error_at = e.received_at;
+                        }
+                    }
+                });
+                peers_reload.update(|n| *n += 1);
             }
         });
     });
@@ -175,7 +173,9 @@ pub fn Bgp() -> impl IntoView {
                         <th>"AS"</th>
                         <th>"State"</th>
                         <th>"Since"</th>
-                        <th>"Detail"</th>
+                        <th>"IPv4 routes"</th>
+                        <th>"IPv6 routes"</th>
+                        <th>"Last error"</th>
                     </tr>
                 </thead>
                 <tbody>
@@ -183,20 +183,38 @@ pub fn Bgp() -> impl IntoView {
                         peers
                             .get()
                             .into_iter()
-                            .map(|((agent, addr), e)| {
-                                let down = e.r#type == pb::RouteEventType::SessionDown as i32;
-                                let state = if down { "down" } else { "established" };
-                                let asn = e.peer.as_ref().map(|p| p.asn).unwrap_or_default();
+                            .map(|p| {
+                                let (addr, asn) = p
+                                    .peer
+                                    .as_ref()
+                                    .map(|x| (x.address.clone(), x.asn))
+                                    .unwrap_or_default();
+                                let class = match p.state.as_str() {
+                                    "up" => "green",
+                                    "down" => "red",
+                                    _ => "unknown",
+                                };
+                                let err = (!p.last_error.is_empty())
+                                    .then(|| {
+                                        format!(
+                                            "{} ({})",
+                                            p.last_error,
+                                            util::fmt_time(util::ts_ms(&p.last_error_at)),
+                                        )
+                                    });
+                                let peer_attr = addr.clone();
                                 view! {
-                                    <tr class="peer" data-peer=addr.clone() data-state=state>
-                                        <td>{agent}</td>
-                                        <td>{addr.clone()}</td>
+                                    <tr class="peer" data-peer=peer_attr data-state=p.state.clone()>
+                                        <td>{p.agent_id.clone()}</td>
+                                        <td>{addr}</td>
                                         <td>{asn}</td>
                                         <td>
-                                            <span class=if down { "red" } else { "green" }>{state}</span>
+                                            <span class=class>{p.state.clone()}</span>
                                         </td>
-                                        <td>{util::fmt_time(util::ts_ms(&e.received_at))}</td>
-                                        <td class="dim">{e.reason.clone()}</td>
+                                        <td>{util::fmt_time(util::ts_ms(&p.since))}</td>
+                                        <td class="num v4">{p.prefixes_v4}</td>
+                                        <td class="num v6">{p.prefixes_v6}</td>
+                                        <td class="dim">{err}</td>
                                     </tr>
                                 }
                             })

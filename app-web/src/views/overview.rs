@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use foureyes_proto::v1 as pb;
 use leptos::{prelude::*, task::spawn_local};
 
+use super::alerts::FiringAlerts;
 use crate::{
     api,
     app::{link, use_org, use_range, use_tick},
@@ -48,7 +49,9 @@ pub fn Overview() -> impl IntoView {
         spawn_local(async move {
             let r = async {
                 let t = api::all_tests(&org).await?;
-                let rs = api::all_results(&org, &[("from", from.to_string())]).await?;
+                let rs = api::all_results(&org, &[("from", from.to_string())])
+                    .await?
+                    .items;
                 Ok::<_, String>((t, rs))
             }
             .await;
@@ -160,8 +163,8 @@ pub fn Overview() -> impl IntoView {
     view! {
         <section class="overview">
             <h1>"Overview"</h1>
-            // Firing alerts go on top once the alerts API exists (see views/alerts.rs).
-            <div class="alerts-slot" data-slot="alerts"></div>
+            // Firing alerts on top, red and large (readable on a wall screen).
+            <FiringAlerts />
             <p class="summary">
                 {move || {
                     let [g, a, r, u] = counts();

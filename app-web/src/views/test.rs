@@ -114,6 +114,8 @@ pub fn TestDetail() -> impl IntoView {
     let events = RwSignal::new(Vec::<pb::RouteEvent>::new());
     let correlations = RwSignal::new(Vec::<pb::Correlation>::new());
     let selected = RwSignal::new(None::<usize>);
+    // The results listing stopped at `api::MAX_ROWS`: the chart shows only part of the range.
+    let truncated = RwSignal::new(false);
     let error = RwSignal::new(None::<String>);
 
     Effect::new(move |_| {
@@ -126,7 +128,7 @@ pub fn TestDetail() -> impl IntoView {
         spawn_local(async move {
             let r = async {
                 let t: pb::Test =
-                    api::get(&format!("/api/v1/tests/{}", api_segment(&id)), &org).await?;
+                    api::get(&format!("/api/v1/tests/{}", api::seg(&id)), &org).await?;
                 let rs =
                     api::all_results(&org, &[("test_id", id.clone()), ("from", from.to_string())])
                         .await?;
@@ -158,7 +160,8 @@ pub fn TestDetail() -> impl IntoView {
             match r {
                 Ok((t, rs, evs, cs)) => {
                     test.set(Some(t));
-                    results.set(rs);
+                    truncated.set(rs.truncated);
+                    results.set(rs.items);
                     events.set(evs);
                     correlations.set(cs);
                     error.set(None);
@@ -388,12 +391,16 @@ pub fn TestDetail() -> impl IntoView {
                     })
             }}
             {move || error.get().map(|e| view! { <p class="error">{e}</p> })}
+            <Show when=move || truncated.get()>
+                <p class="warning" id="truncated">
+                    {format!(
+                        "Showing only the first {} results of this range (a page limit keeps the tab responsive); narrow the range to see the rest.",
+                        api::MAX_ROWS,
+                    )}
+                </p>
+            </Show>
             {charts}
             {details}
         </section>
     }
-}
-
-fn api_segment(s: &str) -> String {
-    String::from(js_sys::encode_uri_component(s))
 }

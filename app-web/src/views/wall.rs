@@ -1,9 +1,10 @@
-//! Wallboard: dark, large type, rotating through chosen views (`?views=overview,bgp&every=30`).
+//! Wallboard: dark, large type, rotating through chosen views
+//! (`?views=overview,bgp,alerts&every=30`).
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
-use super::{bgp::Bgp, overview::Overview};
+use super::{alerts::Alerts, bgp::Bgp, overview::Overview};
 use crate::app::use_tick;
 
 #[component]
@@ -16,7 +17,7 @@ pub fn Wall() -> impl IntoView {
             .unwrap_or_else(|| "overview,bgp".into())
             .split(',')
             .map(|s| s.trim().to_string())
-            .filter(|s| s == "overview" || s == "bgp")
+            .filter(|s| ["overview", "bgp", "alerts"].contains(&s.as_str()))
             .collect();
         if v.is_empty() {
             vec!["overview".to_string()]
@@ -38,6 +39,7 @@ pub fn Wall() -> impl IntoView {
                 let i = (tick.get() as usize) % v.len().max(1);
                 match v.get(i).map(String::as_str) {
                     Some("bgp") => view! { <Bgp /> }.into_any(),
+                    Some("alerts") => view! { <Alerts /> }.into_any(),
                     _ => view! { <Overview /> }.into_any(),
                 }
             }}

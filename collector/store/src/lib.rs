@@ -536,6 +536,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<RouteEventPage, StoreError>;
     /// Current routes matching the query, at most [`MAX_ROUTES`], ordered by prefix, agent and peer.
     fn routes(&self, scope: &Scope, query: &RouteQuery) -> Result<Vec<pb::Route>, StoreError>;
+    /// Every listener peer of the scope: session state from its latest stored session_up or
+    /// session_down, route counts per family from the routes table, the last down's reason.
+    fn peers(&self, scope: &Scope) -> Result<Vec<pb::PeerState>, StoreError>;
 
     // --- correlations ---
     /// Inserts or replaces (by id) a correlation; `org`/`team` come from the record. `decided`

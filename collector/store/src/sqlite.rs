@@ -32,6 +32,7 @@ use crate::{
 };
 
 mod alerts;
+mod peers;
 
 /// Readers kept open between calls; more are opened on demand under load and closed afterwards.
 const IDLE_READERS: usize = 4;
@@ -1403,6 +1404,10 @@ impl Store for SqliteStore {
             out.push(pb::Route::decode(body.as_slice())?);
         }
         Ok(out)
+    }
+
+    fn peers(&self, scope: &Scope) -> Result<Vec<pb::PeerState>, StoreError> {
+        self.peer_states(scope)
     }
 
     fn save_correlation(

@@ -249,3 +249,70 @@ fn events_build_each_peers_table_and_reads_match_prefixes() {
     );
     assert!(prefixes(&s, &a, &q("::/0", PrefixMatch::Within)).is_empty());
 }
+
+/// `Store::peers`: the latest up or down decides a peer's state, the latest down gives its last
+/// error, route counts are per family, a peer with routes but no kept session event is "unknown",
+/// and another tenant sees none of it.
+#[test]
+fn peers_show_session_state_route_counts_and_last_error_per_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    tenants(&s);
+    agent(&s, "l1", "a", Some("x"), pb::AgentKind::Listener);
+    agent(&s, "l2", "b", Some("x"), pb::AgentKind::Listener);
+    let mut down = session(4, T::SessionDown, "192.0.2.2", 0);
+    if let Some(record::Kind::RouteEvent(e)) = &mut down.kind {
+        e.reason = "hold timer expired".into();
+    }
+    let a_batch = vec![
+        session(1, T::SessionUp, "192.0.2.1", 0),
+        session(2, T::SessionUp, "192.0.2.2", 0),
+        ev(3, T::Announce, "192.0.2.2", "10.9.0.0/16", None),
+        down,
+        ev(5, T::Announce, "192.0.2.1", "10.0.0.0/8", None),
+        ev(6, T::Announce, "192.0.2.1", "10.1.0.0/16", None),
+        ev(7, T::Announce, "192.0.2.1", "2001:db8::/32", None),
+        session(8, T::SessionUp, "192.0.2.2", 0),
+    ];
+    s.write_batches(
+        &sys(),
+        &[
+            batch("l1", "a", "x", a_batch, 1_700_000_000_000),
+            batch(
+                "l2",
+                "b",
+                "x",
+                vec![ev(1, T::Announce, "192.0.2.9", "10.1.2.0/24", None)],
+                1_700_000_000_001,
+            ),
+        ],
+    )
+    .unwrap();
+    let ps = s.peers(&org("a")).unwrap();
+    assert_eq!(ps.len(), 2, "{ps:?}");
+    let p1 = &ps[0];
+    assert_eq!(p1.peer.as_ref().unwrap().address, "192.0.2.1");
+    assert_eq!((p1.agent_id.as_str(), p1.state.as_str()), ("l1", "up"));
+    assert_eq!((p1.prefixes_v4, p1.prefixes_v6), (2, 1));
+    assert!(p1.last_error.is_empty() && p1.since.is_some());
+    // Down, then up again: up now, with the down's reason as the last error; the down emptied
+    // its table (no graceful restart).
+    let p2 = &ps[1];
+    assert_eq!(p2.state, "up");
+    assert_eq!(p2.last_error, "hold timer expired");
+    assert!(p2.last_error_at.is_some());
+    assert_eq!((p2.prefixes_v4, p2.prefixes_v6), (0, 0));
+    // Org b's listener has routes but no session event: unknown, and only org b sees it.
+    let pb_ = s.peers(&org("b")).unwrap();
+    assert_eq!(pb_.len(), 1);
+    assert_eq!(
+        (
+            pb_[0].state.as_str(),
+            pb_[0].prefixes_v4,
+            pb_[0].agent_id.as_str()
+        ),
+        ("unknown", 1, "l2")
+    );
+    assert_eq!(pb_[0].peer.as_ref().unwrap().address, "192.0.2.9");
+    assert!(s.peers(&team("a", "y")).unwrap().is_empty());
+}
