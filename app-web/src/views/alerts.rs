@@ -60,6 +60,7 @@ fn rule_kind(r: &pb::AlertRule) -> &'static str {
         Some(Kind::UnexpectedAs(_)) => "unexpected_as",
         Some(Kind::SessionDown(_)) => "session_down",
         Some(Kind::RpkiInvalid(_)) => "rpki_invalid",
+        Some(Kind::PathMismatch(_)) => "path_mismatch",
         None => "?",
     }
 }
@@ -102,7 +103,7 @@ fn subject_view(
     range: &str,
 ) -> impl IntoView + use<> {
     let (href, label) = match a.kind.as_str() {
-        "latency" | "loss" | "unreachable" | "stale" => {
+        "latency" | "loss" | "unreachable" | "stale" | "path_mismatch" => {
             let (test, agent) = match a.subject.split_once('/') {
                 Some((t, ag)) => (t, Some(ag)),
                 None => (a.subject.as_str(), None),
