@@ -110,6 +110,18 @@ impl Browser {
             .unwrap()
     }
 
+    /// Clicks the element `css` selects (it must exist).
+    pub async fn click(&self, css: impl AsRef<str>) {
+        let css = css.as_ref();
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+    }
+
     pub async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.unwrap();
         let p = artifacts().join(format!("{name}.png"));
@@ -123,13 +135,7 @@ impl Browser {
             .await;
         let input = self.client.find(Locator::Css("#token")).await.unwrap();
         input.send_keys(token).await.unwrap();
-        self.client
-            .find(Locator::Css("#sign-in"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        self.click("#sign-in").await;
         self.wait_js(
             "the overview after sign-in",
             "location.pathname === '/' && document.querySelector('section.overview')",
@@ -220,13 +226,7 @@ async fn the_dashboard_shows_live_results_route_markers_and_keeps_orgs_apart() {
     );
 
     // Test detail: the announcement of the covering /24 is a marker on the chart.
-    b.client
-        .find(Locator::Css(&format!("{row} a")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click(format!("{row} a")).await;
     let markers = "#latency-chart g.marker";
     let n0 = b
         .wait_js("a route event marker", &count(markers), T)
@@ -326,13 +326,7 @@ async fn the_dashboard_shows_live_results_route_markers_and_keeps_orgs_apart() {
         .unwrap();
     b.wait_js("both agents", &format!("{} >= 2", count("tr.agent")), T)
         .await;
-    b.client
-        .find(Locator::Css("#mint"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#mint").await;
     let tok = b
         .wait_js(
             "the enrollment token",
@@ -517,13 +511,7 @@ async fn the_alerts_view_shows_firing_alerts_acknowledges_and_silences_them() {
         .unwrap(),
         format!("/tests/{}", down[0].0)
     );
-    b.client
-        .find(Locator::Css(&format!("{row} button.ack")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click(format!("{row} button.ack")).await;
     b.wait_js(
         "the row to show the acknowledgement",
         &format!(
@@ -552,13 +540,7 @@ async fn the_alerts_view_shows_firing_alerts_acknowledges_and_silences_them() {
     .await;
     b.js("(() => { const s = document.querySelector('#silence-for'); s.value = '4h'; s.dispatchEvent(new Event('change')); return 1; })()")
         .await;
-    b.client
-        .find(Locator::Css("#silence"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#silence").await;
     b.wait_js(
         "the silence in the list",
         "document.querySelectorAll('tr.silence').length === 1",
@@ -589,13 +571,7 @@ async fn the_alerts_view_shows_firing_alerts_acknowledges_and_silences_them() {
     )
     .await;
     b.screenshot("alerts-silenced").await;
-    b.client
-        .find(Locator::Css("tr.silence button.remove-silence"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("tr.silence button.remove-silence").await;
     b.wait_js(
         "the silence to go",
         "document.querySelectorAll('tr.silence').length === 0",
