@@ -20,6 +20,19 @@ fn decode<M: Message + Default>(b: &[u8]) -> Result<M, StoreError> {
     Ok(M::decode(b)?)
 }
 
+/// The rows of `sql` (which selects one `body` column, filtered by `w`), decoded.
+fn decoded<M: Message + Default>(
+    c: &Connection,
+    sql: &str,
+    w: &Where,
+) -> Result<Vec<M>, StoreError> {
+    let mut st = c.prepare_cached(sql)?;
+    let bodies = st
+        .query_map(params_from_iter(&w.params), |r| r.get::<_, Vec<u8>>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    bodies.iter().map(|b| decode(b)).collect()
+}
+
 /// The team a write lands in: a team scope always owns it, an org-wide scope may name one.
 fn owning_team(t: &Tenant, asked: &str) -> String {
     match &t.team {
@@ -200,15 +213,14 @@ impl AlertStore for SqliteStore {
     fn list_alert_rules(&self, scope: &Scope) -> Result<Vec<pb::AlertRule>, StoreError> {
         let w = Where::default().scope(scope, "");
         self.read(|c| {
-            let sql = format!(
-                "SELECT body FROM alert_rules{} ORDER BY org, name LIMIT {MAX_ALERT_ROWS}",
-                w.sql()
-            );
-            let mut st = c.prepare_cached(&sql)?;
-            let bodies = st
-                .query_map(params_from_iter(&w.params), |r| r.get::<_, Vec<u8>>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
-            bodies.iter().map(|b| decode(b)).collect()
+            decoded(
+                c,
+                &format!(
+                    "SELECT body FROM alert_rules{} ORDER BY org, name LIMIT {MAX_ALERT_ROWS}",
+                    w.sql()
+                ),
+                &w,
+            )
         })
     }
 
@@ -440,15 +452,14 @@ impl AlertStore for SqliteStore {
     fn silences(&self, scope: &Scope, now: i64) -> Result<Vec<pb::Silence>, StoreError> {
         let w = Where::default().scope(scope, "").and("expires_ms > ?", now);
         self.read(|c| {
-            let sql = format!(
-                "SELECT body FROM silences{} ORDER BY id LIMIT {MAX_ALERT_ROWS}",
-                w.sql()
-            );
-            let mut st = c.prepare_cached(&sql)?;
-            let bodies = st
-                .query_map(params_from_iter(&w.params), |r| r.get::<_, Vec<u8>>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
-            bodies.iter().map(|b| decode(b)).collect()
+            decoded(
+                c,
+                &format!(
+                    "SELECT body FROM silences{} ORDER BY id LIMIT {MAX_ALERT_ROWS}",
+                    w.sql()
+                ),
+                &w,
+            )
         })
     }
 
@@ -468,15 +479,14 @@ impl AlertStore for SqliteStore {
     fn notifiers(&self, scope: &Scope) -> Result<Vec<pb::Notifier>, StoreError> {
         let w = Where::default().scope(scope, "");
         self.read(|c| {
-            let sql = format!(
-                "SELECT body FROM notifiers{} ORDER BY org, name LIMIT {MAX_ALERT_ROWS}",
-                w.sql()
-            );
-            let mut st = c.prepare_cached(&sql)?;
-            let bodies = st
-                .query_map(params_from_iter(&w.params), |r| r.get::<_, Vec<u8>>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
-            bodies.iter().map(|b| decode(b)).collect()
+            decoded(
+                c,
+                &format!(
+                    "SELECT body FROM notifiers{} ORDER BY org, name LIMIT {MAX_ALERT_ROWS}",
+                    w.sql()
+                ),
+                &w,
+            )
         })
     }
 
