@@ -163,6 +163,7 @@ mod task {
     /// when [`Trigger`] says so. Runs until `stop`.
     pub async fn run(
         shared: Shared,
+        connected: watch::Receiver<bool>,
         max_records: u64,
         held: Held,
         requests: watch::Sender<u64>,
@@ -185,7 +186,7 @@ mod task {
                 let routes: usize = h.values().map(|n| n.load(Ordering::Relaxed)).sum();
                 (routes as u64, h.len() as u64)
             };
-            let connected = *shared.connected.borrow();
+            let connected = *connected.borrow();
             let was_pending = trigger.pending();
             match trigger.poll(dropped, connected, spooled, routes, peers) {
                 Decision::Idle => {}

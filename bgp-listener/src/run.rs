@@ -87,7 +87,8 @@ pub async fn run(
     let spool = Spool::open(&state.spool_path(), cfg.spool.max_records)?;
     tracing::info!(agent = %identity.agent_id, org = %identity.org, peers = peers.len(), spooled = spool.records(), "listener starting");
     let (assign_tx, _) = watch::channel(Default::default());
-    let (connected_tx, _) = watch::channel(false);
+    // The resync task keeps a receiver: a watch sender without one does not store what it sends.
+    let (connected_tx, connected_rx) = watch::channel(false);
     let shared = Shared {
         signing_key: Arc::new(Mutex::new(creds.signing_key()?)),
         assignments: assign_tx,
@@ -117,6 +118,7 @@ pub async fn run(
     let resync_stop = CancellationToken::new();
     let resync_task = tokio::spawn(crate::resync::run(
         shared.clone(),
+        connected_rx,
         cfg.spool.max_records,
         peers_running.held.clone(),
         resync_tx,
