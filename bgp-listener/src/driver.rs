@@ -21,10 +21,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Duration, Instant, sleep_until};
 
-use crate::event::Event;
+use crate::event::{Event, ResyncMark};
+use crate::resync;
 use crate::session::{Direction, Input, Output, Session, SessionConfig, State, Timer};
 use crate::transport::Transport;
-use crate::wire::encode;
+use crate::wire::{Family, encode};
 
 /// The BGP port (RFC 4271).
 pub const BGP_PORT: u16 = 179;
@@ -189,18 +190,7 @@ impl Driver {
                         tracing::info!(error = %e, "write to contender failed");
                     }
                 }
-                Output::Event(ev) => match self.events.try_send(ev) {
-                    Ok(()) => {}
-                    // Full: wait for room (backpressure reaches the peer through TCP).
-                    Err(mpsc::error::TrySendError::Full(ev)) => self
-                        .events
-                        .send(ev)
-                        .await
-                        .map_err(|_| DriverError::EventsClosed)?,
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        return Err(DriverError::EventsClosed);
-                    }
-                },
+                Output::Event(ev) => self.emit(ev).await?,
                 Output::SetTimer(t, d) => *self.timers.slot(t) = d.map(|d| Instant::now() + d),
                 Output::Close => {
                     if let Some(mut l) = self.primary.take() {
@@ -227,6 +217,76 @@ impl Driver {
         if self.primary.is_none() && self.session.state() != State::Idle {
             // The connection is gone but the session has not said so (a failed write): tell it.
             Box::pin(self.step(Input::Closed)).await?;
+        }
+        Ok(())
+    }
+
+    async fn emit(&mut self, ev: Event) -> Result<(), DriverError> {
+        match self.events.try_send(ev) {
+            Ok(()) => Ok(()),
+            // Full: wait for room (backpressure reaches the peer through TCP).
+            Err(mpsc::error::TrySendError::Full(ev)) => self
+                .events
+                .send(ev)
+                .await
+                .map_err(|_| DriverError::EventsClosed),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(DriverError::EventsClosed),
+        }
+    }
+
+    /// Sends a resync snapshot of every family the Adj-RIB-In may hold (see `resync.rs`): no
+    /// peer input is handled until it is out, so it sits at one point of this peer's events.
+    async fn snapshot(&mut self) -> Result<(), DriverError> {
+        let peer = self.session.config().peer_id();
+        let started = Instant::now();
+        let mut total = 0u64;
+        for family in Family::ALL {
+            let at = SystemTime::now();
+            self.emit(resync::mark(peer, family, None, at, ResyncMark::Begin))
+                .await?;
+            let mut after = None;
+            let mut routes = 0u64;
+            loop {
+                let chunk = self
+                    .session
+                    .rib()
+                    .routes_chunk(family, after, resync::CHUNK);
+                let done = chunk.len() < resync::CHUNK;
+                after = chunk.last().map(|(p, id, _)| (*p, *id));
+                for (prefix, path_id, route) in chunk {
+                    routes += 1;
+                    let m = ResyncMark::Route { prefix, route };
+                    self.emit(resync::mark(peer, family, path_id, at, m))
+                        .await?;
+                }
+                self.keepalive_if_due().await?;
+                if done {
+                    break;
+                }
+            }
+            self.emit(resync::mark(
+                peer,
+                family,
+                None,
+                at,
+                ResyncMark::End { routes },
+            ))
+            .await?;
+            total += routes;
+        }
+        // Waiting for room in the event channel was our doing, not the peer's silence.
+        if let Some(h) = self.timers.hold.as_mut() {
+            *h += started.elapsed();
+        }
+        tracing::info!(%peer, routes = total, ms = started.elapsed().as_millis() as u64, "resync snapshot sent");
+        Ok(())
+    }
+
+    /// A KEEPALIVE whose time has come goes out now, even in the middle of a snapshot.
+    async fn keepalive_if_due(&mut self) -> Result<(), DriverError> {
+        if self.timers.keepalive.is_some_and(|k| k <= Instant::now()) {
+            self.timers.keepalive = None;
+            self.step(Input::TimerFired(Timer::Keepalive)).await?;
         }
         Ok(())
     }
@@ -269,8 +329,44 @@ pub async fn run_with(
     conn: Connection,
     transport: Transport,
     events: mpsc::Sender<Event>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), DriverError> {
+    run_resyncing(cfg, conn, transport, events, stop, None).await
+}
+
+/// What `run` gives a driver to take part in resyncs (see `resync.rs`).
+pub struct ResyncLink {
+    /// A new value asks for a snapshot.
+    pub requests: watch::Receiver<u64>,
+    /// Where the driver keeps the count of routes it holds, which sizes a snapshot.
+    pub held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn changed_opt(rx: Option<&mut watch::Receiver<u64>>) -> bool {
+    match rx {
+        Some(r) => r.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// [`run_with`] that also answers resync requests with snapshots of its Adj-RIB-In.
+pub async fn run_resyncing(
+    cfg: SessionConfig,
+    conn: Connection,
+    transport: Transport,
+    events: mpsc::Sender<Event>,
+    mut stop: watch::Receiver<bool>,
+    resync: Option<ResyncLink>,
+) -> Result<(), DriverError> {
+    let (mut requests, held) = match resync {
+        Some(mut r) => {
+            // Only requests made after the start: a new session's table reaches the collector
+            // anyway.
+            r.requests.borrow_and_update();
+            (Some(r.requests), Some(r.held))
+        }
+        None => (None, None),
+    };
     let peer = cfg.peer;
     if let Connection::Passive(l) = &conn {
         transport
@@ -293,6 +389,9 @@ pub async fn run_with(
         Connection::Passive(_) | Connection::Accepted(_) => None,
     };
     loop {
+        if let Some(h) = &held {
+            h.store(d.session.rib().len(), std::sync::atomic::Ordering::Relaxed);
+        }
         if *stop.borrow() {
             if d.primary.is_some() || d.contender.is_some() {
                 d.step(Input::Stop).await?;
@@ -367,6 +466,13 @@ pub async fn run_with(
                 }
                 // Dial again after `retry` once the connection is gone.
                 next_dial = Some(Instant::now() + retry);
+            }
+            asked = changed_opt(requests.as_mut()) => {
+                if asked {
+                    d.snapshot().await?;
+                } else {
+                    requests = None;
+                }
             }
             r = stop.changed() => {
                 if r.is_err() {

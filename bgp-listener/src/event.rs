@@ -99,6 +99,23 @@ pub enum RouteChange {
         changed: Vec<AttrKind>,
     },
     EndOfRib,
+    /// Part of a resync snapshot of the peer's table in this family (see `resync.rs`): not a
+    /// change, a copy of what the Adj-RIB-In holds, for the collector to compare with its own.
+    Resync(ResyncMark),
+}
+
+/// The pieces of a resync snapshot, in order: `Begin`, one `Route` per held route, `End`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResyncMark {
+    Begin,
+    Route {
+        prefix: Prefix,
+        route: Route,
+    },
+    /// `routes`: how many `Route`s the snapshot sent, so the collector can tell it is complete.
+    End {
+        routes: u64,
+    },
 }
 
 /// Which view of a BMP-monitored peer an event comes from (RFC 7854 §4.2 peer flags, RFC 9069).

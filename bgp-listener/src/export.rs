@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use foureyes_proto::v1 as pb;
 
 use crate::event::{
-    BmpView, DownReason, Event, Negotiated, Peer, Route, RouteChange, RouteEvent, SessionEvent,
-    Source,
+    BmpView, DownReason, Event, Negotiated, Peer, ResyncMark, Route, RouteChange, RouteEvent,
+    SessionEvent, Source,
 };
 use crate::update::{PathAttributes, Rfc7606Action};
 use crate::wire::Family;
@@ -176,6 +176,16 @@ fn route_event(e: &RouteEvent) -> pb::RouteEvent {
             pb::RouteEventType::AttributeChange
         }
         RouteChange::EndOfRib => pb::RouteEventType::EndOfRib,
+        RouteChange::Resync(ResyncMark::Begin) => pb::RouteEventType::ResyncBegin,
+        RouteChange::Resync(ResyncMark::Route { prefix, route }) => {
+            out.prefix = prefix.to_string();
+            out.attributes = Some(attributes(route));
+            pb::RouteEventType::ResyncRoute
+        }
+        RouteChange::Resync(ResyncMark::End { routes }) => {
+            out.prefix_count = *routes;
+            pb::RouteEventType::ResyncEnd
+        }
     };
     out.r#type = t as i32;
     out

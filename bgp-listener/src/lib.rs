@@ -16,6 +16,8 @@
 //!   of its events.
 //! - [`mrt`]: MRT (RFC 6396) reading: decompression, record framing, records to events.
 //! - [`replay`]: the `replay` command (MRT files printed as `watch` events).
+//! - [`resync`]: when and how `run` sends the collector a snapshot of its tables after the spool
+//!   dropped events.
 
 pub mod bmp;
 pub mod bmp_station;
@@ -27,6 +29,7 @@ pub mod export;
 pub mod iana;
 pub mod mrt;
 pub mod replay;
+pub mod resync;
 pub mod rib;
 #[cfg(feature = "agent")]
 pub mod run;

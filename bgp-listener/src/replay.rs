@@ -70,6 +70,7 @@ impl ReplayReport {
                     RouteChange::Withdraw { .. } => f.withdraw += 1,
                     RouteChange::AttributeChange { .. } => f.attribute_change += 1,
                     RouteChange::EndOfRib => f.end_of_rib += 1,
+                    RouteChange::Resync(_) => {}
                 }
             }
             Event::Session(SessionEvent::Established { peer, .. }) => {
@@ -230,6 +231,8 @@ impl EventWriter {
                 (Some(prefix), "attribute_change")
             }
             RouteChange::EndOfRib => (None, "end_of_rib"),
+            // MRT replay never takes resync snapshots (only `run` does).
+            RouteChange::Resync(_) => (None, "resync"),
         };
         b.extend_from_slice(b"\"path_id\":");
         opt_num(b, e.path_id);

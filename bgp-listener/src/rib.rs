@@ -493,6 +493,31 @@ impl<K: Ord + Copy> Table<K> {
         n
     }
 
+    /// Up to `limit` entries after `after`, in key order: plain entries first, then path ones.
+    /// A resync snapshot walks a table in chunks with it (see `AdjRibIn::routes_chunk`).
+    fn chunk(&self, after: Option<(K, Option<u32>)>, limit: usize) -> Vec<(K, Option<u32>, u32)> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let mut out = Vec::with_capacity(limit.min(self.len()));
+        let paths_from = match after {
+            Some((k, Some(id))) => Some((k, id)),
+            None | Some((_, None)) => {
+                let plain = match after {
+                    Some((k, _)) => self.plain.range((Excluded(k), Unbounded)),
+                    None => self.plain.range(..),
+                };
+                out.extend(plain.take(limit).map(|(k, v)| (*k, None, *v)));
+                None
+            }
+        };
+        let left = limit.saturating_sub(out.len());
+        let paths = match paths_from {
+            Some(from) => self.paths.range((Excluded(from), Unbounded)),
+            None => self.paths.range(..),
+        };
+        out.extend(paths.take(left).map(|((k, id), v)| (*k, Some(*id), *v)));
+        out
+    }
+
     fn drain(&mut self, mut f: impl FnMut(u32)) -> usize {
         let n = self.len();
         for v in std::mem::take(&mut self.plain).into_values() {
@@ -583,6 +608,37 @@ impl AdjRibIn {
     pub fn is_stale(&self, family: Family, path_id: Option<u32>, prefix: &Prefix) -> bool {
         self.slot(family, path_id, prefix)
             .is_some_and(|v| v & STALE != 0)
+    }
+
+    /// Up to `limit` routes of `family` (stale ones too) after `after` (the last route of the
+    /// previous chunk; `None` to start), in a stable order. Fewer than `limit` means the walk is
+    /// done. Chunks let a resync snapshot go out without copying a whole table at once.
+    pub fn routes_chunk(
+        &self,
+        family: Family,
+        after: Option<(Prefix, Option<u32>)>,
+        limit: usize,
+    ) -> Vec<(Prefix, Option<u32>, Route)> {
+        let store = &self.store;
+        let route = |v: u32| store.route(v).cloned();
+        match family {
+            Family::Ipv4Unicast => {
+                let after = after.and_then(|(p, id)| Some((v4_key(&p)?, id)));
+                self.v4
+                    .chunk(after, limit)
+                    .into_iter()
+                    .filter_map(|(k, id, v)| Some((v4_prefix(k), id, route(v)?)))
+                    .collect()
+            }
+            Family::Ipv6Unicast => {
+                let after = after.and_then(|(p, id)| Some((v6_key(&p)?, id)));
+                self.v6
+                    .chunk(after, limit)
+                    .into_iter()
+                    .filter_map(|(k, id, v)| Some((v6_prefix(k), id, route(v)?)))
+                    .collect()
+            }
+        }
     }
 
     /// Drops everything, returning how many routes were held.

@@ -6,12 +6,13 @@
 //! Backpressure, from the socket outwards: a session's driver waits for room in the event channel
 //! before reading more from its peer (so a slow spool slows the peer down through TCP); the spool
 //! is on disk and bounded by `spool.max_records` (when a long partition fills it, the oldest
-//! records go and a gap record says so; the collector's route table for this listener is then
-//! incomplete until the sessions restart).
+//! records go and a gap record says so; `resync.rs` then sends the collector a snapshot of every
+//! session's table once the link is up and the spool has room for it).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,7 +87,8 @@ pub async fn run(
     let spool = Spool::open(&state.spool_path(), cfg.spool.max_records)?;
     tracing::info!(agent = %identity.agent_id, org = %identity.org, peers = peers.len(), spooled = spool.records(), "listener starting");
     let (assign_tx, _) = watch::channel(Default::default());
-    let (connected_tx, _) = watch::channel(false);
+    // The resync task keeps a receiver: a watch sender without one does not store what it sends.
+    let (connected_tx, connected_rx) = watch::channel(false);
     let shared = Shared {
         signing_key: Arc::new(Mutex::new(creds.signing_key()?)),
         assignments: assign_tx,
@@ -108,10 +110,20 @@ pub async fn run(
     ));
 
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+    let (resync_tx, resync_rx) = watch::channel(0u64);
     // Bind every configured listening address before starting anything, so a typo or a port in
     // use is an error at start, not a silent missing peer.
-    let mut peers_running = Peers::new(ev_tx.clone());
+    let mut peers_running = Peers::new(ev_tx.clone(), resync_rx);
     peers_running.apply(peers).await?;
+    let resync_stop = CancellationToken::new();
+    let resync_task = tokio::spawn(crate::resync::run(
+        shared.clone(),
+        connected_rx,
+        cfg.spool.max_records,
+        peers_running.held.clone(),
+        resync_tx,
+        resync_stop.clone(),
+    ));
 
     let spooler = tokio::spawn(link::spool_from(
         shared.clone(),
@@ -160,6 +172,8 @@ pub async fn run(
         }
     }
     tracing::info!("shutting down: closing sessions");
+    resync_stop.cancel();
+    let _ = resync_task.await;
     let _ = stop_tx.send(true);
     peers_running.stop_all().await;
     if let Some(b) = bmp {
@@ -248,14 +262,19 @@ struct Peers {
     sessions: HashMap<IpAddr, PeerTask>,
     acceptors: HashMap<SocketAddr, Acceptor>,
     events: mpsc::Sender<Event>,
+    /// Resync requests for the sessions, and the routes each holds (see `resync.rs`).
+    resync: watch::Receiver<u64>,
+    held: crate::resync::Held,
 }
 
 impl Peers {
-    fn new(events: mpsc::Sender<Event>) -> Self {
+    fn new(events: mpsc::Sender<Event>, resync: watch::Receiver<u64>) -> Self {
         Peers {
             sessions: HashMap::new(),
             acceptors: HashMap::new(),
             events,
+            resync,
+            held: Default::default(),
         }
     }
 
@@ -283,6 +302,7 @@ impl Peers {
         for addr in stop {
             if let Some(t) = self.sessions.remove(&addr) {
                 tracing::info!(peer = %t.peer.name, "stopping the session (removed or changed)");
+                foureyes_agent::link::lock(&self.held).remove(&addr);
                 if let PeerMode::Passive(l) = t.peer.mode
                     && let Some(a) = self.acceptors.get(&l)
                     && let Ok(mut r) = a.routes.lock()
@@ -347,9 +367,18 @@ impl Peers {
             };
             let (stop, stop_rx) = watch::channel(false);
             let (ev, name, peer) = (self.events.clone(), p.name.clone(), p.clone());
+            let held = Arc::new(AtomicUsize::new(0));
+            foureyes_agent::link::lock(&self.held)
+                .insert(p.session.peer.to_canonical(), held.clone());
+            let resync = driver::ResyncLink {
+                requests: self.resync.clone(),
+                held,
+            };
             tracing::info!(peer = %name, "starting the session");
             let task = tokio::spawn(async move {
-                if let Err(e) = driver::run_with(p.session, conn, p.transport, ev, stop_rx).await {
+                let r =
+                    driver::run_resyncing(p.session, conn, p.transport, ev, stop_rx, Some(resync));
+                if let Err(e) = r.await {
                     tracing::error!(peer = %name, error = %e, "session task ended");
                 }
             });

@@ -87,7 +87,7 @@ impl Transfer {
                 match r.change {
                     RouteChange::Announce { .. } => *c += 1,
                     RouteChange::Withdraw { .. } => *c = c.saturating_sub(1),
-                    RouteChange::AttributeChange { .. } => {}
+                    RouteChange::AttributeChange { .. } | RouteChange::Resync(_) => {}
                     RouteChange::EndOfRib => {
                         self.pending.retain(|f| *f != r.family);
                         self.last_eor = Some(r.received);
@@ -252,6 +252,8 @@ fn route_event_json(e: &RouteEvent) -> Value {
             route_json(route),
         ),
         RouteChange::EndOfRib => merge(base, json!({"type": "end_of_rib"})),
+        // Only `run` takes snapshots; shown for completeness.
+        RouteChange::Resync(m) => merge(base, json!({"type": "resync", "mark": format!("{m:?}")})),
     }
 }
 
@@ -409,6 +411,7 @@ pub fn event_text(ev: &Event) -> String {
                         .join(",")
                 ),
                 RouteChange::EndOfRib => format!("{head} End-of-RIB"),
+                RouteChange::Resync(m) => format!("{head} resync {m:?}"),
             }
         }
         Event::Session(SessionEvent::Established {

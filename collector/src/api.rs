@@ -189,7 +189,7 @@ pub const ROUTES: &[Route] = &[
             ("agent_id", "listener"),
             (
                 "type",
-                "comma-separated: announce, withdraw, attribute_change, end_of_rib, session_up, session_down, update_error, max_prefix, session_info",
+                "comma-separated: announce, withdraw, attribute_change, end_of_rib, session_up, session_down, update_error, max_prefix, session_info, stale_dropped, resync_end",
             ),
             ("from", "RFC 3339 or epoch ms (collector receive time)"),
             ("to", "RFC 3339 or epoch ms"),

@@ -345,6 +345,15 @@ impl Correlator {
 
     fn on_event(&mut self, ev: pb::RouteEvent, now: i64) {
         use pb::RouteEventType as T;
+        // A resync's end is counted; the changes it found happened at an unknown time while the
+        // listener's spool dropped events, so they are not fresh changes to correlate.
+        if ev.r#type == T::ResyncEnd as i32 {
+            count_resync(&self.c.stream.counters, &ev);
+            return;
+        }
+        if ev.reason == foureyes_store::RESYNC_REASON {
+            return;
+        }
         let Some((org, team)) = self.agent(&ev.agent_id) else {
             return;
         };
@@ -771,6 +780,19 @@ fn summary(c: &pb::Correlation) -> String {
         c.prefixes.first().map(String::as_str).unwrap_or("session"),
         c.tests.len()
     )
+}
+
+/// `/metrics` counts of resync snapshots (see the store's `resync.rs`).
+fn count_resync(h: &crate::stream::HubCounters, end: &pb::RouteEvent) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let applied = end.resync.as_ref().filter(|o| o.applied);
+    if let Some(o) = applied {
+        h.route_resyncs_applied.fetch_add(1, Relaxed);
+        h.route_resync_changes
+            .fetch_add(o.added + o.changed + o.removed, Relaxed);
+    } else {
+        h.route_resyncs_discarded.fetch_add(1, Relaxed);
+    }
 }
 
 #[cfg(test)]

@@ -219,6 +219,31 @@ pub fn render(c: &Collector) -> String {
         "Closed incidents waiting for their verdict.",
         h.correlations_pending.load(Ordering::Relaxed),
     );
+    family(
+        &mut o,
+        "foureyes_route_resyncs_total",
+        k,
+        "Listener resync snapshots (sent after a listener's spool dropped events), by outcome.",
+    );
+    for (outcome, n) in [
+        ("applied", h.route_resyncs_applied.load(Ordering::Relaxed)),
+        (
+            "discarded",
+            h.route_resyncs_discarded.load(Ordering::Relaxed),
+        ),
+    ] {
+        let _ = writeln!(
+            o,
+            "foureyes_route_resyncs_total{{outcome=\"{outcome}\"}} {n}"
+        );
+    }
+    one(
+        &mut o,
+        "foureyes_route_resync_changes_total",
+        k,
+        "Route changes applied resync snapshots found (stored as events with reason resync).",
+        h.route_resync_changes.load(Ordering::Relaxed),
+    );
     let al = &c.alerts.counters;
     family(&mut o, "foureyes_alerts", g, "Active alerts by state.");
     for (state, n) in [

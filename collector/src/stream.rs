@@ -159,6 +159,11 @@ pub struct HubCounters {
     pub dropped_correlations: AtomicU64,
     pub correlations_open: AtomicI64,
     pub correlations_pending: AtomicI64,
+    /// Listener resync snapshots applied and discarded, and the route changes they found (kept
+    /// by the correlator, which reads every stored route event).
+    pub route_resyncs_applied: AtomicU64,
+    pub route_resyncs_discarded: AtomicU64,
+    pub route_resync_changes: AtomicU64,
 }
 
 pub struct Hub {

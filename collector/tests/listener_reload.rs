@@ -32,13 +32,8 @@ fn of_peer(api: &Api, kind: &str, net: u8) -> usize {
         .count()
 }
 
-/// BIRD's line for the session with the listener: name, proto, table, state, since, info.
 fn bird_session(lab: &BirdLab) -> String {
-    lab.birdc(&["show", "protocols", "fe"])
-        .lines()
-        .find(|l| l.starts_with("fe "))
-        .unwrap_or_default()
-        .to_string()
+    lab.session_line()
 }
 
 fn peer_toml(net: u8) -> String {

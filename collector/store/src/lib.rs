@@ -21,6 +21,7 @@
 pub mod alerts;
 pub mod ingest;
 pub mod prefix;
+mod resync;
 mod routes;
 mod schema;
 mod sqlite;
@@ -30,6 +31,7 @@ use foureyes_proto::v1 as pb;
 pub use alerts::{AlertFilter, AlertPage, AlertStore, NotifierRow};
 pub use ingest::IngestBatch;
 pub use prefix::IpPrefix;
+pub use resync::RESYNC_REASON;
 pub use routes::peer_key;
 pub use sqlite::{FAILPOINT_ENV, SqliteStore};
 

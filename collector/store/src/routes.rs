@@ -87,6 +87,21 @@ pub(crate) fn write_event(
     ])?;
     let path_id = ev.path_id.map(i64::from).unwrap_or(-1);
     use pb::RouteEventType as T;
+    // A new session state ends any resync snapshot being staged for the peer.
+    match T::try_from(ev.r#type).unwrap_or(T::Unspecified) {
+        T::SessionUp | T::SessionDown => crate::resync::discard(tx, agent_id, &peer, None)?,
+        T::StaleDropped => {
+            let afi = match pb::AfiSafi::try_from(ev.afi_safi) {
+                Ok(pb::AfiSafi::Ipv4Unicast) => Some(crate::prefix::AFI_IPV4),
+                Ok(pb::AfiSafi::Ipv6Unicast) => Some(crate::prefix::AFI_IPV6),
+                _ => None,
+            };
+            if afi.is_some() {
+                crate::resync::discard(tx, agent_id, &peer, afi)?;
+            }
+        }
+        _ => {}
+    }
     match T::try_from(ev.r#type).unwrap_or(T::Unspecified) {
         T::Announce | T::AttributeChange if afi != AFI_NONE => {
             let route = pb::Route {

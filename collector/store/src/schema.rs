@@ -331,6 +331,29 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX correlation_prefixes_corr ON correlation_prefixes (corr_key);
     "#,
+    // Resync snapshots being received from listeners (see resync.rs): one row per (agent, peer,
+    // family) with a snapshot begun, and its routes so far (`attrs` an encoded RouteAttributes).
+    r#"
+    CREATE TABLE route_resyncs (
+        agent_id TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        afi INTEGER NOT NULL,
+        begin_seq INTEGER NOT NULL,
+        staged INTEGER NOT NULL,
+        PRIMARY KEY (agent_id, peer, afi)
+    ) WITHOUT ROWID;
+    CREATE TABLE route_resync_routes (
+        agent_id TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        afi INTEGER NOT NULL,
+        net BLOB NOT NULL,
+        len INTEGER NOT NULL,
+        path_id INTEGER NOT NULL,
+        prefix TEXT NOT NULL,
+        attrs BLOB NOT NULL,
+        PRIMARY KEY (agent_id, peer, afi, net, len, path_id)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The version a database has after [`migrate`].

@@ -1750,6 +1750,22 @@ impl Store for SqliteStore {
                                 ev.agent_id = b.agent_id.clone();
                                 ev.seq = rec.seq;
                                 ev.received_at = Some(received_at);
+                                if crate::resync::is_resync(ev.r#type) {
+                                    rows += crate::resync::write(
+                                        &tx,
+                                        &mut last_event_key,
+                                        |last| next_key(last, received_ms),
+                                        &b.org,
+                                        &b.team,
+                                        &b.agent_id,
+                                        seq,
+                                        received_ms,
+                                        &mut ev,
+                                        &mut buf,
+                                    )?;
+                                    wm = rec.seq;
+                                    continue;
+                                }
                                 last_event_key = next_key(last_event_key, received_ms);
                                 if routes::write_event(
                                     &tx,

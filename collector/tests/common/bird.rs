@@ -133,6 +133,16 @@ protocol bgp fe {{
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+
+    /// BIRD's `show protocols` line for the session with the listener (name, proto, table,
+    /// state, since, info): the same since-time means the same session, never reset.
+    pub fn session_line(&self) -> String {
+        self.birdc(&["show", "protocols", "fe"])
+            .lines()
+            .find(|l| l.starts_with("fe "))
+            .unwrap_or_default()
+            .to_string()
+    }
 }
 
 impl Drop for BirdLab {

@@ -1,0 +1,262 @@
+//! Resync of the collector's copy of the listener's tables after the disk spool dropped events.
+//!
+//! `run` spools every event until the collector acknowledges it. The spool is bounded: a long
+//! partition makes it drop its oldest batches (and spool a `Gap` record saying so), and from then
+//! on the collector's table misses whatever those events said. Resetting the BGP sessions would
+//! make the peers send everything again, but that is visible to the peer's operator, loses
+//! graceful-restart state and may page someone, for a problem that is ours. The listener already
+//! holds every session's Adj-RIB-In, so it sends a copy instead:
+//!
+//! 1. [`Trigger`] notices that the spool dropped records (its `dropped_total` grew) and waits
+//!    until the link is up and the spooled backlog plus the snapshot fit under the spool's drop
+//!    level (90 % of `[spool] max_records`), so the snapshot cannot overflow the spool again and
+//!    start another round; then it asks every session for a snapshot (a generation number on a
+//!    `watch` channel).
+//! 2. Each session's driver ([`crate::driver`]) emits, per family, `ResyncMark::Begin`, one
+//!    `ResyncMark::Route` per route it holds (stale ones too, the collector holds them as well),
+//!    and `ResyncMark::End` with the count, into the same event channel as its live events and
+//!    without handling peer input in between: the snapshot sits at one point of that peer's event
+//!    order, so nothing can overtake it. It walks the table in chunks of [`CHUNK`] and sends a
+//!    KEEPALIVE between chunks when one is due, so a large snapshot cannot let the peer's hold
+//!    timer expire; its own hold timer is moved on by the time spent, which was ours, not the
+//!    peer's silence.
+//! 3. The collector stages the routes and, at `End`, replaces its copy of that peer's family with
+//!    them, storing the differences as events with reason "resync" (see the store's
+//!    `resync.rs`). An interrupted snapshot (no `End`, or fewer routes than `End` says) is
+//!    discarded without touching the table.
+//!
+//! BMP-monitored peers are not resynced yet (their views live in the BMP station's per-router
+//! tasks); a spool overflow leaves their tables at the collector as wrong as before, until the
+//! router's BMP connection restarts.
+
+use std::time::{Duration, SystemTime};
+
+use crate::event::{Event, Peer, ResyncMark, RouteChange, RouteEvent};
+use crate::wire::Family;
+
+/// Routes per chunk of a snapshot walk: small enough that a KEEPALIVE is never far away, large
+/// enough that the B-tree seek per chunk costs nothing.
+pub const CHUNK: usize = 4096;
+
+/// Markers per peer in a snapshot: Begin and End for each family.
+pub const MARKERS_PER_PEER: u64 = 2 * Family::ALL.len() as u64;
+
+/// One piece of a snapshot as an event.
+pub fn mark(
+    peer: Peer,
+    family: Family,
+    path_id: Option<u32>,
+    at: SystemTime,
+    m: ResyncMark,
+) -> Event {
+    Event::Route(RouteEvent {
+        peer,
+        family,
+        path_id,
+        received: at,
+        source_time: None,
+        change: RouteChange::Resync(m),
+    })
+}
+
+/// What [`Trigger::poll`] decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing was dropped since the last snapshot.
+    Idle,
+    /// A snapshot is needed but must wait: the reason, for the log.
+    Wait(&'static str),
+    /// A snapshot is needed and can never fit the spool as configured.
+    TooLarge { needed: u64, room: u64 },
+    /// Ask every session for a snapshot now.
+    Start,
+}
+
+/// The decision when to resync, without I/O: fed the spool's figures, it says when to start.
+#[derive(Debug)]
+pub struct Trigger {
+    max_records: u64,
+    seen_dropped: u64,
+    pending: bool,
+    /// Snapshots started so far (also the generation sent to the drivers).
+    pub started: u64,
+}
+
+impl Trigger {
+    pub fn new(max_records: u64) -> Self {
+        Trigger {
+            max_records: max_records.max(1),
+            seen_dropped: 0,
+            pending: false,
+            started: 0,
+        }
+    }
+
+    /// The spool drops records above `max_records` down to 90 % of it; a snapshot must fit
+    /// under that level with what is already spooled.
+    pub fn room(&self) -> u64 {
+        self.max_records - self.max_records / 10
+    }
+
+    pub fn pending(&self) -> bool {
+        self.pending
+    }
+
+    /// `dropped_total`: the spool's count of dropped records (grows only); `connected`: the link
+    /// is up; `spooled`: records waiting in the spool; `routes` and `peers`: what the sessions
+    /// hold, which sizes the snapshot.
+    pub fn poll(
+        &mut self,
+        dropped_total: u64,
+        connected: bool,
+        spooled: u64,
+        routes: u64,
+        peers: u64,
+    ) -> Decision {
+        if dropped_total != self.seen_dropped {
+            self.seen_dropped = dropped_total;
+            self.pending = true;
+        }
+        if !self.pending {
+            return Decision::Idle;
+        }
+        if !connected {
+            return Decision::Wait("the link to the collector is down");
+        }
+        let needed = routes.saturating_add(peers.saturating_mul(MARKERS_PER_PEER));
+        let room = self.room();
+        if needed > room {
+            return Decision::TooLarge { needed, room };
+        }
+        if spooled.saturating_add(needed) > room {
+            return Decision::Wait("the spool backlog leaves no room for the snapshot yet");
+        }
+        self.pending = false;
+        self.started += 1;
+        Decision::Start
+    }
+}
+
+/// How often the `run` task looks at the spool.
+pub const POLL: Duration = Duration::from_millis(500);
+
+#[cfg(feature = "agent")]
+pub use task::{Held, run};
+
+#[cfg(feature = "agent")]
+mod task {
+    use std::collections::HashMap;
+    use std::net::IpAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use foureyes_agent::link::{Shared, lock};
+    use tokio::sync::watch;
+    use tokio_util::sync::CancellationToken;
+
+    use super::{Decision, POLL, Trigger};
+
+    /// Routes each running session holds, by peer address (kept by `run.rs`).
+    pub type Held = Arc<Mutex<HashMap<IpAddr, Arc<AtomicUsize>>>>;
+
+    /// Watches the spool and asks the sessions for snapshots (a new generation on `requests`)
+    /// when [`Trigger`] says so. Runs until `stop`.
+    pub async fn run(
+        shared: Shared,
+        connected: watch::Receiver<bool>,
+        max_records: u64,
+        held: Held,
+        requests: watch::Sender<u64>,
+        stop: CancellationToken,
+    ) {
+        let mut trigger = Trigger::new(max_records);
+        let mut last_wait: Option<&'static str> = None;
+        let mut warned_size = false;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(POLL) => {}
+            }
+            let (dropped, spooled) = {
+                let s = lock(&shared.spool);
+                (s.dropped_total(), s.records())
+            };
+            let (routes, peers) = {
+                let h = lock(&held);
+                let routes: usize = h.values().map(|n| n.load(Ordering::Relaxed)).sum();
+                (routes as u64, h.len() as u64)
+            };
+            let connected = *connected.borrow();
+            let was_pending = trigger.pending();
+            match trigger.poll(dropped, connected, spooled, routes, peers) {
+                Decision::Idle => {}
+                Decision::Wait(why) => {
+                    if !was_pending {
+                        tracing::warn!(
+                            dropped,
+                            "the spool dropped events: the collector's copy of the tables is incomplete; a resync snapshot will follow"
+                        );
+                    }
+                    if last_wait != Some(why) {
+                        tracing::info!(reason = why, spooled, routes, "resync waiting");
+                        last_wait = Some(why);
+                    }
+                }
+                Decision::TooLarge { needed, room } => {
+                    if !warned_size {
+                        tracing::error!(
+                            needed,
+                            room,
+                            "resync snapshot cannot fit the spool: raise [spool] max_records above {}",
+                            needed + needed / 9 + 1
+                        );
+                        warned_size = true;
+                    }
+                }
+                Decision::Start => {
+                    last_wait = None;
+                    warned_size = false;
+                    tracing::info!(
+                        resync = trigger.started,
+                        peers,
+                        routes,
+                        spooled,
+                        "spool dropped events: sending every session's table to the collector (resync)"
+                    );
+                    let _ = requests.send(trigger.started);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_for_a_drop_the_link_and_room() {
+        let mut t = Trigger::new(1000);
+        assert_eq!(t.room(), 900);
+        assert_eq!(t.poll(0, true, 0, 100, 2), Decision::Idle);
+        // Dropped while the link is down: wait.
+        assert!(matches!(t.poll(50, false, 1000, 100, 2), Decision::Wait(_)));
+        // Up, but the backlog leaves no room for 100 routes + 8 markers.
+        assert!(matches!(t.poll(50, true, 800, 100, 2), Decision::Wait(_)));
+        assert_eq!(t.poll(50, true, 792, 100, 2), Decision::Start);
+        assert_eq!(t.started, 1);
+        // Done: nothing more until the next drop.
+        assert_eq!(t.poll(50, true, 0, 100, 2), Decision::Idle);
+        assert_eq!(t.poll(60, true, 0, 100, 2), Decision::Start);
+        assert_eq!(t.started, 2);
+        // A table larger than the spool can ever take is reported, and stays pending.
+        assert_eq!(
+            t.poll(70, true, 0, 5000, 1),
+            Decision::TooLarge {
+                needed: 5004,
+                room: 900
+            }
+        );
+        assert!(t.pending());
+    }
+}
