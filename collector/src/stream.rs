@@ -166,10 +166,17 @@ pub struct Hub {
     client_buffer: usize,
     correlations: mpsc::Sender<pb::Correlation>,
     correlations_rx: Mutex<Option<mpsc::Receiver<pb::Correlation>>>,
-    /// (org, test id) → latest figures.
-    gauges: Mutex<HashMap<(String, String), TestGauge>>,
+    gauges: Mutex<Gauges>,
     position: Mutex<StreamCursor>,
     pub counters: HubCounters,
+}
+
+/// Latest figures per test, keyed org → test id so that a result of a known test is looked up
+/// with the row's own strings (no key is built per result).
+#[derive(Default)]
+struct Gauges {
+    by_org: HashMap<String, HashMap<String, TestGauge>>,
+    len: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -184,7 +191,7 @@ impl Hub {
             client_buffer: client_buffer.max(1),
             correlations: tx,
             correlations_rx: Mutex::new(Some(rx)),
-            gauges: Mutex::new(HashMap::new()),
+            gauges: Mutex::new(Gauges::default()),
             position: Mutex::new(StreamCursor::default()),
             counters: HubCounters::default(),
         }
@@ -216,8 +223,13 @@ impl Hub {
 
     pub fn gauges(&self) -> Vec<((String, String), TestGauge)> {
         let mut v: Vec<_> = lock(&self.gauges)
+            .by_org
             .iter()
-            .map(|(k, g)| (k.clone(), g.clone()))
+            .flat_map(|(org, tests)| {
+                tests
+                    .iter()
+                    .map(|(test, g)| ((org.clone(), test.clone()), g.clone()))
+            })
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
@@ -280,11 +292,22 @@ impl Hub {
             return;
         };
         let mut g = lock(&self.gauges);
-        let key = (row.org.clone(), r.test_id.clone());
-        if g.len() >= MAX_GAUGES && !g.contains_key(&key) {
-            return;
-        }
-        let e = g.entry(key).or_default();
+        let Gauges { by_org, len } = &mut *g;
+        let e = match by_org
+            .get_mut(&row.org)
+            .and_then(|tests| tests.get_mut(&r.test_id))
+        {
+            Some(e) => e,
+            None if *len >= MAX_GAUGES => return,
+            None => {
+                *len += 1;
+                by_org
+                    .entry(row.org.clone())
+                    .or_default()
+                    .entry(r.test_id.clone())
+                    .or_default()
+            }
+        };
         e.latency_ms = r.latency_ms;
         e.loss = r.loss;
         e.received_ms = r
@@ -293,6 +316,17 @@ impl Hub {
             .map(foureyes_proto::timestamp_ms)
             .unwrap_or(0);
         e.results += 1;
+    }
+
+    /// Hands a committed row to the clients that want it. The JSON is built only when one does:
+    /// with no client interested (the usual case under load) a row costs a filter check.
+    fn offer_row(&self, row: &StreamRow, pos: StreamCursor) {
+        if !lock(&self.clients).iter().any(|c| c.filter.wants_row(row)) {
+            return;
+        }
+        if let Some(ev) = row_event(row, pos) {
+            self.fan_out(ev, |f| f.wants_row(row));
+        }
     }
 
     /// Reads everything committed after the hub's position and hands it out.
@@ -317,9 +351,7 @@ impl Hub {
                     StreamItem::RouteEvent(_) => pos.event_key = row.key,
                 }
                 self.tap(row);
-                if let Some(ev) = row_event(row, pos) {
-                    self.fan_out(ev, |f| f.wants_row(row));
-                }
+                self.offer_row(row, pos);
             }
             *lock(&self.position) = page.last;
             rows += page.rows.len();
