@@ -63,7 +63,7 @@ pub(super) struct Engine {
     /// (org, test) → window kept (ms), for tests a result rule watches.
     windows: HashMap<TestKey, i64>,
     samples: HashMap<TestKey, BTreeMap<String, AgentSamples>>,
-    last_seen: HashMap<(String, String, String), i64>,
+    last_seen: LastSeen,
     dirty_tests: HashSet<TestKey>,
     /// Orgs with new route events since their BGP rules were last evaluated.
     dirty_orgs: HashSet<String>,
@@ -75,6 +75,42 @@ pub(super) struct Engine {
     /// Per stale rule: its tests and agents, refreshed now and then.
     assignments: HashMap<String, (i64, Vec<pb::Test>, Vec<AgentRow>)>,
     active: HashMap<(String, String), Active>,
+}
+
+/// Last result time per (org, test, agent), nested so that updating a known triple (every result)
+/// looks up with the row's own strings and allocates nothing.
+#[derive(Default)]
+struct LastSeen {
+    by_org: HashMap<String, HashMap<String, HashMap<String, i64>>>,
+    len: usize,
+}
+
+impl LastSeen {
+    fn get(&self, org: &str, test: &str, agent: &str) -> Option<i64> {
+        self.by_org.get(org)?.get(test)?.get(agent).copied()
+    }
+
+    fn set(&mut self, org: &str, test: &str, agent: &str, ms: i64) {
+        if let Some(v) = self
+            .by_org
+            .get_mut(org)
+            .and_then(|t| t.get_mut(test))
+            .and_then(|a| a.get_mut(agent))
+        {
+            *v = ms;
+            return;
+        }
+        if self.len >= MAX_LAST_SEEN {
+            return;
+        }
+        self.len += 1;
+        self.by_org
+            .entry(org.to_string())
+            .or_default()
+            .entry(test.to_string())
+            .or_default()
+            .insert(agent.to_string(), ms);
+    }
 }
 
 fn sys() -> SystemScope {
@@ -165,7 +201,7 @@ impl Engine {
             windows: HashMap::new(),
             path_tests: HashMap::new(),
             samples: HashMap::new(),
-            last_seen: HashMap::new(),
+            last_seen: LastSeen::default(),
             dirty_tests: HashSet::new(),
             dirty_orgs: HashSet::new(),
             sessions: BTreeMap::new(),
@@ -410,9 +446,11 @@ impl Engine {
 
     fn on_result(&mut self, org: &str, team: &str, r: &pb::ProbeResult) {
         let s = Sample::of(r);
-        let lk = (org.to_string(), r.test_id.clone(), r.agent_id.clone());
-        if self.last_seen.len() < MAX_LAST_SEEN || self.last_seen.contains_key(&lk) {
-            self.last_seen.insert(lk, s.received_ms);
+        self.last_seen
+            .set(org, &r.test_id, &r.agent_id, s.received_ms);
+        // Most results belong to tests no rule watches: no key is built for them.
+        if self.path_tests.is_empty() && self.windows.is_empty() {
+            return;
         }
         let key = (org.to_string(), r.test_id.clone());
         if let Some(parent) = self.path_tests.get(&key)
@@ -638,11 +676,7 @@ impl Engine {
                 if !assigned {
                     continue;
                 }
-                let last = self
-                    .last_seen
-                    .get(&(r.org.clone(), t.id.clone(), a.id.clone()))
-                    .copied()
-                    .unwrap_or(0);
+                let last = self.last_seen.get(&r.org, &t.id, &a.id).unwrap_or(0);
                 let since = last.max(self.started_ms).max(a.created_at_ms);
                 let o = rules::stale(k, since, t.interval_ms, now);
                 outcomes.push((format!("{}/{}", t.id, a.id), o));
