@@ -10,13 +10,14 @@
 //! Reading back instead of forwarding the flusher's records is deliberate: every event then carries
 //! the store key of its row as its SSE id, live events and a `Last-Event-ID` replay come from the
 //! same rows in the same order, and the flusher hands nothing over. The cost is one extra read of
-//! each committed row.
+//! each committed row; the alert engine follows the same commits and takes the hub's pages
+//! ([`Hub::shared_page_after`]) rather than reading the rows a second time.
 //!
 //! Correlations have no time-ordered key (they are saved by id and updated in place), so they are
 //! published by the correlator through [`Hub::publish_correlation`] and not replayed on resume.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
@@ -25,7 +26,7 @@ use std::{
 };
 
 use foureyes_proto::v1 as pb;
-use foureyes_store::{Scope, StreamCursor, StreamItem, StreamRow, SystemScope, Tenant};
+use foureyes_store::{Scope, StreamCursor, StreamItem, StreamPage, StreamRow, SystemScope, Tenant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +39,8 @@ const READ_PAGE: usize = 5_000;
 /// Tests tracked for the per-test gauges; beyond this, new tests are not added (the gauges are a
 /// health view, not storage).
 const MAX_GAUGES: usize = 50_000;
+/// Pages kept for the alert engine, at most; when it falls further behind, it reads the store.
+const SHARED_PAGES: usize = 16;
 /// Correlations waiting for the hub; beyond this they are dropped (and counted).
 const CORRELATION_QUEUE: usize = 1_024;
 
@@ -168,6 +171,9 @@ pub struct Hub {
     correlations_rx: Mutex<Option<mpsc::Receiver<pb::Correlation>>>,
     gauges: Mutex<Gauges>,
     position: Mutex<StreamCursor>,
+    /// The pages the hub read (with the cursor each was read from), for the alert engine: it
+    /// follows the same commits, so each committed row is read from SQLite and decoded once.
+    shared: Mutex<VecDeque<(StreamCursor, Arc<StreamPage>)>>,
     pub counters: HubCounters,
 }
 
@@ -193,6 +199,7 @@ impl Hub {
             correlations_rx: Mutex::new(Some(rx)),
             gauges: Mutex::new(Gauges::default()),
             position: Mutex::new(StreamCursor::default()),
+            shared: Mutex::new(VecDeque::new()),
             counters: HubCounters::default(),
         }
     }
@@ -338,7 +345,7 @@ impl Hub {
         loop {
             let from = self.position();
             let page = match c.store.stream_rows(sys, from, READ_PAGE) {
-                Ok(p) => p,
+                Ok(p) => Arc::new(p),
                 Err(e) => {
                     tracing::warn!(error = %e, "stream: cannot read committed rows");
                     return;
@@ -355,11 +362,52 @@ impl Hub {
             }
             *lock(&self.position) = page.last;
             rows += page.rows.len();
-            if !page.more {
+            let more = page.more;
+            self.share(from, page);
+            if !more {
                 span.record("rows", rows);
                 return;
             }
         }
+    }
+
+    /// Keeps a page read from `from` for the alert engine, dropping the oldest beyond the bound.
+    fn share(&self, from: StreamCursor, page: Arc<StreamPage>) {
+        if page.rows.is_empty() {
+            return;
+        }
+        let mut q = lock(&self.shared);
+        if q.len() >= SHARED_PAGES {
+            q.pop_front();
+        }
+        q.push_back((from, page));
+    }
+
+    /// The oldest page the hub read that holds rows after `after` and leaves none out between
+    /// `after` and its end (it was read from `after` or earlier), if it still holds one. Pages
+    /// wholly before `after` are dropped. The caller skips the page's rows at or before `after`:
+    /// a page holds every row committed between its start and its end, as both keys only grow.
+    /// `None` means "read the store yourself", which is always correct, only slower.
+    pub fn shared_page_after(&self, after: StreamCursor) -> Option<Arc<StreamPage>> {
+        let mut q = lock(&self.shared);
+        while let Some((start, page)) = q.pop_front() {
+            let last = page.last;
+            if after.result_key >= last.result_key && after.event_key >= last.event_key {
+                continue;
+            }
+            if start.result_key <= after.result_key && start.event_key <= after.event_key {
+                return Some(page);
+            }
+            // Rows between `after` and this page's start are not here: keep it for later.
+            q.push_front((start, page));
+            return None;
+        }
+        None
+    }
+
+    /// Whether a page is waiting for the alert engine.
+    pub fn has_shared_page(&self) -> bool {
+        !lock(&self.shared).is_empty()
     }
 
     fn send_correlation(&self, corr: &pb::Correlation) {
@@ -465,6 +513,51 @@ mod tests {
         f.test_id = Some("t1".into());
         f.results = false;
         assert!(!f.wants_row(&row));
+    }
+
+    fn page(from: (i64, i64), last: (i64, i64)) -> (StreamCursor, Arc<StreamPage>) {
+        let c = |(r, e)| StreamCursor {
+            result_key: r,
+            event_key: e,
+        };
+        let mut row = result_row("acme", "", "t1");
+        row.key = last.0;
+        let page = StreamPage {
+            rows: vec![row],
+            last: c(last),
+            more: false,
+        };
+        (c(from), Arc::new(page))
+    }
+
+    #[test]
+    fn the_engine_gets_only_pages_that_leave_no_rows_out() {
+        let hub = Hub::new(2);
+        let at = |r, e| StreamCursor {
+            result_key: r,
+            event_key: e,
+        };
+        for (from, last) in [((0, 0), (10, 0)), ((10, 0), (20, 5)), ((20, 5), (30, 5))] {
+            let (f, p) = page(from, last);
+            hub.share(f, p);
+        }
+        // A reader at 12 skips the first page (all seen) and gets the second, which covers it.
+        let p = hub.shared_page_after(at(12, 0)).expect("covering page");
+        assert_eq!(p.last, at(20, 5));
+        // A reader past a page's start in one key but before it in the other would miss rows:
+        // it must read the store, and the page stays for later.
+        assert!(hub.shared_page_after(at(25, 3)).is_none());
+        assert!(hub.has_shared_page());
+        let p = hub.shared_page_after(at(20, 5)).expect("next page");
+        assert_eq!(p.last, at(30, 5));
+        assert!(hub.shared_page_after(at(30, 5)).is_none());
+        // The queue is bounded: the oldest pages go first.
+        for i in 0..(SHARED_PAGES as i64 + 4) {
+            let (f, p) = page((i, 0), (i + 1, 0));
+            hub.share(f, p);
+        }
+        assert!(hub.shared_page_after(at(0, 0)).is_none());
+        assert!(hub.shared_page_after(at(4, 0)).is_some());
     }
 
     #[test]

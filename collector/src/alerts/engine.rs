@@ -406,14 +406,28 @@ impl Engine {
     fn pull(&mut self) {
         let scope = Scope::System(sys());
         loop {
-            let page = match self.c.store.stream_rows(&scope, self.cursor, READ_PAGE) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(error = %e, "alerts: cannot read committed rows");
-                    return;
-                }
+            // The stream hub usually read these rows already: take its page when it covers what
+            // follows our cursor, and read the store only when it does not hold one.
+            let (page, shared) = match self.c.stream.shared_page_after(self.cursor) {
+                Some(p) => (p, true),
+                None => match self.c.store.stream_rows(&scope, self.cursor, READ_PAGE) {
+                    Ok(p) => (Arc::new(p), false),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "alerts: cannot read committed rows");
+                        return;
+                    }
+                },
             };
+            let seen = self.cursor;
             for row in &page.rows {
+                // A shared page may start before our cursor: its rows up to it are done.
+                let done = match row.item {
+                    StreamItem::Result(_) => row.key <= seen.result_key,
+                    StreamItem::RouteEvent(_) => row.key <= seen.event_key,
+                };
+                if done {
+                    continue;
+                }
                 match &row.item {
                     StreamItem::Result(r) => self.on_result(&row.org, &row.team, r),
                     StreamItem::RouteEvent(e) => {
@@ -437,8 +451,12 @@ impl Engine {
                     }
                 }
             }
-            self.cursor = page.last;
-            if !page.more {
+            self.cursor = StreamCursor {
+                result_key: seen.result_key.max(page.last.result_key),
+                event_key: seen.event_key.max(page.last.event_key),
+            };
+            // A page the hub read may have a newer one behind it (one poke for several reads).
+            if !(page.more || (shared && self.c.stream.has_shared_page())) {
                 return;
             }
         }
