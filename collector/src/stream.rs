@@ -10,13 +10,14 @@
 //! Reading back instead of forwarding the flusher's records is deliberate: every event then carries
 //! the store key of its row as its SSE id, live events and a `Last-Event-ID` replay come from the
 //! same rows in the same order, and the flusher hands nothing over. The cost is one extra read of
-//! each committed row.
+//! each committed row; the alert engine follows the same commits and takes the hub's pages
+//! ([`Hub::shared_page_after`]) rather than reading the rows a second time.
 //!
 //! Correlations have no time-ordered key (they are saved by id and updated in place), so they are
 //! published by the correlator through [`Hub::publish_correlation`] and not replayed on resume.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
@@ -25,7 +26,7 @@ use std::{
 };
 
 use foureyes_proto::v1 as pb;
-use foureyes_store::{Scope, StreamCursor, StreamItem, StreamRow, SystemScope, Tenant};
+use foureyes_store::{Scope, StreamCursor, StreamItem, StreamPage, StreamRow, SystemScope, Tenant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +39,8 @@ const READ_PAGE: usize = 5_000;
 /// Tests tracked for the per-test gauges; beyond this, new tests are not added (the gauges are a
 /// health view, not storage).
 const MAX_GAUGES: usize = 50_000;
+/// Pages kept for the alert engine, at most; when it falls further behind, it reads the store.
+const SHARED_PAGES: usize = 16;
 /// Correlations waiting for the hub; beyond this they are dropped (and counted).
 const CORRELATION_QUEUE: usize = 1_024;
 
@@ -171,10 +174,20 @@ pub struct Hub {
     client_buffer: usize,
     correlations: mpsc::Sender<pb::Correlation>,
     correlations_rx: Mutex<Option<mpsc::Receiver<pb::Correlation>>>,
-    /// (org, test id) → latest figures.
-    gauges: Mutex<HashMap<(String, String), TestGauge>>,
+    gauges: Mutex<Gauges>,
     position: Mutex<StreamCursor>,
+    /// The pages the hub read (with the cursor each was read from), for the alert engine: it
+    /// follows the same commits, so each committed row is read from SQLite and decoded once.
+    shared: Mutex<VecDeque<(StreamCursor, Arc<StreamPage>)>>,
     pub counters: HubCounters,
+}
+
+/// Latest figures per test, keyed org → test id so that a result of a known test is looked up
+/// with the row's own strings (no key is built per result).
+#[derive(Default)]
+struct Gauges {
+    by_org: HashMap<String, HashMap<String, TestGauge>>,
+    len: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -189,8 +202,9 @@ impl Hub {
             client_buffer: client_buffer.max(1),
             correlations: tx,
             correlations_rx: Mutex::new(Some(rx)),
-            gauges: Mutex::new(HashMap::new()),
+            gauges: Mutex::new(Gauges::default()),
             position: Mutex::new(StreamCursor::default()),
+            shared: Mutex::new(VecDeque::new()),
             counters: HubCounters::default(),
         }
     }
@@ -221,8 +235,13 @@ impl Hub {
 
     pub fn gauges(&self) -> Vec<((String, String), TestGauge)> {
         let mut v: Vec<_> = lock(&self.gauges)
+            .by_org
             .iter()
-            .map(|(k, g)| (k.clone(), g.clone()))
+            .flat_map(|(org, tests)| {
+                tests
+                    .iter()
+                    .map(|(test, g)| ((org.clone(), test.clone()), g.clone()))
+            })
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
@@ -285,11 +304,22 @@ impl Hub {
             return;
         };
         let mut g = lock(&self.gauges);
-        let key = (row.org.clone(), r.test_id.clone());
-        if g.len() >= MAX_GAUGES && !g.contains_key(&key) {
-            return;
-        }
-        let e = g.entry(key).or_default();
+        let Gauges { by_org, len } = &mut *g;
+        let e = match by_org
+            .get_mut(&row.org)
+            .and_then(|tests| tests.get_mut(&r.test_id))
+        {
+            Some(e) => e,
+            None if *len >= MAX_GAUGES => return,
+            None => {
+                *len += 1;
+                by_org
+                    .entry(row.org.clone())
+                    .or_default()
+                    .entry(r.test_id.clone())
+                    .or_default()
+            }
+        };
         e.latency_ms = r.latency_ms;
         e.loss = r.loss;
         e.received_ms = r
@@ -298,6 +328,17 @@ impl Hub {
             .map(foureyes_proto::timestamp_ms)
             .unwrap_or(0);
         e.results += 1;
+    }
+
+    /// Hands a committed row to the clients that want it. The JSON is built only when one does:
+    /// with no client interested (the usual case under load) a row costs a filter check.
+    fn offer_row(&self, row: &StreamRow, pos: StreamCursor) {
+        if !lock(&self.clients).iter().any(|c| c.filter.wants_row(row)) {
+            return;
+        }
+        if let Some(ev) = row_event(row, pos) {
+            self.fan_out(ev, |f| f.wants_row(row));
+        }
     }
 
     /// Reads everything committed after the hub's position and hands it out.
@@ -309,7 +350,7 @@ impl Hub {
         loop {
             let from = self.position();
             let page = match c.store.stream_rows(sys, from, READ_PAGE) {
-                Ok(p) => p,
+                Ok(p) => Arc::new(p),
                 Err(e) => {
                     tracing::warn!(error = %e, "stream: cannot read committed rows");
                     return;
@@ -322,17 +363,56 @@ impl Hub {
                     StreamItem::RouteEvent(_) => pos.event_key = row.key,
                 }
                 self.tap(row);
-                if let Some(ev) = row_event(row, pos) {
-                    self.fan_out(ev, |f| f.wants_row(row));
-                }
+                self.offer_row(row, pos);
             }
             *lock(&self.position) = page.last;
             rows += page.rows.len();
-            if !page.more {
+            let more = page.more;
+            self.share(from, page);
+            if !more {
                 span.record("rows", rows);
                 return;
             }
         }
+    }
+
+    /// Keeps a page read from `from` for the alert engine, dropping the oldest beyond the bound.
+    fn share(&self, from: StreamCursor, page: Arc<StreamPage>) {
+        if page.rows.is_empty() {
+            return;
+        }
+        let mut q = lock(&self.shared);
+        if q.len() >= SHARED_PAGES {
+            q.pop_front();
+        }
+        q.push_back((from, page));
+    }
+
+    /// The oldest page the hub read that holds rows after `after` and leaves none out between
+    /// `after` and its end (it was read from `after` or earlier), if it still holds one. Pages
+    /// wholly before `after` are dropped. The caller skips the page's rows at or before `after`:
+    /// a page holds every row committed between its start and its end, as both keys only grow.
+    /// `None` means "read the store yourself", which is always correct, only slower.
+    pub fn shared_page_after(&self, after: StreamCursor) -> Option<Arc<StreamPage>> {
+        let mut q = lock(&self.shared);
+        while let Some((start, page)) = q.pop_front() {
+            let last = page.last;
+            if after.result_key >= last.result_key && after.event_key >= last.event_key {
+                continue;
+            }
+            if start.result_key <= after.result_key && start.event_key <= after.event_key {
+                return Some(page);
+            }
+            // Rows between `after` and this page's start are not here: keep it for later.
+            q.push_front((start, page));
+            return None;
+        }
+        None
+    }
+
+    /// Whether a page is waiting for the alert engine.
+    pub fn has_shared_page(&self) -> bool {
+        !lock(&self.shared).is_empty()
     }
 
     fn send_correlation(&self, corr: &pb::Correlation) {
@@ -438,6 +518,51 @@ mod tests {
         f.test_id = Some("t1".into());
         f.results = false;
         assert!(!f.wants_row(&row));
+    }
+
+    fn page(from: (i64, i64), last: (i64, i64)) -> (StreamCursor, Arc<StreamPage>) {
+        let c = |(r, e)| StreamCursor {
+            result_key: r,
+            event_key: e,
+        };
+        let mut row = result_row("acme", "", "t1");
+        row.key = last.0;
+        let page = StreamPage {
+            rows: vec![row],
+            last: c(last),
+            more: false,
+        };
+        (c(from), Arc::new(page))
+    }
+
+    #[test]
+    fn the_engine_gets_only_pages_that_leave_no_rows_out() {
+        let hub = Hub::new(2);
+        let at = |r, e| StreamCursor {
+            result_key: r,
+            event_key: e,
+        };
+        for (from, last) in [((0, 0), (10, 0)), ((10, 0), (20, 5)), ((20, 5), (30, 5))] {
+            let (f, p) = page(from, last);
+            hub.share(f, p);
+        }
+        // A reader at 12 skips the first page (all seen) and gets the second, which covers it.
+        let p = hub.shared_page_after(at(12, 0)).expect("covering page");
+        assert_eq!(p.last, at(20, 5));
+        // A reader past a page's start in one key but before it in the other would miss rows:
+        // it must read the store, and the page stays for later.
+        assert!(hub.shared_page_after(at(25, 3)).is_none());
+        assert!(hub.has_shared_page());
+        let p = hub.shared_page_after(at(20, 5)).expect("next page");
+        assert_eq!(p.last, at(30, 5));
+        assert!(hub.shared_page_after(at(30, 5)).is_none());
+        // The queue is bounded: the oldest pages go first.
+        for i in 0..(SHARED_PAGES as i64 + 4) {
+            let (f, p) = page((i, 0), (i + 1, 0));
+            hub.share(f, p);
+        }
+        assert!(hub.shared_page_after(at(0, 0)).is_none());
+        assert!(hub.shared_page_after(at(4, 0)).is_some());
     }
 
     #[test]

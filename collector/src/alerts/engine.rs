@@ -63,7 +63,7 @@ pub(super) struct Engine {
     /// (org, test) → window kept (ms), for tests a result rule watches.
     windows: HashMap<TestKey, i64>,
     samples: HashMap<TestKey, BTreeMap<String, AgentSamples>>,
-    last_seen: HashMap<(String, String, String), i64>,
+    last_seen: LastSeen,
     dirty_tests: HashSet<TestKey>,
     /// Orgs with new route events since their BGP rules were last evaluated.
     dirty_orgs: HashSet<String>,
@@ -75,6 +75,42 @@ pub(super) struct Engine {
     /// Per stale rule: its tests and agents, refreshed now and then.
     assignments: HashMap<String, (i64, Vec<pb::Test>, Vec<AgentRow>)>,
     active: HashMap<(String, String), Active>,
+}
+
+/// Last result time per (org, test, agent), nested so that updating a known triple (every result)
+/// looks up with the row's own strings and allocates nothing.
+#[derive(Default)]
+struct LastSeen {
+    by_org: HashMap<String, HashMap<String, HashMap<String, i64>>>,
+    len: usize,
+}
+
+impl LastSeen {
+    fn get(&self, org: &str, test: &str, agent: &str) -> Option<i64> {
+        self.by_org.get(org)?.get(test)?.get(agent).copied()
+    }
+
+    fn set(&mut self, org: &str, test: &str, agent: &str, ms: i64) {
+        if let Some(v) = self
+            .by_org
+            .get_mut(org)
+            .and_then(|t| t.get_mut(test))
+            .and_then(|a| a.get_mut(agent))
+        {
+            *v = ms;
+            return;
+        }
+        if self.len >= MAX_LAST_SEEN {
+            return;
+        }
+        self.len += 1;
+        self.by_org
+            .entry(org.to_string())
+            .or_default()
+            .entry(test.to_string())
+            .or_default()
+            .insert(agent.to_string(), ms);
+    }
 }
 
 fn sys() -> SystemScope {
@@ -165,7 +201,7 @@ impl Engine {
             windows: HashMap::new(),
             path_tests: HashMap::new(),
             samples: HashMap::new(),
-            last_seen: HashMap::new(),
+            last_seen: LastSeen::default(),
             dirty_tests: HashSet::new(),
             dirty_orgs: HashSet::new(),
             sessions: BTreeMap::new(),
@@ -370,14 +406,28 @@ impl Engine {
     fn pull(&mut self) {
         let scope = Scope::System(sys());
         loop {
-            let page = match self.c.store.stream_rows(&scope, self.cursor, READ_PAGE) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(error = %e, "alerts: cannot read committed rows");
-                    return;
-                }
+            // The stream hub usually read these rows already: take its page when it covers what
+            // follows our cursor, and read the store only when it does not hold one.
+            let (page, shared) = match self.c.stream.shared_page_after(self.cursor) {
+                Some(p) => (p, true),
+                None => match self.c.store.stream_rows(&scope, self.cursor, READ_PAGE) {
+                    Ok(p) => (Arc::new(p), false),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "alerts: cannot read committed rows");
+                        return;
+                    }
+                },
             };
+            let seen = self.cursor;
             for row in &page.rows {
+                // A shared page may start before our cursor: its rows up to it are done.
+                let done = match row.item {
+                    StreamItem::Result(_) => row.key <= seen.result_key,
+                    StreamItem::RouteEvent(_) => row.key <= seen.event_key,
+                };
+                if done {
+                    continue;
+                }
                 match &row.item {
                     StreamItem::Result(r) => self.on_result(&row.org, &row.team, r),
                     StreamItem::RouteEvent(e) => {
@@ -401,8 +451,12 @@ impl Engine {
                     }
                 }
             }
-            self.cursor = page.last;
-            if !page.more {
+            self.cursor = StreamCursor {
+                result_key: seen.result_key.max(page.last.result_key),
+                event_key: seen.event_key.max(page.last.event_key),
+            };
+            // A page the hub read may have a newer one behind it (one poke for several reads).
+            if !(page.more || (shared && self.c.stream.has_shared_page())) {
                 return;
             }
         }
@@ -410,9 +464,11 @@ impl Engine {
 
     fn on_result(&mut self, org: &str, team: &str, r: &pb::ProbeResult) {
         let s = Sample::of(r);
-        let lk = (org.to_string(), r.test_id.clone(), r.agent_id.clone());
-        if self.last_seen.len() < MAX_LAST_SEEN || self.last_seen.contains_key(&lk) {
-            self.last_seen.insert(lk, s.received_ms);
+        self.last_seen
+            .set(org, &r.test_id, &r.agent_id, s.received_ms);
+        // Most results belong to tests no rule watches: no key is built for them.
+        if self.path_tests.is_empty() && self.windows.is_empty() {
+            return;
         }
         let key = (org.to_string(), r.test_id.clone());
         if let Some(parent) = self.path_tests.get(&key)
@@ -638,11 +694,7 @@ impl Engine {
                 if !assigned {
                     continue;
                 }
-                let last = self
-                    .last_seen
-                    .get(&(r.org.clone(), t.id.clone(), a.id.clone()))
-                    .copied()
-                    .unwrap_or(0);
+                let last = self.last_seen.get(&r.org, &t.id, &a.id).unwrap_or(0);
                 let since = last.max(self.started_ms).max(a.created_at_ms);
                 let o = rules::stale(k, since, t.interval_ms, now);
                 outcomes.push((format!("{}/{}", t.id, a.id), o));
