@@ -35,6 +35,8 @@ pub struct Shared {
     pub spool: Arc<Mutex<Spool>>,
     /// Poked when the spool has something new, so it goes out without waiting for a tick.
     pub spool_notify: Arc<tokio::sync::Notify>,
+    /// Whether the link is up. Set with `send_replace`: a watch sender whose receivers are all
+    /// gone stores nothing with `send`, and a reader subscribing later would see a stale value.
     pub connected: watch::Sender<bool>,
     /// A verified release waiting to replace this binary once the agent has drained its work.
     pub staged_update: Arc<Mutex<Option<std::path::PathBuf>>>,
@@ -118,7 +120,7 @@ pub async fn run(
         }
         let started = Instant::now();
         let outcome = session(&state, &shared, &opts, &shutdown).await;
-        let _ = shared.connected.send(false);
+        shared.connected.send_replace(false);
         match outcome {
             Ok(()) => return Ok(()),
             Err(e) => {
@@ -240,7 +242,7 @@ async fn session(
                         lock(&shared.spool).ack(w.acked_seq)?;
                         sent_upto = Some(w.acked_seq);
                         in_flight = 0;
-                        let _ = shared.connected.send(true);
+                        shared.connected.send_replace(true);
                         tracing::info!(acked = w.acked_seq, "link up");
                     }
                     Some(collector_message::Msg::Assignments(set)) => {

@@ -22,6 +22,11 @@ pub struct Spool {
     max_records: u64,
     records: u64,
     next_seq: u64,
+    /// Highest sequence number the collector acknowledged. Kept explicitly (in `meta`) because
+    /// "everything below the oldest spooled batch" stops being true once the bound has dropped
+    /// batches nobody acknowledged: the collector would then be told it holds records it never
+    /// saw, and would log them as lost from its database.
+    acked: u64,
     dropped_total: u64,
 }
 
@@ -63,11 +68,31 @@ impl Spool {
                 r.get(0)
             })
             .map_err(db)?;
+        let acked = match conn
+            .query_row("SELECT v FROM meta WHERE k='acked'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map_err(db)?
+        {
+            Some(v) => v as u64,
+            // A spool from before the watermark was kept: the oldest batch bounds it as before.
+            None => {
+                let oldest: Option<i64> = conn
+                    .query_row("SELECT MIN(first_seq) FROM batches", [], |r| r.get(0))
+                    .map_err(db)?;
+                match oldest {
+                    Some(f) => (f as u64).saturating_sub(1),
+                    None => next_seq.saturating_sub(1),
+                }
+            }
+        };
         Ok(Self {
             conn,
             max_records: max_records.max(1),
             records: records as u64,
             next_seq,
+            acked,
             dropped_total: 0,
         })
     }
@@ -80,17 +105,9 @@ impl Spool {
         self.next_seq
     }
 
-    /// Highest sequence number known to be acknowledged: everything below the oldest spooled batch
-    /// (acknowledged batches are deleted), or everything numbered so far when the spool is empty.
+    /// Highest sequence number the collector acknowledged (dropped batches are not acknowledged).
     pub fn acked_upto(&self) -> Result<u64, AgentError> {
-        let oldest: Option<i64> = self
-            .conn
-            .query_row("SELECT MIN(first_seq) FROM batches", [], |r| r.get(0))
-            .map_err(db)?;
-        Ok(match oldest {
-            Some(f) => (f as u64).saturating_sub(1),
-            None => self.next_seq.saturating_sub(1),
-        })
+        Ok(self.acked)
     }
 
     pub fn dropped_total(&self) -> u64 {
@@ -272,6 +289,15 @@ impl Spool {
                 .map_err(db)?;
             self.records = self.records.saturating_sub(n as u64);
         }
+        if seq > self.acked {
+            self.acked = seq;
+            self.conn
+                .execute(
+                    "INSERT INTO meta(k,v) VALUES('acked',?1) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
+                    params![seq as i64],
+                )
+                .map_err(db)?;
+        }
         self.ensure_next_seq_above(seq)
     }
 }
@@ -348,6 +374,18 @@ mod tests {
             covered,
             (1..=last).collect(),
             "every sequence number is data or in a gap"
+        );
+        // Dropping is not acknowledging: the collector is still told it holds nothing.
+        assert_eq!(s.acked_upto().expect("acked"), 0);
+        s.ack(3).expect("ack");
+        let p = dir.path().join("s.sqlite");
+        drop(s);
+        assert_eq!(
+            Spool::open(&p, 10)
+                .expect("reopen")
+                .acked_upto()
+                .expect("acked"),
+            3
         );
     }
 }
