@@ -77,6 +77,18 @@ fn main() {
         }
     }
     files.sort();
+    if files.is_empty() {
+        // Loud on purpose: a collector built this way serves no dashboard, only a page saying
+        // how to build one, and that is easy to miss until someone opens a browser.
+        let at = dist.as_ref().map_or_else(
+            || "<target>/web-dist (no target dir found)".to_string(),
+            |d| d.display().to_string(),
+        );
+        println!(
+            "cargo::warning=no built dashboard in {at}: this collector will serve a page \
+             asking for `cargo xtask web` instead of the dashboard"
+        );
+    }
     let mut code = String::from(
         "/// The dashboard's files: (path without the leading slash, content type, bytes, the\n\
          /// bytes gzipped if that is smaller).\n\

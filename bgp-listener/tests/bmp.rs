@@ -1058,3 +1058,27 @@ async fn a_resync_request_snapshots_every_bmp_table() {
     assert!(matches!(r.change, RouteChange::Announce { .. }), "{r:?}");
     task.abort();
 }
+
+/// A router that negotiated Extended Messages (RFC 8654) with its peer forwards UPDATEs longer
+/// than 4096 octets in Route Monitoring; the station must decode them, not drop them as malformed.
+#[test]
+fn route_monitoring_carries_extended_message_updates_beyond_4096_octets() {
+    let mut st = up_station();
+    let nlri: Vec<u8> = (0..1100u32)
+        .flat_map(|i| {
+            let [_, _, b, c] = i.to_be_bytes();
+            nlri_path(1, 24, &[10, b, c])
+        })
+        .collect();
+    let pdu = update(&[], &base_attrs(&[65001], [198, 18, 0, 1]), &nlri);
+    assert!(pdu.len() > 4096, "{} octets", pdu.len());
+    let ev = events(&feed(&mut st, route_monitoring(hdr(), &pdu)));
+    let announced = ev
+        .iter()
+        .filter(
+            |e| matches!(e, Event::Route(r) if matches!(r.change, RouteChange::Announce { .. })),
+        )
+        .count();
+    assert_eq!(announced, 1100, "{:?}", ev.first());
+    assert_eq!(st.routes(ip(PEER), BmpView::PrePolicy), 1100);
+}

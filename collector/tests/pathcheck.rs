@@ -88,15 +88,10 @@ fn a_route_change_traces_toward_the_target_and_the_path_is_checked_against_bgp()
     // The /24 as the router and listener see it: 65001 65010 65030, without the link's AS.
     let disagree = format!("{link_route}{}", route_with_path(&t24, &[TARGET_AS]));
     lab.announce(&disagree);
+    // `start` returns once the router holds the upstream's routes in its FIB and has opened its
+    // session toward the listener, so they reach the listener in the initial transfer (before
+    // End-of-RIB) rather than as changes after it.
     lab.start();
-    // The listener starts once the router holds the upstream's routes, so they reach it in the
-    // session's initial transfer (before End-of-RIB) rather than as changes after it.
-    wait_until(
-        "the router's route to the targets",
-        Duration::from_secs(60),
-        || lab.router_fib().contains(&t24).then_some(()),
-    );
-    std::thread::sleep(Duration::from_secs(1));
     let _listener = start_listener(
         &c,
         root,
