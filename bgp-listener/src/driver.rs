@@ -342,13 +342,6 @@ pub struct ResyncLink {
     pub held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-async fn changed_opt(rx: Option<&mut watch::Receiver<u64>>) -> bool {
-    match rx {
-        Some(r) => r.changed().await.is_ok(),
-        None => std::future::pending().await,
-    }
-}
-
 /// [`run_with`] that also answers resync requests with snapshots of its Adj-RIB-In.
 pub async fn run_resyncing(
     cfg: SessionConfig,
@@ -467,7 +460,7 @@ pub async fn run_resyncing(
                 // Dial again after `retry` once the connection is gone.
                 next_dial = Some(Instant::now() + retry);
             }
-            asked = changed_opt(requests.as_mut()) => {
+            asked = crate::resync::requested(requests.as_mut()) => {
                 if asked {
                     d.snapshot().await?;
                 } else {

@@ -837,3 +837,74 @@ impl AdjRibIn {
         events
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn v4(a: [u8; 4], len: u8) -> Prefix {
+        Prefix {
+            addr: IpAddr::V4(Ipv4Addr::from(a)),
+            len,
+        }
+    }
+
+    /// A resync snapshot walks a family in chunks: every route (plain, ADD-PATH and stale) comes
+    /// exactly once, whatever the chunk size, and the other family never.
+    #[test]
+    fn a_chunked_walk_visits_every_route_once() {
+        let mut rib = AdjRibIn::new();
+        let peer = Peer::session("198.18.0.1".parse().unwrap(), 65001);
+        let nh = Some("198.18.0.1".parse().unwrap());
+        let mut announced = Vec::new();
+        for i in 0..7u8 {
+            announced.push((Family::Ipv4Unicast, None, v4([10, 0, i, 0], 24), nh));
+        }
+        for id in 1..=5u32 {
+            announced.push((Family::Ipv4Unicast, Some(id), v4([10, 1, 0, 0], 24), nh));
+        }
+        let v6 = Prefix {
+            addr: "2001:db8::".parse().unwrap(),
+            len: 32,
+        };
+        announced.push((Family::Ipv6Unicast, None, v6, nh));
+        let upd = ParsedUpdate {
+            announced,
+            attrs: PathAttributes {
+                origin: Some(0),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        rib.apply(peer, SystemTime::UNIX_EPOCH, None, upd);
+        assert_eq!(rib.count(Family::Ipv4Unicast), 12);
+        let walk = |rib: &AdjRibIn, limit: usize| {
+            let mut seen = Vec::new();
+            let mut after = None;
+            loop {
+                let chunk = rib.routes_chunk(Family::Ipv4Unicast, after, limit);
+                let done = chunk.len() < limit;
+                after = chunk.last().map(|(p, id, _)| (*p, *id));
+                seen.extend(chunk.into_iter().map(|(p, id, r)| {
+                    assert_eq!(r.next_hop, nh);
+                    (p, id)
+                }));
+                if done {
+                    return seen;
+                }
+            }
+        };
+        let all = walk(&rib, 1000);
+        assert_eq!(all.len(), 12);
+        for limit in [1, 3, 4, 7, 11, 12, 13] {
+            assert_eq!(walk(&rib, limit), all, "chunks of {limit}");
+        }
+        let unique: std::collections::BTreeSet<_> = all.iter().collect();
+        assert_eq!(unique.len(), 12);
+        assert!(all.iter().all(|(p, _)| p.addr.is_ipv4()));
+        // Stale routes are held, so they are part of the snapshot too.
+        rib.mark_stale(Family::Ipv4Unicast);
+        assert_eq!(walk(&rib, 5), all);
+    }
+}
