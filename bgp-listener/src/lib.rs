@@ -33,5 +33,6 @@ pub mod run;
 pub mod session;
 pub mod transport;
 pub mod update;
+mod v4map;
 pub mod watch;
 pub mod wire;
