@@ -31,6 +31,7 @@ pub mod rib;
 #[cfg(feature = "agent")]
 pub mod run;
 pub mod session;
+mod set_index;
 pub mod transport;
 pub mod update;
 mod v4map;

@@ -29,6 +29,7 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::event::{AttrKind, Peer, Route, RouteChange, RouteEvent};
 use crate::iana::attr;
+use crate::set_index::SetIndex;
 use crate::update::{
     InternedSet, ParsedUpdate, PathAttributes, SessionKind, encode_shared, shared_attr_parts,
 };
@@ -143,10 +144,8 @@ fn set_key(a: &PathAttributes, out: &mut Vec<u8>) {
 #[derive(Debug)]
 struct Slot {
     route: Route,
-    next_hop: Option<IpAddr>,
     /// Index of the route's attribute set in `RouteStore::sets`.
     set: u32,
-    refs: u32,
 }
 
 #[derive(Debug)]
@@ -155,19 +154,21 @@ struct SetSlot {
     /// Route slots using this set.
     slots: u32,
     /// The set's fingerprint: SipHash-1-3-128 of its canonical encoding (or of its `set_key` when
-    /// it has none) under the store's secret key. `hash` (the low half) indexes `set_index`;
-    /// `next` is the next set with the same `hash` (a chain; almost always empty).
+    /// it has none) under the store's secret key. `hash` (the low half) is its key in
+    /// `set_index`.
     hash: u64,
     hash_hi: u64,
-    next: Option<u32>,
     /// `CANONICAL`, `CLEAN`, `CLEAN_EXTERNAL`: what `find_raw` needs to know about the set
     /// without touching the attributes themselves.
     flags: u8,
-    /// The route slot last looked up for this set (in the padding of this struct, so free):
-    /// nearly every set has one next hop, and checking that slot, which the UPDATE touches
-    /// anyway, saves a lookup in `RouteStore::index` (a cache miss per UPDATE on a full table).
-    /// `NO_SLOT` when none: an `Option` would not fit the padding.
+    /// The set's primary route slot (`NO_SLOT` when none) and its next hop. Nearly every set has
+    /// one next hop, so an UPDATE whose set was just found by `find_raw` gets its slot number
+    /// here, from the cache line it already loaded, and builds its events' routes from
+    /// `attrs` and this next hop: the slot itself (another cache miss per UPDATE on a full
+    /// table, then another for the `Arc` it points to) is not read. `release` keeps it true:
+    /// a slot that is freed stops being any set's primary slot.
     last_slot: u32,
+    last_next_hop: Option<IpAddr>,
 }
 
 /// `SetSlot::flags`: the fingerprint is of the canonical encoding (`update::encode_shared`), so
@@ -214,13 +215,16 @@ impl SipKey {
 #[derive(Debug, Default)]
 struct RouteStore {
     slots: Vec<Option<Slot>>,
+    /// Prefixes holding each slot, apart from `slots` so that counting is in a dense array (4
+    /// bytes a slot, mostly in cache) and not on the slot's own cache line.
+    refs: Vec<u32>,
     free: Vec<u32>,
     /// (next hop, set index) → route slot.
     index: HashMap<(Option<IpAddr>, u32), u32>,
     sets: Vec<Option<SetSlot>>,
     free_sets: Vec<u32>,
-    /// Low half of a fingerprint → first set with it.
-    set_index: HashMap<u64, u32>,
+    /// Fingerprint → set (see `set_index.rs`: one cache miss per lookup, not two).
+    set_index: SetIndex,
     sip: SipKey,
     /// Scratch buffer for `set_key`/`encode_shared`.
     key_buf: Vec<u8>,
@@ -282,15 +286,9 @@ impl RouteStore {
             } else {
                 CLEAN
             };
-        let mut at = self.set_index.get(&fp.h1).copied();
-        while let Some(i) = at {
-            let s = self.set(i)?;
-            if s.hash == fp.h1 && s.hash_hi == fp.h2 && s.flags & need == need {
-                return Some(i);
-            }
-            at = s.next;
-        }
-        None
+        self.set_index.find(fp.h1, |i| {
+            matches!(self.set(i), Some(s) if s.hash == fp.h1 && s.hash_hi == fp.h2 && s.flags & need == need)
+        })
     }
 
     fn set(&self, i: u32) -> Option<&SetSlot> {
@@ -300,14 +298,11 @@ impl RouteStore {
     /// The interned set equal to `attrs`, and whether it was created (unused) by this call.
     fn intern_attrs(&mut self, attrs: PathAttributes) -> (u32, bool) {
         let (hash, hash_hi, canonical) = self.fingerprint_of(&attrs);
-        let head = self.set_index.get(&hash).copied();
-        let mut at = head;
-        while let Some(i) = at {
-            let Some(s) = self.set(i) else { break };
-            if *s.attrs == attrs {
-                return (i, false);
-            }
-            at = s.next;
+        let held = self.set_index.find(hash, |i| {
+            matches!(self.set(i), Some(s) if s.hash == hash && s.hash_hi == hash_hi && *s.attrs == attrs)
+        });
+        if let Some(i) = held {
+            return (i, false);
         }
         let mut flags = 0;
         if canonical {
@@ -324,9 +319,9 @@ impl RouteStore {
             slots: 0,
             hash,
             hash_hi,
-            next: head,
             flags,
             last_slot: NO_SLOT,
+            last_next_hop: None,
         });
         let i = match self.free_sets.pop() {
             Some(i) => {
@@ -354,71 +349,60 @@ impl RouteStore {
             return;
         };
         self.free_sets.push(set);
-        // Unlink it from its hash chain.
-        if self.set_index.get(&s.hash) == Some(&set) {
-            match s.next {
-                Some(n) => {
-                    self.set_index.insert(s.hash, n);
-                }
-                None => {
-                    self.set_index.remove(&s.hash);
-                }
-            }
-            return;
-        }
-        let mut at = self.set_index.get(&s.hash).copied();
-        while let Some(i) = at {
-            let Some(Some(p)) = self.sets.get_mut(i as usize) else {
-                break;
-            };
-            if p.next == Some(set) {
-                p.next = s.next;
-                break;
-            }
-            at = p.next;
-        }
+        self.set_index.remove(s.hash, set);
     }
 
     /// The slot of this route, created if new; its count is not taken (see `acquire`).
     fn slot_of(&mut self, next_hop: Option<IpAddr>, set: u32) -> Option<u32> {
-        let i = self.set(set)?.last_slot;
-        if let Some(Some(s)) = self.slots.get(i as usize)
-            && s.set == set
-            && s.next_hop == next_hop
-        {
-            return Some(i);
+        let s = self.set(set)?;
+        if s.last_slot != NO_SLOT && s.last_next_hop == next_hop {
+            return Some(s.last_slot);
         }
-        if let Some(&i) = self.index.get(&(next_hop, set)) {
-            if let Some(Some(s)) = self.sets.get_mut(set as usize) {
-                s.last_slot = i;
-            }
-            return Some(i);
-        }
-        let attrs = Arc::clone(&self.sets.get(set as usize)?.as_ref()?.attrs);
-        let slot = Some(Slot {
-            route: Route { next_hop, attrs },
-            next_hop,
-            set,
-            refs: 0,
-        });
-        let i = match self.free.pop() {
-            Some(i) => {
-                if let Some(s) = self.slots.get_mut(i as usize) {
-                    *s = slot;
-                }
-                i
-            }
+        let i = match self.index.get(&(next_hop, set)) {
+            Some(&i) => i,
             None => {
-                self.slots.push(slot);
-                index_of(self.slots.len() - 1)
+                let attrs = Arc::clone(&s.attrs);
+                let slot = Some(Slot {
+                    route: Route { next_hop, attrs },
+                    set,
+                });
+                let i = match self.free.pop() {
+                    Some(i) => {
+                        if let Some(s) = self.slots.get_mut(i as usize) {
+                            *s = slot;
+                        }
+                        if let Some(r) = self.refs.get_mut(i as usize) {
+                            *r = 0;
+                        }
+                        i
+                    }
+                    None => {
+                        self.slots.push(slot);
+                        self.refs.push(0);
+                        index_of(self.slots.len() - 1)
+                    }
+                };
+                if let Some(Some(s)) = self.sets.get_mut(set as usize) {
+                    s.slots += 1;
+                }
+                self.index.insert((next_hop, set), i);
+                i
             }
         };
         if let Some(Some(s)) = self.sets.get_mut(set as usize) {
-            s.slots += 1;
             s.last_slot = i;
+            s.last_next_hop = next_hop;
         }
-        self.index.insert((next_hop, set), i);
         Some(i)
+    }
+
+    /// The route of slot `slot_of(next_hop, set)`, built from the set (see
+    /// `SetSlot::last_slot`).
+    fn route_of(&self, set: u32, next_hop: Option<IpAddr>) -> Option<Route> {
+        Some(Route {
+            next_hop,
+            attrs: Arc::clone(&self.set(set)?.attrs),
+        })
     }
 
     fn route(&self, i: u32) -> Option<&Route> {
@@ -429,34 +413,39 @@ impl RouteStore {
     }
 
     fn acquire(&mut self, i: u32) {
-        if let Some(Some(s)) = self.slots.get_mut((i & !STALE) as usize) {
-            s.refs += 1;
+        if let Some(r) = self.refs.get_mut((i & !STALE) as usize) {
+            *r += 1;
         }
     }
 
     /// Drops one prefix's hold on a slot, freeing the slot (and its attribute set) when unused.
     fn release(&mut self, i: u32) {
         let i = i & !STALE;
-        let Some(entry) = self.slots.get_mut(i as usize) else {
+        let Some(r) = self.refs.get_mut(i as usize) else {
             return;
         };
-        let Some(s) = entry else { return };
-        s.refs = s.refs.saturating_sub(1);
-        if s.refs > 0 {
+        *r = r.saturating_sub(1);
+        if *r > 0 {
             return;
         }
-        let Some(s) = entry.take() else { return };
+        let Some(s) = self.slots.get_mut(i as usize).and_then(Option::take) else {
+            return;
+        };
         self.free.push(i);
-        self.index.remove(&(s.next_hop, s.set));
+        self.index.remove(&(s.route.next_hop, s.set));
         if let Some(Some(set)) = self.sets.get_mut(s.set as usize) {
             set.slots = set.slots.saturating_sub(1);
+            if set.last_slot == i {
+                set.last_slot = NO_SLOT;
+            }
         }
         self.drop_set_if_unused(s.set);
     }
 
     /// Frees a slot created by `slot_of` that no prefix took.
     fn release_if_unused(&mut self, i: u32) {
-        let unused = matches!(self.slots.get(i as usize), Some(Some(s)) if s.refs == 0);
+        let unused = matches!(self.slots.get(i as usize), Some(Some(_)))
+            && self.refs.get(i as usize) == Some(&0);
         if unused {
             self.acquire(i);
             self.release(i);
@@ -875,7 +864,7 @@ impl AdjRibIn {
                 match self.insert(k, id, slot) {
                     None => {
                         self.store.acquire(slot);
-                        if let Some(route) = self.store.route(slot).cloned() {
+                        if let Some(route) = self.store.route_of(set, next_hop) {
                             emit(ev(family, id, RouteChange::Announce { prefix, route }));
                         }
                     }
@@ -886,7 +875,7 @@ impl AdjRibIn {
                         self.store.acquire(slot);
                         if let (Some(previous), Some(route)) = (
                             self.store.route(old).cloned(),
-                            self.store.route(slot).cloned(),
+                            self.store.route_of(set, next_hop),
                         ) {
                             let changed = AttrKind::diff(&previous, &route);
                             if !changed.is_empty() {
