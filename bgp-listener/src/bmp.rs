@@ -419,6 +419,31 @@ impl Station {
             .sum()
     }
 
+    /// Every table the station holds (one per monitored peer and view), for a resync snapshot,
+    /// in a stable order.
+    pub fn tables(&self) -> Vec<(Peer, &AdjRibIn)> {
+        let mut v: Vec<(Peer, &AdjRibIn)> = self
+            .peers
+            .iter()
+            .flat_map(|(k, st)| {
+                st.views
+                    .iter()
+                    .map(move |(view, rib)| (bmp_peer(self.router, *k, st.asn, *view), rib))
+            })
+            .collect();
+        v.sort_by_key(|(p, _)| *p);
+        v
+    }
+
+    /// Routes held over every monitored peer and view.
+    pub fn routes_held(&self) -> usize {
+        self.peers
+            .values()
+            .flat_map(|p| p.views.values())
+            .map(AdjRibIn::len)
+            .sum()
+    }
+
     pub fn handle(&mut self, now: SystemTime, input: Input) -> Vec<Output> {
         let mut out = Vec::new();
         if self.closed {

@@ -22,8 +22,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use crate::bmp::{Input, Output, RouterInfo, Station};
 use crate::event::{BmpView, Event, RouteChange, SessionEvent, Source};
+use crate::resync::StationResync;
 use crate::watch::{Format, event_json, event_text};
 use crate::wire::Family;
 
@@ -77,8 +80,21 @@ pub async fn run_with_names(
     listener: TcpListener,
     allowed_routers: Vec<IpAddr>,
     events: mpsc::Sender<Event>,
+    stop: watch::Receiver<bool>,
+    names: RouterNames,
+) -> Result<(), StationError> {
+    run_resyncing(listener, allowed_routers, events, stop, names, None).await
+}
+
+/// [`run_with_names`] whose router connections also answer resync requests with snapshots of
+/// every table they hold (see `resync.rs`).
+pub async fn run_resyncing(
+    listener: TcpListener,
+    allowed_routers: Vec<IpAddr>,
+    events: mpsc::Sender<Event>,
     mut stop: watch::Receiver<bool>,
     names: RouterNames,
+    resync: Option<StationResync>,
 ) -> Result<(), StationError> {
     let allowed: Vec<IpAddr> = allowed_routers.iter().map(|a| a.to_canonical()).collect();
     if allowed.is_empty() {
@@ -117,8 +133,10 @@ pub async fn run_with_names(
                 let (events, stop, names) = (events.clone(), stop.clone(), Arc::clone(&names));
                 let id = next_id;
                 next_id += 1;
+                let resync = resync.clone();
                 tasks.spawn(async move {
-                    (router, id, serve(stream, router, events, stop, kick_rx, names).await)
+                    let r = serve(stream, router, events, stop, kick_rx, names, resync).await;
+                    (router, id, r)
                 });
             }
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
@@ -143,18 +161,81 @@ pub async fn run_with_names(
 
 /// One router connection: read, feed the station, forward events. Never writes.
 async fn serve(
+    stream: TcpStream,
+    router: IpAddr,
+    events: mpsc::Sender<Event>,
+    stop: watch::Receiver<bool>,
+    kick: watch::Receiver<bool>,
+    names: RouterNames,
+    resync: Option<StationResync>,
+) -> Result<(), StationError> {
+    // The count of routes this connection holds sizes resync snapshots; it goes with it.
+    let held = resync.as_ref().map(|r| {
+        let n = Arc::new(AtomicUsize::new(0));
+        if let Ok(mut h) = r.held.lock() {
+            h.insert(format!("bmp {router}"), n.clone());
+        }
+        (r.held.clone(), n)
+    });
+    let requests = resync.map(|mut r| {
+        r.requests.borrow_and_update();
+        r.requests
+    });
+    let r = serve_inner(
+        stream,
+        router,
+        events,
+        (stop, kick),
+        names,
+        requests,
+        held.as_ref().map(|(_, n)| n.clone()),
+    )
+    .await;
+    if let Some((map, n)) = held
+        && let Ok(mut h) = map.lock()
+    {
+        // A newer connection of the same router may have registered its own count since.
+        let key = format!("bmp {router}");
+        if h.get(&key).is_some_and(|cur| Arc::ptr_eq(cur, &n)) {
+            h.remove(&key);
+        }
+    }
+    r
+}
+
+async fn serve_inner(
     mut stream: TcpStream,
     router: IpAddr,
     events: mpsc::Sender<Event>,
-    mut stop: watch::Receiver<bool>,
-    mut kick: watch::Receiver<bool>,
+    (mut stop, mut kick): (watch::Receiver<bool>, watch::Receiver<bool>),
     names: RouterNames,
+    mut requests: Option<watch::Receiver<u64>>,
+    held: Option<Arc<AtomicUsize>>,
 ) -> Result<(), StationError> {
     let mut station = Station::new(router);
     let mut published = RouterInfo::default();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
+        if let Some(n) = &held {
+            n.store(station.routes_held(), Ordering::Relaxed);
+        }
         let input = tokio::select! {
+            asked = crate::resync::requested(requests.as_mut()) => {
+                if !asked {
+                    requests = None;
+                    continue;
+                }
+                // No router input is read until the snapshot is out: it sits at one point of
+                // this router's events.
+                let mut routes = 0;
+                for (peer, rib) in station.tables() {
+                    routes += crate::resync::send_table(rib, peer, &events)
+                        .await
+                        .map_err(|_| StationError::EventsClosed)?;
+                }
+                tracing::info!(%router, routes, "resync snapshot sent (BMP)");
+                continue;
+            }
             r = stream.read(&mut buf) => match r {
                 Ok(0) => Input::Closed,
                 Err(e) => {

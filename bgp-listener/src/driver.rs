@@ -9,6 +9,12 @@
 //! Backpressure: events go into a bounded channel and the driver awaits room before reading more
 //! from the sockets, so a slow consumer slows the peer down through TCP (hold timer permitting)
 //! instead of growing memory.
+//!
+//! Batches: with [`EventSink::Batches`] the events of one input (a TCP read: a few thousand route
+//! events during a table transfer) go through the channel in vectors of at most [`BATCH_MAX`],
+//! so the channel's atomics, wake-ups and the receiving task's `select!` are paid per batch, not
+//! per route. `watch` takes them that way; [`EventSink::Each`] (one message per event) stays for
+//! consumers that share one channel between many sources (`run`, tests).
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +35,43 @@ use crate::wire::{Family, encode};
 
 /// The BGP port (RFC 4271).
 pub const BGP_PORT: u16 = 179;
+
+/// Most events in one [`EventSink::Batches`] message. With a channel of `n` batches at most
+/// `n × BATCH_MAX` events wait for the consumer.
+pub const BATCH_MAX: usize = 256;
+
+/// Where a driver's events go (see the module doc).
+#[derive(Debug, Clone)]
+pub enum EventSink {
+    /// One channel message per event.
+    Each(mpsc::Sender<Event>),
+    /// Events in order, in vectors of 1 to [`BATCH_MAX`].
+    Batches(mpsc::Sender<Vec<Event>>),
+}
+
+impl From<mpsc::Sender<Event>> for EventSink {
+    fn from(tx: mpsc::Sender<Event>) -> Self {
+        EventSink::Each(tx)
+    }
+}
+
+impl From<mpsc::Sender<Vec<Event>>> for EventSink {
+    fn from(tx: mpsc::Sender<Vec<Event>>) -> Self {
+        EventSink::Batches(tx)
+    }
+}
+
+/// Sends one message, waiting for room when the channel is full (backpressure reaches the peer
+/// through TCP).
+async fn send_or_wait<T>(tx: &mpsc::Sender<T>, msg: T) -> Result<(), DriverError> {
+    match tx.try_send(msg) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(msg)) => {
+            tx.send(msg).await.map_err(|_| DriverError::EventsClosed)
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(DriverError::EventsClosed),
+    }
+}
 
 /// How the session's TCP connection comes about.
 #[derive(Debug)]
@@ -162,18 +205,49 @@ impl Timers {
 
 struct Driver {
     session: Session,
-    events: mpsc::Sender<Event>,
+    events: EventSink,
+    /// Events not yet sent as a batch (`EventSink::Batches`).
+    pending: Vec<Event>,
+    /// The session's outputs, one vector reused for every input (`Session::handle_into`).
+    outputs: Vec<Output>,
     timers: Timers,
     primary: Option<Link>,
     contender: Option<Link>,
 }
 
 impl Driver {
+    async fn emit(&mut self, ev: Event) -> Result<(), DriverError> {
+        match &self.events {
+            EventSink::Each(tx) => send_or_wait(tx, ev).await,
+            EventSink::Batches(_) => {
+                self.pending.push(ev);
+                if self.pending.len() >= BATCH_MAX {
+                    self.flush().await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends the pending batch, if any.
+    async fn flush(&mut self) -> Result<(), DriverError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if let EventSink::Batches(tx) = &self.events {
+            let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH_MAX));
+            send_or_wait(tx, batch).await?;
+        }
+        Ok(())
+    }
+
     /// Feeds one input to the session and carries out what it asks, in order.
     async fn step(&mut self, input: Input) -> Result<(), DriverError> {
-        let outputs = self.session.handle(SystemTime::now(), input);
+        let mut outputs = std::mem::take(&mut self.outputs);
+        self.session
+            .handle_into(SystemTime::now(), input, &mut outputs);
         let mut close_primary = false;
-        for o in outputs {
+        for o in outputs.drain(..) {
             match o {
                 Output::Send(msg) => {
                     if let Some(l) = self.primary.as_mut()
@@ -211,6 +285,8 @@ impl Driver {
                 }
             }
         }
+        self.outputs = outputs;
+        self.flush().await?;
         if close_primary && let Some(mut l) = self.primary.take() {
             let _ = l.wr.shutdown().await;
         }
@@ -219,19 +295,6 @@ impl Driver {
             Box::pin(self.step(Input::Closed)).await?;
         }
         Ok(())
-    }
-
-    async fn emit(&mut self, ev: Event) -> Result<(), DriverError> {
-        match self.events.try_send(ev) {
-            Ok(()) => Ok(()),
-            // Full: wait for room (backpressure reaches the peer through TCP).
-            Err(mpsc::error::TrySendError::Full(ev)) => self
-                .events
-                .send(ev)
-                .await
-                .map_err(|_| DriverError::EventsClosed),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(DriverError::EventsClosed),
-        }
     }
 
     /// Sends a resync snapshot of every family the Adj-RIB-In may hold (see `resync.rs`): no
@@ -274,6 +337,7 @@ impl Driver {
             .await?;
             total += routes;
         }
+        self.flush().await?;
         // Waiting for room in the event channel was our doing, not the peer's silence.
         if let Some(h) = self.timers.hold.as_mut() {
             *h += started.elapsed();
@@ -315,7 +379,7 @@ impl Driver {
 pub async fn run(
     cfg: SessionConfig,
     conn: Connection,
-    events: mpsc::Sender<Event>,
+    events: impl Into<EventSink>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), DriverError> {
     run_with(cfg, conn, Transport::default(), events, stop).await
@@ -328,10 +392,10 @@ pub async fn run_with(
     cfg: SessionConfig,
     conn: Connection,
     transport: Transport,
-    events: mpsc::Sender<Event>,
+    events: impl Into<EventSink>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), DriverError> {
-    run_resyncing(cfg, conn, transport, events, stop, None).await
+    run_resyncing(cfg, conn, transport, events.into(), stop, None).await
 }
 
 /// What `run` gives a driver to take part in resyncs (see `resync.rs`).
@@ -342,19 +406,12 @@ pub struct ResyncLink {
     pub held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-async fn changed_opt(rx: Option<&mut watch::Receiver<u64>>) -> bool {
-    match rx {
-        Some(r) => r.changed().await.is_ok(),
-        None => std::future::pending().await,
-    }
-}
-
 /// [`run_with`] that also answers resync requests with snapshots of its Adj-RIB-In.
 pub async fn run_resyncing(
     cfg: SessionConfig,
     conn: Connection,
     transport: Transport,
-    events: mpsc::Sender<Event>,
+    events: EventSink,
     mut stop: watch::Receiver<bool>,
     resync: Option<ResyncLink>,
 ) -> Result<(), DriverError> {
@@ -375,7 +432,9 @@ pub async fn run_resyncing(
     }
     let mut d = Driver {
         session: Session::new(cfg),
-        events,
+        events: events.into(),
+        pending: Vec::new(),
+        outputs: Vec::new(),
         timers: Timers::default(),
         primary: None,
         contender: None,
@@ -467,7 +526,7 @@ pub async fn run_resyncing(
                 // Dial again after `retry` once the connection is gone.
                 next_dial = Some(Instant::now() + retry);
             }
-            asked = changed_opt(requests.as_mut()) => {
+            asked = crate::resync::requested(requests.as_mut()) => {
                 if asked {
                     d.snapshot().await?;
                 } else {

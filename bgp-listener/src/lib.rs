@@ -34,7 +34,9 @@ pub mod rib;
 #[cfg(feature = "agent")]
 pub mod run;
 pub mod session;
+mod set_index;
 pub mod transport;
 pub mod update;
+mod v4map;
 pub mod watch;
 pub mod wire;

@@ -25,13 +25,21 @@
 //!    `resync.rs`). An interrupted snapshot (no `End`, or fewer routes than `End` says) is
 //!    discarded without touching the table.
 //!
-//! BMP-monitored peers are not resynced yet (their views live in the BMP station's per-router
-//! tasks); a spool overflow leaves their tables at the collector as wrong as before, until the
-//! router's BMP connection restarts.
+//! The BMP station keeps an Adj-RIB-In per monitored peer and view, so each router connection
+//! answers the same request with a snapshot of every table it holds ([`send_table`]); the
+//! collector keys them by peer, view and router like their live events. Nothing is sent to the
+//! router (BMP is one-way, and closing its connection to make it resend would report every peer
+//! down and up).
 
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::mpsc;
+
 use crate::event::{Event, Peer, ResyncMark, RouteChange, RouteEvent};
+use crate::rib::AdjRibIn;
 use crate::wire::Family;
 
 /// Routes per chunk of a snapshot walk: small enough that a KEEPALIVE is never far away, large
@@ -57,6 +65,60 @@ pub fn mark(
         source_time: None,
         change: RouteChange::Resync(m),
     })
+}
+
+/// Sends one table's snapshot (every family) into `events`, waiting for room as live events
+/// do. For the BMP station, which has no session timers to keep; a session's driver has its
+/// own loop (it sends KEEPALIVEs between chunks). Returns the routes sent, or `Err` when the
+/// receiver is gone.
+pub async fn send_table(
+    rib: &AdjRibIn,
+    peer: Peer,
+    events: &mpsc::Sender<Event>,
+) -> Result<u64, ()> {
+    let mut total = 0;
+    for family in Family::ALL {
+        let at = SystemTime::now();
+        let send = |ev: Event| async move { events.send(ev).await.map_err(|_| ()) };
+        send(mark(peer, family, None, at, ResyncMark::Begin)).await?;
+        let (mut after, mut routes) = (None, 0u64);
+        loop {
+            let chunk = rib.routes_chunk(family, after, CHUNK);
+            let done = chunk.len() < CHUNK;
+            after = chunk.last().map(|(p, id, _)| (*p, *id));
+            for (prefix, path_id, route) in chunk {
+                routes += 1;
+                let m = ResyncMark::Route { prefix, route };
+                send(mark(peer, family, path_id, at, m)).await?;
+            }
+            if done {
+                break;
+            }
+        }
+        send(mark(peer, family, None, at, ResyncMark::End { routes })).await?;
+        total += routes;
+    }
+    Ok(total)
+}
+
+/// Routes each running session or BMP router connection holds, which sizes a snapshot, by a
+/// name (`session <addr>`, `bmp <router>`). Kept by `run.rs` and the BMP station.
+pub type Held = Arc<Mutex<HashMap<String, Arc<AtomicUsize>>>>;
+
+/// What a BMP station gets to take part in resyncs.
+#[derive(Clone)]
+pub struct StationResync {
+    pub requests: tokio::sync::watch::Receiver<u64>,
+    pub held: Held,
+}
+
+/// Completes when a new resync is requested (true), or when no request can come any more
+/// (false); never without a receiver.
+pub(crate) async fn requested(rx: Option<&mut tokio::sync::watch::Receiver<u64>>) -> bool {
+    match rx {
+        Some(r) => r.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
 }
 
 /// What [`Trigger::poll`] decided.
@@ -141,23 +203,17 @@ impl Trigger {
 pub const POLL: Duration = Duration::from_millis(500);
 
 #[cfg(feature = "agent")]
-pub use task::{Held, run};
+pub use task::run;
 
 #[cfg(feature = "agent")]
 mod task {
-    use std::collections::HashMap;
-    use std::net::IpAddr;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Arc, Mutex};
+    use std::sync::atomic::Ordering;
 
     use foureyes_agent::link::{Shared, lock};
     use tokio::sync::watch;
     use tokio_util::sync::CancellationToken;
 
-    use super::{Decision, POLL, Trigger};
-
-    /// Routes each running session holds, by peer address (kept by `run.rs`).
-    pub type Held = Arc<Mutex<HashMap<IpAddr, Arc<AtomicUsize>>>>;
+    use super::{Decision, Held, POLL, Trigger};
 
     /// Watches the spool and asks the sessions for snapshots (a new generation on `requests`)
     /// when [`Trigger`] says so. Runs until `stop`.

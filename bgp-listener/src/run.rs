@@ -113,6 +113,7 @@ pub async fn run(
     let (resync_tx, resync_rx) = watch::channel(0u64);
     // Bind every configured listening address before starting anything, so a typo or a port in
     // use is an error at start, not a silent missing peer.
+    let resync_rx_bmp = resync_rx.clone();
     let mut peers_running = Peers::new(ev_tx.clone(), resync_rx);
     peers_running.apply(peers).await?;
     let resync_stop = CancellationToken::new();
@@ -143,8 +144,14 @@ pub async fn run(
             })?;
         tracing::info!(addr = %b.listen, routers = ?b.allow, "BMP station listening");
         let (allow, ev, stop) = (b.allow.clone(), ev_tx.clone(), stop_rx.clone());
+        let resync = crate::resync::StationResync {
+            requests: resync_rx_bmp,
+            held: peers_running.held.clone(),
+        };
         bmp = Some(tokio::spawn(async move {
-            if let Err(e) = crate::bmp_station::run(l, allow, ev, stop).await {
+            let names = Default::default();
+            let r = crate::bmp_station::run_resyncing(l, allow, ev, stop, names, Some(resync));
+            if let Err(e) = r.await {
                 tracing::error!(error = %e, "BMP station ended");
             }
         }));
@@ -302,7 +309,7 @@ impl Peers {
         for addr in stop {
             if let Some(t) = self.sessions.remove(&addr) {
                 tracing::info!(peer = %t.peer.name, "stopping the session (removed or changed)");
-                foureyes_agent::link::lock(&self.held).remove(&addr);
+                foureyes_agent::link::lock(&self.held).remove(&format!("session {addr}"));
                 if let PeerMode::Passive(l) = t.peer.mode
                     && let Some(a) = self.acceptors.get(&l)
                     && let Ok(mut r) = a.routes.lock()
@@ -368,8 +375,10 @@ impl Peers {
             let (stop, stop_rx) = watch::channel(false);
             let (ev, name, peer) = (self.events.clone(), p.name.clone(), p.clone());
             let held = Arc::new(AtomicUsize::new(0));
-            foureyes_agent::link::lock(&self.held)
-                .insert(p.session.peer.to_canonical(), held.clone());
+            foureyes_agent::link::lock(&self.held).insert(
+                format!("session {}", p.session.peer.to_canonical()),
+                held.clone(),
+            );
             let resync = driver::ResyncLink {
                 requests: self.resync.clone(),
                 held,

@@ -220,7 +220,7 @@ pub fn parse_update_from(
 }
 
 /// Like [`parse_update_from`], but first offers the UPDATE's shared attribute bytes (everything
-/// but NEXT_HOP, MP_REACH_NLRI and MP_UNREACH_NLRI, verbatim; see [`shared_attr_bytes`]) to
+/// but NEXT_HOP, MP_REACH_NLRI and MP_UNREACH_NLRI, verbatim; see `shared_attr_parts`) to
 /// `lookup`, which returns the set already interned with exactly that encoding. On a hit the
 /// shared attributes are not decoded at all: a full table repeats each attribute set in about
 /// three UPDATEs, and decoding (AS path and community vectors, then hashing and comparing the
@@ -681,11 +681,13 @@ fn per_update_attr(t: u8) -> bool {
     )
 }
 
-/// Copies an UPDATE's attribute section into `out` without its per-UPDATE attributes, each
-/// attribute verbatim (flags, type, length, value). False if the section is not well formed or
-/// repeats a type: those UPDATEs take the full decode, which reports the RFC 7606 outcome.
-pub(crate) fn shared_attr_bytes(attrs: &[u8], out: &mut Vec<u8>) -> bool {
-    out.clear();
+/// Calls `part` with each attribute of an UPDATE's attribute section but its per-UPDATE ones, in
+/// order, verbatim (flags, type, length, value): together, the bytes `encode_shared` gives for
+/// the set they decode to, if they are canonical. False if the section is not well formed or
+/// repeats a type (after some calls: the caller drops what it got): those UPDATEs take the full
+/// decode, which reports the RFC 7606 outcome. Streaming the parts (instead of copying them into
+/// one buffer) lets the Adj-RIB-In hash them where they lie.
+pub(crate) fn shared_attr_parts(attrs: &[u8], mut part: impl FnMut(&[u8])) -> bool {
     let mut seen = [false; 256];
     let mut walk = attrs;
     while let Some((&[flags, t], r)) = walk.split_first_chunk::<2>() {
@@ -708,7 +710,7 @@ pub(crate) fn shared_attr_bytes(attrs: &[u8], out: &mut Vec<u8>) -> bool {
             _ => return false,
         }
         if !per_update_attr(t) {
-            out.extend_from_slice(whole);
+            part(whole);
         }
         walk = r;
     }

@@ -524,7 +524,9 @@ pub async fn watch<W: Write>(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<Option<DoneRule>, WatchError> {
     let peer: IpAddr = opts.session.peer;
-    let (tx, mut rx) = mpsc::channel::<Event>(1024);
+    // Batches (see `driver::EventSink`): at most 4 × 256 events wait, as many as the 1024 single
+    // events of the channel before.
+    let (tx, mut rx) = mpsc::channel::<Vec<Event>>(4);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut task = tokio::spawn(driver::run_with(
         opts.session,
@@ -541,17 +543,17 @@ pub async fn watch<W: Write>(
     let mut state = "connecting";
     let mut result = None;
     let mut task_done = false;
-    let mut batch: Vec<Event> = Vec::with_capacity(1024);
+    let mut batches: Vec<Vec<Event>> = Vec::with_capacity(4);
     let mut finished = false;
     loop {
         tokio::select! {
-            // Events are taken in batches: one select and one flush per batch, not per route
-            // (a full table is a million events).
-            n = rx.recv_many(&mut batch, 1024) => {
+            // Events come in batches: one select and one flush per batch, not per route (a full
+            // table is a million events).
+            n = rx.recv_many(&mut batches, 4) => {
                 if n == 0 {
                     break;
                 }
-                for ev in batch.drain(..) {
+                for ev in batches.drain(..).flatten() {
                     if finished {
                         // The final line is due: later events go to the log only.
                         tracing::debug!(event = %event_json(&ev), "after transfer");
@@ -613,17 +615,19 @@ pub async fn watch<W: Write>(
     let _ = stop_tx.send(true);
     let final_printed = result.is_some();
     let drain = async {
-        while let Some(ev) = rx.recv().await {
-            if final_printed {
-                // The final line is already out: later events (the session going down on our
-                // Cease) go to the log only.
-                tracing::debug!(event = %event_json(&ev), "after transfer");
-            } else {
-                let line = match opts.format {
-                    Format::Jsonl => event_json(&ev).to_string(),
-                    _ => event_text(&ev),
-                };
-                writeln!(out, "{line}")?;
+        while let Some(batch) = rx.recv().await {
+            for ev in batch {
+                if final_printed {
+                    // The final line is already out: later events (the session going down on our
+                    // Cease) go to the log only.
+                    tracing::debug!(event = %event_json(&ev), "after transfer");
+                } else {
+                    let line = match opts.format {
+                        Format::Jsonl => event_json(&ev).to_string(),
+                        _ => event_text(&ev),
+                    };
+                    writeln!(out, "{line}")?;
+                }
             }
         }
         out.flush()

@@ -952,6 +952,113 @@ async fn a_reconnecting_router_replaces_its_previous_connection() {
         .expect("run ok");
 }
 
+/// A resync request makes each router connection send a snapshot of every table it holds: per
+/// family, begin, each route (with its ADD-PATH id), end with the count; nothing to the router,
+/// and the live feed goes on after it.
+#[tokio::test]
+async fn a_resync_request_snapshots_every_bmp_table() {
+    use foureyes_bgp_listener::event::ResyncMark;
+    use foureyes_bgp_listener::resync::StationResync;
+    use tokio::io::AsyncWriteExt;
+    use tokio::sync::{mpsc, watch};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, mut rx) = mpsc::channel(16);
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let (req_tx, req_rx) = watch::channel(0u64);
+    let held = foureyes_bgp_listener::resync::Held::default();
+    let task = tokio::spawn(foureyes_bgp_listener::bmp_station::run_resyncing(
+        listener,
+        vec![ip("127.0.0.1")],
+        tx,
+        stop_rx,
+        Default::default(),
+        Some(StationResync {
+            requests: req_rx,
+            held: held.clone(),
+        }),
+    ));
+    let mut router = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let announce = |id: u32, b: u8| {
+        route_monitoring(
+            hdr(),
+            &update(
+                &[],
+                &base_attrs(&[65001], [198, 18, 0, 1]),
+                &nlri_path(id, 24, &[198, 19, b]),
+            ),
+        )
+    };
+    let feed = [initiation(), peer_up(hdr()), announce(1, 1), announce(2, 2)].concat();
+    router.write_all(&feed).await.expect("write");
+    for _ in 0..3 {
+        recv(&mut rx).await;
+    }
+    // The station reports what it holds, for sizing snapshots.
+    for _ in 0..100 {
+        let n: usize = held
+            .lock()
+            .expect("lock")
+            .values()
+            .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
+        if n == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(held.lock().expect("lock").contains_key("bmp 127.0.0.1"));
+
+    req_tx.send(1).expect("request");
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        let Event::Route(r) = recv(&mut rx).await else {
+            panic!("only snapshot events expected");
+        };
+        assert_eq!(
+            r.peer.source,
+            Source::Bmp {
+                router: ip("127.0.0.1"),
+                view: BmpView::PrePolicy,
+                distinguisher: 0
+            }
+        );
+        let RouteChange::Resync(m) = r.change else {
+            panic!("{r:?}");
+        };
+        got.push((r.family, r.path_id, m));
+    }
+    let marks: Vec<String> = got
+        .iter()
+        .map(|(f, id, m)| match m {
+            ResyncMark::Begin => format!("{f} begin"),
+            ResyncMark::Route { prefix, .. } => format!("{f} {prefix} {id:?}"),
+            ResyncMark::End { routes } => format!("{f} end {routes}"),
+        })
+        .collect();
+    assert_eq!(
+        marks,
+        vec![
+            "ipv4-unicast begin",
+            "ipv4-unicast 198.19.1.0/24 Some(1)",
+            "ipv4-unicast 198.19.2.0/24 Some(2)",
+            "ipv4-unicast end 2",
+            "ipv6-unicast begin",
+            "ipv6-unicast end 0",
+        ]
+    );
+    // The feed goes on after the snapshot.
+    router.write_all(&announce(3, 3)).await.expect("write");
+    let Event::Route(r) = recv(&mut rx).await else {
+        panic!("a route event");
+    };
+    assert!(matches!(r.change, RouteChange::Announce { .. }), "{r:?}");
+    task.abort();
+}
+
 /// A router that negotiated Extended Messages (RFC 8654) with its peer forwards UPDATEs longer
 /// than 4096 octets in Route Monitoring; the station must decode them, not drop them as malformed.
 #[test]
