@@ -432,7 +432,7 @@ pub async fn run_resyncing(
     }
     let mut d = Driver {
         session: Session::new(cfg),
-        events: events.into(),
+        events,
         pending: Vec::new(),
         outputs: Vec::new(),
         timers: Timers::default(),

@@ -473,6 +473,8 @@ trait PlainMap<K>: Default {
     /// Keeps the entries for which `f` is true, visiting them in key order.
     fn retain(&mut self, f: impl FnMut(K, u32) -> bool);
     fn drain_values(&mut self, f: impl FnMut(u32));
+    /// Appends up to `limit` entries with keys above `after` (all when `None`), in key order.
+    fn entries_after(&self, after: Option<K>, limit: usize, out: &mut Vec<(K, u32)>);
 }
 
 impl<K: Ord + Copy> PlainMap<K> for BTreeMap<K, u32> {
@@ -497,6 +499,14 @@ impl<K: Ord + Copy> PlainMap<K> for BTreeMap<K, u32> {
     fn drain_values(&mut self, f: impl FnMut(u32)) {
         std::mem::take(self).into_values().for_each(f);
     }
+    fn entries_after(&self, after: Option<K>, limit: usize, out: &mut Vec<(K, u32)>) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let range = match after {
+            Some(k) => self.range((Excluded(k), Unbounded)),
+            None => self.range(..),
+        };
+        out.extend(range.take(limit).map(|(k, v)| (*k, *v)));
+    }
 }
 
 impl PlainMap<V4> for V4Map {
@@ -520,6 +530,9 @@ impl PlainMap<V4> for V4Map {
     }
     fn drain_values(&mut self, f: impl FnMut(u32)) {
         V4Map::drain_values(self, f)
+    }
+    fn entries_after(&self, after: Option<V4>, limit: usize, out: &mut Vec<(V4, u32)>) {
+        V4Map::entries_after(self, after, limit, out)
     }
 }
 
@@ -616,11 +629,10 @@ impl<K: Ord + Copy, M: PlainMap<K>> Table<K, M> {
         let paths_from = match after {
             Some((k, Some(id))) => Some((k, id)),
             None | Some((_, None)) => {
-                let plain = match after {
-                    Some((k, _)) => self.plain.range((Excluded(k), Unbounded)),
-                    None => self.plain.range(..),
-                };
-                out.extend(plain.take(limit).map(|(k, v)| (*k, None, *v)));
+                let mut plain = Vec::with_capacity(limit.min(self.plain.len()));
+                self.plain
+                    .entries_after(after.map(|(k, _)| k), limit, &mut plain);
+                out.extend(plain.into_iter().map(|(k, v)| (k, None, v)));
                 None
             }
         };

@@ -385,8 +385,14 @@ impl Peers {
             };
             tracing::info!(peer = %name, "starting the session");
             let task = tokio::spawn(async move {
-                let r =
-                    driver::run_resyncing(p.session, conn, p.transport, ev, stop_rx, Some(resync));
+                let r = driver::run_resyncing(
+                    p.session,
+                    conn,
+                    p.transport,
+                    ev.into(),
+                    stop_rx,
+                    Some(resync),
+                );
                 if let Err(e) = r.await {
                     tracing::error!(peer = %name, error = %e, "session task ended");
                 }

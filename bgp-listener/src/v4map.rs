@@ -213,6 +213,53 @@ impl V4Map {
         self.len = len;
     }
 
+    /// Appends up to `limit` entries with keys above `after` (all keys when `None`) to `out`, in
+    /// key order: a resync snapshot walks the map in chunks with it.
+    pub(crate) fn entries_after(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+        out: &mut Vec<(u64, u32)>,
+    ) {
+        let start = after.map(split);
+        let mut left = limit;
+        for (t, level2) in self.top.iter().enumerate() {
+            let Some(level2) = level2 else { continue };
+            if start.is_some_and(|(st, _, _)| t < st) {
+                continue;
+            }
+            for (m, b) in level2.iter().enumerate() {
+                if left == 0 {
+                    return;
+                }
+                // Leaves above this one, in the bucket `after` falls in; every leaf after it.
+                let above = match start {
+                    Some((st, sm, _)) if (t, m) < (st, sm) => continue,
+                    Some((st, sm, sl)) if (t, m) == (st, sm) => Some(sl),
+                    _ => None,
+                };
+                let before = out.len();
+                match b {
+                    Bucket::Small(v) => out.extend(
+                        v.iter()
+                            .filter(|e| above.is_none_or(|a| leaf_key(**e) > a))
+                            .take(left)
+                            .map(|e| (join(t, m, leaf_key(*e)), *e as u32)),
+                    ),
+                    Bucket::Large(map) => {
+                        let range = match above {
+                            Some(a) => map
+                                .range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+                            None => map.range(..),
+                        };
+                        out.extend(range.take(left).map(|(l, v)| (join(t, m, *l), *v)));
+                    }
+                }
+                left -= out.len() - before;
+            }
+        }
+    }
+
     /// Empties the map, calling `f` with every value it held.
     pub(crate) fn drain_values(&mut self, mut f: impl FnMut(u32)) {
         for level2 in std::mem::take(&mut self.top).into_iter().flatten() {
