@@ -8,19 +8,19 @@
 //! record type becomes.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::time::SystemTime;
 
 use crate::event::{Event, Peer, Route, RouteChange, RouteEvent, SessionEvent, Source};
 use crate::iana::as_path;
-use crate::mrt::{Compression, Decoder, MrtError, RecordReader, open_decompressed, record_name};
+use crate::mrt::{Decoder, MrtError, record_name};
+
+mod pipeline;
 use crate::update::PathAttributes;
 use crate::watch::{Format, event_json, event_text};
-use crate::wire::Family;
+use crate::wire::{Family, Prefix};
 
 #[derive(Clone, Debug)]
 pub struct ReplayOptions {
@@ -54,6 +54,24 @@ pub struct ReplayReport {
 }
 
 impl ReplayReport {
+    /// Adds the totals of `other` (its errors are not taken: the writer collects those in order).
+    fn merge(&mut self, other: ReplayReport) {
+        self.events += other.events;
+        for (peer, t) in other.peers {
+            let mine = self.peers.entry(peer).or_default();
+            for (family, f) in t.families {
+                let m = mine.families.entry(family).or_default();
+                m.announce += f.announce;
+                m.withdraw += f.withdraw;
+                m.attribute_change += f.attribute_change;
+                m.end_of_rib += f.end_of_rib;
+            }
+            mine.session_up += t.session_up;
+            mine.session_down += t.session_down;
+            mine.update_errors += t.update_errors;
+        }
+    }
+
     fn count(&mut self, ev: &Event) {
         self.events += 1;
         match ev {
@@ -173,19 +191,10 @@ impl EventWriter {
 
     /// Formats `ev`; writes to `out` when a chunk is full. Call [`EventWriter::finish`] at the end.
     pub fn write<W: Write>(&mut self, out: &mut W, format: Format, ev: &Event) -> io::Result<()> {
-        match format {
-            Format::Jsonl => {
-                match ev {
-                    Event::Route(r) if !matches!(r.peer.source, Source::Bmp { .. }) => {
-                        self.route_json(r)
-                    }
-                    _ => serde_json::to_writer(&mut self.buf, &event_json(ev))?,
-                }
-                self.buf.push(b'\n');
-            }
-            Format::Text => writeln!(self.buf, "{}", event_text(ev))?,
-            Format::Summary => {}
-        }
+        let mut buf = std::mem::take(&mut self.buf);
+        let r = self.format(&mut buf, format, ev);
+        self.buf = buf;
+        r?;
         if self.buf.len() >= Self::CHUNK {
             self.finish(out)?;
         }
@@ -199,22 +208,72 @@ impl EventWriter {
         Ok(())
     }
 
-    fn route_json(&mut self, e: &RouteEvent) {
-        let received = self.received.get(e.received);
-        let source_time = e.source_time.map(|t| self.source.get(t));
-        let b = &mut self.buf;
-        let _ = write!(b, "{{\"afi_safi\":\"{}\",", e.family.name());
-        let (prefix, type_name) = match &e.change {
-            RouteChange::Announce { prefix, route } => {
-                route_fields(b, route);
-                (Some(prefix), "announce")
+    /// Appends `ev` in `format` (nothing for `summary`) to `b`.
+    pub(crate) fn format(&mut self, b: &mut Vec<u8>, format: Format, ev: &Event) -> io::Result<()> {
+        match format {
+            Format::Jsonl => {
+                match ev {
+                    Event::Route(r) if !matches!(r.peer.source, Source::Bmp { .. }) => {
+                        self.route_json(b, r)
+                    }
+                    _ => serde_json::to_writer(&mut *b, &event_json(ev))?,
+                }
+                b.push(b'\n');
             }
-            RouteChange::Withdraw { prefix, .. } => (Some(prefix), "withdraw"),
+            Format::Text => writeln!(b, "{}", event_text(ev))?,
+            Format::Summary => {}
+        }
+        Ok(())
+    }
+
+    /// The JSON line of an announce (with its newline), from its parts: what `route_json` writes
+    /// for a `RouteChange::Announce` event, without building the event. The replay of RIB dumps
+    /// calls it for every entry.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn announce_line(
+        &mut self,
+        b: &mut Vec<u8>,
+        peer: &Peer,
+        family: Family,
+        path_id: Option<u32>,
+        received: SystemTime,
+        source_time: Option<SystemTime>,
+        prefix: &Prefix,
+        next_hop: Option<IpAddr>,
+        attrs: &PathAttributes,
+    ) {
+        b.extend_from_slice(b"{\"afi_safi\":\"");
+        b.extend_from_slice(family.name().as_bytes());
+        b.extend_from_slice(b"\",");
+        route_fields(b, next_hop, attrs);
+        self.tail(
+            b,
+            peer,
+            path_id,
+            received,
+            source_time,
+            Some(prefix),
+            None,
+            "announce",
+        );
+        b.push(b'\n');
+    }
+
+    fn route_json(&mut self, b: &mut Vec<u8>, e: &RouteEvent) {
+        b.extend_from_slice(b"{\"afi_safi\":\"");
+        b.extend_from_slice(e.family.name().as_bytes());
+        b.extend_from_slice(b"\",");
+        let (prefix, previous, type_name) = match &e.change {
+            RouteChange::Announce { prefix, route } => {
+                route_fields(b, route.next_hop, &route.attrs);
+                (Some(prefix), None, "announce")
+            }
+            RouteChange::Withdraw { prefix, .. } => (Some(prefix), None, "withdraw"),
             RouteChange::AttributeChange {
                 prefix,
                 route,
                 changed,
-                ..
+                previous,
             } => {
                 b.extend_from_slice(b"\"as_path\":");
                 write_as_path(b, &route.attrs);
@@ -223,20 +282,47 @@ impl EventWriter {
                     if i > 0 {
                         b.push(b',');
                     }
-                    let _ = write!(b, "\"{}\"", c.name());
+                    b.push(b'"');
+                    b.extend_from_slice(c.name().as_bytes());
+                    b.push(b'"');
                 }
                 b.extend_from_slice(b"],");
-                route_fields_after_as_path(b, route);
-                (Some(prefix), "attribute_change")
+                route_fields_after_as_path(b, route.next_hop, &route.attrs);
+                (Some(prefix), Some(previous), "attribute_change")
             }
-            RouteChange::EndOfRib => (None, "end_of_rib"),
+            RouteChange::EndOfRib => (None, None, "end_of_rib"),
         };
+        self.tail(
+            b,
+            &e.peer,
+            e.path_id,
+            e.received,
+            e.source_time,
+            prefix,
+            previous,
+            type_name,
+        );
+    }
+
+    /// The keys after the route's own (`path_id` to `type`), and the closing brace.
+    #[allow(clippy::too_many_arguments)]
+    fn tail(
+        &mut self,
+        b: &mut Vec<u8>,
+        peer: &Peer,
+        path_id: Option<u32>,
+        received: SystemTime,
+        source_time: Option<SystemTime>,
+        prefix: Option<&Prefix>,
+        previous: Option<&Route>,
+        type_name: &str,
+    ) {
         b.extend_from_slice(b"\"path_id\":");
-        opt_num(b, e.path_id);
+        opt_num(b, path_id);
         b.extend_from_slice(b",\"peer\":\"");
-        ip(b, e.peer.addr);
+        ip(b, peer.addr);
         b.extend_from_slice(b"\",\"peer_as\":");
-        num(b, e.peer.asn);
+        num(b, peer.asn);
         b.push(b',');
         if let Some(p) = prefix {
             b.extend_from_slice(b"\"prefix\":\"");
@@ -245,22 +331,26 @@ impl EventWriter {
             num(b, u32::from(p.len));
             b.extend_from_slice(b"\",");
         }
-        if let RouteChange::AttributeChange { previous, .. } = &e.change {
+        if let Some(previous) = previous {
             b.extend_from_slice(b"\"previous\":{");
-            route_fields(b, previous);
+            route_fields(b, previous.next_hop, &previous.attrs);
             // route_fields ends with a comma; close the object instead.
             b.pop();
             b.extend_from_slice(b"},");
         }
-        let _ = write!(
-            b,
-            "\"received\":\"{received}\",\"source\":\"{}\",",
-            e.peer.source.name()
-        );
-        if let Some(st) = source_time {
-            let _ = write!(b, "\"source_time\":\"{st}\",");
+        b.extend_from_slice(b"\"received\":\"");
+        b.extend_from_slice(self.received.get(received).as_bytes());
+        b.extend_from_slice(b"\",\"source\":\"");
+        b.extend_from_slice(peer.source.name().as_bytes());
+        b.extend_from_slice(b"\",");
+        if let Some(t) = source_time {
+            b.extend_from_slice(b"\"source_time\":\"");
+            b.extend_from_slice(self.source.get(t).as_bytes());
+            b.extend_from_slice(b"\",");
         }
-        let _ = write!(b, "\"type\":\"{type_name}\"}}");
+        b.extend_from_slice(b"\"type\":\"");
+        b.extend_from_slice(type_name.as_bytes());
+        b.extend_from_slice(b"\"}");
     }
 }
 
@@ -330,15 +420,14 @@ fn write_as_path(b: &mut Vec<u8>, a: &PathAttributes) {
 }
 
 /// `watch`'s route fields, in key order, each followed by a comma.
-fn route_fields(b: &mut Vec<u8>, r: &Route) {
+fn route_fields(b: &mut Vec<u8>, next_hop: Option<IpAddr>, a: &PathAttributes) {
     b.extend_from_slice(b"\"as_path\":");
-    write_as_path(b, &r.attrs);
+    write_as_path(b, a);
     b.push(b',');
-    route_fields_after_as_path(b, r);
+    route_fields_after_as_path(b, next_hop, a);
 }
 
-fn route_fields_after_as_path(b: &mut Vec<u8>, r: &Route) {
-    let a = &r.attrs;
+fn route_fields_after_as_path(b: &mut Vec<u8>, next_hop: Option<IpAddr>, a: &PathAttributes) {
     b.extend_from_slice(b"\"communities\":[");
     for (i, c) in a.communities.iter().enumerate() {
         if i > 0 {
@@ -379,7 +468,7 @@ fn route_fields_after_as_path(b: &mut Vec<u8>, r: &Route) {
     b.extend_from_slice(b",\"med\":");
     opt_num(b, a.med);
     b.extend_from_slice(b",\"next_hop\":");
-    match r.next_hop {
+    match next_hop {
         Some(n) => {
             b.push(b'"');
             ip(b, n);
@@ -398,168 +487,30 @@ fn route_fields_after_as_path(b: &mut Vec<u8>, r: &Route) {
 }
 
 /// Replays every file in order, writing events to `out` and errors to `err`. I/O errors on `out`
-/// end the replay (`Err`); problems with the input files are in the report's `errors`.
+/// end the replay (`Err`); problems with the input files are in the report's `errors`. The work is
+/// spread over threads (`replay/pipeline.rs` says how); the output is what a single thread
+/// decoding and printing record after record would give.
 pub fn replay<W: Write, E: Write>(
     opts: &ReplayOptions,
     out: &mut W,
     err: &mut E,
 ) -> io::Result<ReplayReport> {
-    // Two stages: reading and decoding on one thread, formatting and writing on this one (with a
-    // helper thread formatting half of each JSON batch; see the benchmark in the README). Batches keep the channel cheap; the
-    // bound keeps memory flat when the writer is slower.
-    let (tx, rx) = mpsc::sync_channel::<Msg>(8);
-    std::thread::scope(|scope| {
-        let producer = scope.spawn(move || decode_files(&opts.files, &tx));
-        let mut report = ReplayReport::default();
-        let mut writer = EventWriter::default();
-        let mut helper = EventWriter::default();
-        let mut split = (Vec::new(), Vec::new());
-        let mut result = Ok(());
-        for msg in rx.iter() {
-            match msg {
-                Msg::Events(events) => {
-                    for ev in &events {
-                        report.count(ev);
-                    }
-                    if result.is_ok() {
-                        result = if events.len() >= 256 && opts.format == Format::Jsonl {
-                            // Formatting is the slower stage: split the batch in two halves,
-                            // format them side by side, write them in order.
-                            let (a, b) = events.split_at(events.len() / 2);
-                            split.0.clear();
-                            split.1.clear();
-                            let (first, second) = (&mut split.0, &mut split.1);
-                            let helper = &mut helper;
-                            let writer = &mut writer;
-                            std::thread::scope(|s| {
-                                let h = s.spawn(move || format_all(helper, first, a));
-                                let mine = format_all(writer, second, b);
-                                let theirs = h
-                                    .join()
-                                    .map_err(|_| io::Error::other("a formatting thread panicked"));
-                                theirs.and_then(|r| r).and(mine)
-                            })
-                            .and_then(|()| {
-                                writer.finish(out)?;
-                                out.write_all(&split.0)?;
-                                out.write_all(&split.1)
-                            })
-                        } else {
-                            events
-                                .iter()
-                                .try_for_each(|ev| writer.write(out, opts.format, ev))
-                        };
-                    }
-                }
-                Msg::Error(m) => {
-                    if result.is_ok() {
-                        // Events before the error go out first.
-                        result = writer
-                            .finish(out)
-                            .and_then(|()| out.flush())
-                            .and_then(|()| writeln!(err, "replay: {m}"));
-                    }
-                    report.errors.push(m);
-                }
-            }
-            if result.is_err() {
-                break;
-            }
-        }
-        // Dropping the receiver stops the producer at its next send.
-        drop(rx);
-        let decoder = producer
-            .join()
-            .map_err(|_| io::Error::other("the MRT decoding thread panicked"))?;
-        result?;
-        writer.finish(out)?;
-        if opts.format == Format::Summary {
-            write_summary(out, &decoder, &report)?;
-        }
-        out.flush()?;
-        Ok(report)
-    })
+    let inputs: Vec<_> = opts
+        .files
+        .iter()
+        .map(|f| pipeline::Input::File(f))
+        .collect();
+    pipeline::run(&inputs, opts.format, out, err)
 }
 
-/// Formats `events` as JSON lines into `out`.
-fn format_all(w: &mut EventWriter, out: &mut Vec<u8>, events: &[Event]) -> io::Result<()> {
-    for ev in events {
-        w.write(out, Format::Jsonl, ev)?;
-    }
-    w.finish(out)
-}
-
-enum Msg {
-    Events(Vec<Event>),
-    Error(String),
-}
-
-const BATCH: usize = 1024;
-
-/// The first stage: every file's records, decoded, sent in batches. Returns the decoder for its
-/// counts.
-fn decode_files(files: &[PathBuf], tx: &mpsc::SyncSender<Msg>) -> Decoder {
-    let mut decoder = Decoder::new();
-    let mut batch = Vec::with_capacity(BATCH);
-    // Sends the batch (if any) and then `then`; false once the receiver is gone.
-    let send = |batch: &mut Vec<Event>, then: Option<String>| -> bool {
-        if !batch.is_empty()
-            && tx
-                .send(Msg::Events(std::mem::replace(
-                    batch,
-                    Vec::with_capacity(BATCH),
-                )))
-                .is_err()
-        {
-            return false;
-        }
-        then.is_none_or(|m| tx.send(Msg::Error(m)).is_ok())
-    };
-    for path in files {
-        let name = path.display();
-        decoder.start_file();
-        let (compression, input) = match File::open(path).and_then(open_decompressed) {
-            Ok(v) => v,
-            Err(e) => {
-                if !send(&mut batch, Some(format!("{name}: cannot open: {e}"))) {
-                    return decoder;
-                }
-                continue;
-            }
-        };
-        let mut reader = RecordReader::new(input);
-        // Offsets count the bytes of the MRT stream: after decompression for compressed files.
-        let name = match compression {
-            Compression::None => name.to_string(),
-            c => format!(
-                "{name} ({} offsets are of the decompressed stream)",
-                c.name()
-            ),
-        };
-        loop {
-            let rec = match reader.next_record() {
-                Ok(Some(rec)) => rec,
-                Ok(None) => break,
-                Err(e) => {
-                    let recoverable = e.recoverable();
-                    if !send(&mut batch, Some(describe(&name, &e, recoverable))) {
-                        return decoder;
-                    }
-                    if recoverable {
-                        continue;
-                    }
-                    break;
-                }
-            };
-            let r = decoder.decode(&rec, &mut batch);
-            let error = r.err().map(|e| describe(&name, &e, true));
-            if (error.is_some() || batch.len() >= BATCH) && !send(&mut batch, error) {
-                return decoder;
-            }
-        }
-    }
-    send(&mut batch, None);
-    decoder
+/// [`replay`] of MRT data in memory (named `(memory)` in errors), for tests and the fuzz target.
+pub fn replay_bytes<W: Write, E: Write>(
+    data: &[u8],
+    format: Format,
+    out: &mut W,
+    err: &mut E,
+) -> io::Result<ReplayReport> {
+    pipeline::run(&[pipeline::Input::Bytes(data)], format, out, err)
 }
 
 fn describe(file: &str, e: &MrtError, skipped: bool) -> String {
