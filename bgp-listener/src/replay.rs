@@ -18,6 +18,7 @@ use crate::iana::as_path;
 use crate::mrt::{Decoder, MrtError, record_name};
 
 mod pipeline;
+mod rib_json;
 use crate::update::PathAttributes;
 use crate::watch::{Format, event_json, event_text};
 use crate::wire::{Family, Prefix};
@@ -122,11 +123,14 @@ pub struct EventWriter {
 }
 
 /// The last time formatted, RFC 3339 as `watch` prints it: the entries of an MRT record share
-/// their received time, and often their originated time.
+/// their received time, and often their originated time; and the date part of the last whole
+/// second time, which the next one usually shares.
 #[derive(Default)]
 struct TimeCache {
     t: Option<SystemTime>,
     s: String,
+    /// Days since the epoch and `YYYY-MM-DDT` of the last whole-second time.
+    date: Option<(u64, [u8; 11])>,
 }
 
 impl TimeCache {
@@ -134,28 +138,49 @@ impl TimeCache {
         if self.t != Some(t) {
             self.t = Some(t);
             self.s.clear();
-            rfc3339(&mut self.s, t);
+            self.format(t);
         }
         &self.s
     }
+
+    /// `watch`'s time format (the `time` crate's RFC 3339 in UTC). Whole seconds, the common case
+    /// in MRT, are written here directly; anything else goes through `time`.
+    fn format(&mut self, t: SystemTime) {
+        let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let secs = d.as_secs();
+        if d.subsec_nanos() != 0 || secs >= 253_402_300_800 {
+            self.s.push_str(
+                &time::OffsetDateTime::from(t)
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+            );
+            return;
+        }
+        let days = secs / 86_400;
+        let date = match self.date {
+            Some((d, text)) if d == days => text,
+            _ => {
+                let text = civil_date(days);
+                self.date = Some((days, text));
+                text
+            }
+        };
+        let rem = secs % 86_400;
+        let two = |v: u64| {
+            let v = (v % 100) as u8;
+            [char::from(b'0' + v / 10), char::from(b'0' + v % 10)]
+        };
+        self.s.extend(date.iter().map(|&c| char::from(c)));
+        let [h0, h1] = two(rem / 3600);
+        let [m0, m1] = two(rem % 3600 / 60);
+        let [s0, s1] = two(rem % 60);
+        self.s.extend([h0, h1, ':', m0, m1, ':', s0, s1, 'Z']);
+    }
 }
 
-/// `watch`'s time format (the `time` crate's RFC 3339 in UTC). Whole seconds, the common case in
-/// MRT, are written here directly; anything else goes through `time`.
-fn rfc3339(out: &mut String, t: SystemTime) {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    if d.subsec_nanos() != 0 || secs >= 253_402_300_800 {
-        out.push_str(
-            &time::OffsetDateTime::from(t)
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
-        );
-        return;
-    }
-    // Days to civil date (H. Hinnant's algorithm), valid for the whole u64 range used here.
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
+/// `YYYY-MM-DDT` of a day since the epoch (H. Hinnant's days-to-civil algorithm), for years
+/// up to 9999.
+fn civil_date(days: u64) -> [u8; 11] {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z - era * 146_097;
@@ -165,24 +190,20 @@ fn rfc3339(out: &mut String, t: SystemTime) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
-    let digits = |out: &mut String, v: u64, n: u32| {
-        for i in (0..n).rev() {
-            let d = (v / 10u64.pow(i)) % 10;
-            out.push(char::from(b'0' + d as u8));
-        }
-    };
-    digits(out, year, 4);
-    out.push('-');
-    digits(out, month, 2);
-    out.push('-');
-    digits(out, day, 2);
-    out.push('T');
-    digits(out, rem / 3600, 2);
-    out.push(':');
-    digits(out, rem % 3600 / 60, 2);
-    out.push(':');
-    digits(out, rem % 60, 2);
-    out.push('Z');
+    let d = |v: u64, p: u32| b'0' + ((v / 10u64.pow(p)) % 10) as u8;
+    [
+        d(year, 3),
+        d(year, 2),
+        d(year, 1),
+        d(year, 0),
+        b'-',
+        d(month, 1),
+        d(month, 0),
+        b'-',
+        d(day, 1),
+        d(day, 0),
+        b'T',
+    ]
 }
 
 impl EventWriter {
@@ -224,39 +245,6 @@ impl EventWriter {
             Format::Summary => {}
         }
         Ok(())
-    }
-
-    /// The JSON line of an announce (with its newline), from its parts: what `route_json` writes
-    /// for a `RouteChange::Announce` event, without building the event. The replay of RIB dumps
-    /// calls it for every entry.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn announce_line(
-        &mut self,
-        b: &mut Vec<u8>,
-        peer: &Peer,
-        family: Family,
-        path_id: Option<u32>,
-        received: SystemTime,
-        source_time: Option<SystemTime>,
-        prefix: &Prefix,
-        next_hop: Option<IpAddr>,
-        attrs: &PathAttributes,
-    ) {
-        b.extend_from_slice(b"{\"afi_safi\":\"");
-        b.extend_from_slice(family.name().as_bytes());
-        b.extend_from_slice(b"\",");
-        route_fields(b, next_hop, attrs);
-        self.tail(
-            b,
-            peer,
-            path_id,
-            received,
-            source_time,
-            Some(prefix),
-            None,
-            "announce",
-        );
-        b.push(b'\n');
     }
 
     fn route_json(&mut self, b: &mut Vec<u8>, e: &RouteEvent) {
@@ -354,18 +342,8 @@ impl EventWriter {
     }
 }
 
-fn num(b: &mut Vec<u8>, mut n: u32) {
-    let mut tmp = [0u8; 10];
-    let mut i = tmp.len();
-    while let Some(slot) = i.checked_sub(1).and_then(|j| tmp.get_mut(j)) {
-        *slot = b'0' + (n % 10) as u8;
-        i -= 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    b.extend_from_slice(tmp.get(i..).unwrap_or_default());
+fn num(b: &mut Vec<u8>, n: u32) {
+    b.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 fn opt_num(b: &mut Vec<u8>, v: Option<u32>) {

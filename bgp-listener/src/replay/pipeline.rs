@@ -19,6 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 
+use super::rib_json::RibLines;
 use super::{EventWriter, ReplayReport, describe};
 use crate::event::{Event, Peer};
 use crate::iana::mrt as t;
@@ -330,10 +331,11 @@ impl AnnounceCounts {
 /// A worker: formats chunks until the reader is done or the writer gone.
 fn work(rx: &Receiver<Chunk>, tx: &SyncSender<Done>, format: Format) {
     let mut w = EventWriter::default();
+    let mut lines = RibLines::default();
     let mut counts = AnnounceCounts::default();
     let mut scratch = Vec::new();
     for chunk in rx.iter() {
-        let done = format_chunk(chunk, format, &mut w, &mut counts, &mut scratch);
+        let done = format_chunk(chunk, format, &mut w, &mut lines, &mut counts, &mut scratch);
         if tx.send(done).is_err() {
             return;
         }
@@ -344,6 +346,7 @@ fn format_chunk(
     mut chunk: Chunk,
     format: Format,
     w: &mut EventWriter,
+    lines: &mut RibLines,
     counts: &mut AnnounceCounts,
     scratch: &mut Vec<Event>,
 ) -> Done {
@@ -376,22 +379,13 @@ fn format_chunk(
                     body: chunk.raw.get(*start..*end).unwrap_or_default(),
                 };
                 let index_id = job.index_id();
+                lines.start_record(index_id);
                 let o = job.walk(&rec, |e| {
                     let Ok(ra) = parse_rib_attributes(e.attributes, e.family, true) else {
                         return false;
                     };
                     if format == Format::Jsonl && ra.actions.is_empty() {
-                        w.announce_line(
-                            &mut out,
-                            &e.peer,
-                            e.family,
-                            e.path_id,
-                            e.received,
-                            e.source_time,
-                            &e.prefix,
-                            ra.next_hop,
-                            &ra.attrs,
-                        );
+                        lines.announce(&mut out, e, &ra);
                         counts.add(index_id, e.peer_index, e.peer, e.family, &mut report);
                     } else if format == Format::Summary && ra.actions.is_empty() {
                         counts.add(index_id, e.peer_index, e.peer, e.family, &mut report);
