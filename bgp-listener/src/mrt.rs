@@ -385,7 +385,9 @@ struct PeerState {
 /// Sans-IO decoder: records in, events out. One per replay; call [`Decoder::start_file`] between
 /// files (a peer index table belongs to its file, Adj-RIBs-In carry over).
 pub struct Decoder {
-    peer_index: Option<Arc<[IndexedPeer]>>,
+    /// The current peer index table, and a number no other table of this replay has.
+    peer_index: Option<(usize, Arc<[IndexedPeer]>)>,
+    tables: usize,
     peers: HashMap<Peer, PeerState>,
     stats: Stats,
     ctx: [DecodeContext; 4],
@@ -467,6 +469,7 @@ impl Decoder {
     pub fn new() -> Self {
         Decoder {
             peer_index: None,
+            tables: 0,
             peers: HashMap::new(),
             stats: Stats::default(),
             ctx: [
@@ -601,7 +604,8 @@ impl Decoder {
                 .ok_or(bad("peer entry overruns record"))?;
             peers.push(IndexedPeer { addr, asn });
         }
-        self.peer_index = Some(peers.into());
+        self.tables += 1;
+        self.peer_index = Some((self.tables, peers.into()));
         Ok(())
     }
 
@@ -612,7 +616,7 @@ impl Decoder {
         add_path: bool,
         out: &mut Vec<Event>,
     ) -> Result<(), MrtError> {
-        let Some(index) = self.peer_index.clone() else {
+        let Some((index_id, index)) = self.peer_index.clone() else {
             return Err(MrtError::Malformed {
                 offset: rec.offset,
                 kind: rib_kind(add_path),
@@ -623,6 +627,7 @@ impl Decoder {
             family,
             add_path,
             index,
+            index_id,
         };
         let o = job.walk(rec, |e| {
             rib_entry_events(
@@ -653,7 +658,7 @@ impl Decoder {
             t::RIB_IPV6_UNICAST_ADDPATH => (Family::Ipv6Unicast, true),
             _ => return None,
         };
-        let index = self.peer_index.clone()?;
+        let (index_id, index) = self.peer_index.clone()?;
         *self
             .stats
             .records
@@ -663,6 +668,7 @@ impl Decoder {
             family,
             add_path,
             index,
+            index_id,
         })
     }
 
@@ -958,6 +964,7 @@ pub struct RibJob {
     family: Family,
     add_path: bool,
     index: Arc<[IndexedPeer]>,
+    index_id: usize,
 }
 
 /// One entry of a RIB record, its attributes not decoded yet.
@@ -995,7 +1002,7 @@ impl RibJob {
     /// Identifies the peer index table (equal for jobs of the same table), so a caller can cache
     /// per-peer data by [`RibEntry::peer_index`].
     pub fn index_id(&self) -> usize {
-        Arc::as_ptr(&self.index).cast::<()>() as usize
+        self.index_id
     }
 
     /// Walks the entries of `rec` (the record [`Decoder::rib_job`] was given), calling `entry`
