@@ -2,23 +2,31 @@
 # MRT replay throughput: `foureyes-bgp-listener replay --format jsonl` against `bgpdump -m`, both
 # writing to /dev/null, on the same synthetic TABLE_DUMP_V2 file (a route collector's RIB dump:
 # PREFIXES prefixes, each seen by PEERS peers; made once by the crate's `mrt_synth` example and
-# reused). Prints records/s and RIB entries/s of each, and the ratio (best of RUNS runs each).
+# reused), then on its gzip and bzip2 copies (as RIPE RIS and RouteViews publish them), with
+# `zcat`/`bzcat` alone as the decompression floor. Prints, per input, the range (fastest–slowest)
+# over RUNS runs of each command, records/s and RIB entries/s at the fastest run, and the ratio of
+# bgpdump's time to ours (range: slowest ours against fastest bgpdump, and the other way round).
 #
-#   benches/mrt_replay.sh                 # PREFIXES=500000 PEERS=4 RUNS=3
-#   MRT_BENCH_FILE=rib.mrt benches/mrt_replay.sh   # any MRT file (records are counted by replay)
+#   benches/mrt_replay.sh                 # PREFIXES=500000 PEERS=4 RUNS=3 COMPRESSED=1
+#   MRT_BENCH_FILE=rib.mrt benches/mrt_replay.sh   # any uncompressed MRT file
+#   COMPRESSED=0 benches/mrt_replay.sh    # the plain file only
 #
 # Builds release under the global build lock, and times under it too (2 shared cores: another
-# engineer's build would otherwise be in the figures). Needs `bgpdump` (apt-get install bgpdump).
+# engineer's build would otherwise be in the figures). Needs `bgpdump` (apt-get install bgpdump),
+# `gzip`, `bzip2` and `bc`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 PREFIXES=${PREFIXES:-500000}
 PEERS=${PEERS:-4}
 RUNS=${RUNS:-3}
+COMPRESSED=${COMPRESSED:-1}
 LOCK=/tmp/foureyes-build.lock
 # Set FOUREYES_LOCK_HELD=1 when the caller already holds the lock (flock would wait for itself).
 locked() { if [ -n "${FOUREYES_LOCK_HELD:-}" ]; then "$@"; else flock "$LOCK" "$@"; fi; }
-command -v bgpdump >/dev/null || { echo "bgpdump missing: apt-get install -y bgpdump" >&2; exit 1; }
+for tool in bgpdump gzip bzip2 bc; do
+  command -v $tool >/dev/null || { echo "$tool missing: apt-get install -y $tool" >&2; exit 1; }
+done
 cd "$ROOT"
 locked cargo build --release -q -p foureyes-bgp-listener --bins --example mrt_synth
 BIN=$CARGO_TARGET_DIR/release/foureyes-bgp-listener
@@ -26,27 +34,49 @@ FILE=${MRT_BENCH_FILE:-$CARGO_TARGET_DIR/mrt-bench-$PREFIXES-$PEERS.mrt}
 if [ ! -s "$FILE" ]; then
   "$CARGO_TARGET_DIR/release/examples/mrt_synth" "$FILE" "$PREFIXES" "$PEERS"
 fi
+INPUTS=("$FILE")
+if [ "$COMPRESSED" = 1 ]; then
+  # Compressed copies next to the file, made once (default levels, single stream).
+  [ -s "$FILE.gz" ] || gzip -c "$FILE" >"$FILE.gz"
+  [ -s "$FILE.bz2" ] || bzip2 -c "$FILE" >"$FILE.bz2"
+  INPUTS+=("$FILE.gz" "$FILE.bz2")
+fi
 # Record and entry counts from the file itself.
 SUMMARY=$("$BIN" replay --mrt "$FILE" --format summary)
 RECORDS=$(echo "$SUMMARY" | awk '/^  [A-Z_0-9]+\// {s += $2} END {print s}')
 ENTRIES=$(echo "$SUMMARY" | awk -F': ' '/^rib entries:/ {print $2}')
-best() { # command...: best wall time in seconds over RUNS runs
-  local b="" t0 t1 d i
+times() { # command...: "fastest slowest" wall seconds over RUNS runs
+  local lo="" hi="" t0 t1 d i
   for ((i = 0; i < RUNS; i++)); do
     t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N)
     d=$(echo "$t1 - $t0" | bc -l)
-    if [ -z "$b" ] || [ "$(echo "$d < $b" | bc -l)" = 1 ]; then b=$d; fi
+    if [ -z "$lo" ] || [ "$(echo "$d < $lo" | bc -l)" = 1 ]; then lo=$d; fi
+    if [ -z "$hi" ] || [ "$(echo "$d > $hi" | bc -l)" = 1 ]; then hi=$d; fi
   done
-  echo "$b"
+  echo "$lo $hi"
 }
-export -f best
-export RUNS BIN FILE
-read -r T_OURS T_BGPDUMP < <(locked bash -c '
-  echo "$(best "$BIN" replay --mrt "$FILE" --format jsonl) $(best bgpdump -m "$FILE")"')
-SIZE=$(stat -c %s "$FILE")
-printf 'file %s: %d bytes, %d records, %d RIB entries\n' "$FILE" "$SIZE" "$RECORDS" "$ENTRIES"
-printf 'replay --format jsonl: %.2f s, %.0f records/s, %.0f entries/s\n' "$T_OURS" \
-  "$(echo "$RECORDS / $T_OURS" | bc -l)" "$(echo "$ENTRIES / $T_OURS" | bc -l)"
-printf 'bgpdump -m:            %.2f s, %.0f records/s, %.0f entries/s\n' "$T_BGPDUMP" \
-  "$(echo "$RECORDS / $T_BGPDUMP" | bc -l)" "$(echo "$ENTRIES / $T_BGPDUMP" | bc -l)"
-printf 'ratio (bgpdump time / replay time): %.2fx (target 20x)\n' "$(echo "$T_BGPDUMP / $T_OURS" | bc -l)"
+export -f times
+export RUNS BIN
+printf 'file %s: %d bytes, %d records, %d RIB entries\n' "$FILE" "$(stat -c %s "$FILE")" \
+  "$RECORDS" "$ENTRIES"
+for IN in "${INPUTS[@]}"; do
+  case $IN in
+    *.gz) FLOOR="zcat" ;;
+    *.bz2) FLOOR="bzcat" ;;
+    *) FLOOR="" ;;
+  esac
+  read -r O_LO O_HI B_LO B_HI F_LO F_HI < <(IN=$IN FLOOR=$FLOOR locked bash -c '
+    echo "$(times "$BIN" replay --mrt "$IN" --format jsonl) $(times bgpdump -m "$IN")" \
+      "$(if [ -n "$FLOOR" ]; then times $FLOOR "$IN"; else echo "0 0"; fi)"')
+  echo
+  printf 'input %s (%d bytes), %d runs each:\n' "$IN" "$(stat -c %s "$IN")" "$RUNS"
+  printf '  replay --format jsonl: %.2f-%.2f s, %.0f records/s, %.0f entries/s\n' "$O_LO" "$O_HI" \
+    "$(echo "$RECORDS / $O_LO" | bc -l)" "$(echo "$ENTRIES / $O_LO" | bc -l)"
+  printf '  bgpdump -m:            %.2f-%.2f s, %.0f records/s, %.0f entries/s\n' "$B_LO" "$B_HI" \
+    "$(echo "$RECORDS / $B_LO" | bc -l)" "$(echo "$ENTRIES / $B_LO" | bc -l)"
+  if [ -n "$FLOOR" ]; then
+    printf '  %s alone (decompression floor): %.2f-%.2f s\n' "$FLOOR" "$F_LO" "$F_HI"
+  fi
+  printf '  ratio (bgpdump time / replay time): %.1f-%.1fx (target 20x)\n' \
+    "$(echo "$B_LO / $O_HI" | bc -l)" "$(echo "$B_HI / $O_LO" | bc -l)"
+done

@@ -34,6 +34,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::event::{
@@ -41,7 +42,9 @@ use crate::event::{
 };
 use crate::iana::{self, mrt as t};
 use crate::rib::AdjRibIn;
-use crate::update::{DecodeContext, PathAttributes, Rfc7606Action, parse_rib_attributes};
+use crate::update::{
+    DecodeContext, PathAttributes, Rfc7606Action, RibAttributes, parse_rib_attributes,
+};
 use crate::wire::{Family, Notification, Prefix, decode_notification, decode_open, parse_nlri};
 
 /// The largest record accepted. Real records are far smaller (a RIB record of a prefix seen by a
@@ -382,7 +385,9 @@ struct PeerState {
 /// Sans-IO decoder: records in, events out. One per replay; call [`Decoder::start_file`] between
 /// files (a peer index table belongs to its file, Adj-RIBs-In carry over).
 pub struct Decoder {
-    peer_index: Option<Vec<IndexedPeer>>,
+    /// The current peer index table, and a number no other table of this replay has.
+    peer_index: Option<(usize, Arc<[IndexedPeer]>)>,
+    tables: usize,
     peers: HashMap<Peer, PeerState>,
     stats: Stats,
     ctx: [DecodeContext; 4],
@@ -464,6 +469,7 @@ impl Decoder {
     pub fn new() -> Self {
         Decoder {
             peer_index: None,
+            tables: 0,
             peers: HashMap::new(),
             stats: Stats::default(),
             ctx: [
@@ -598,7 +604,8 @@ impl Decoder {
                 .ok_or(bad("peer entry overruns record"))?;
             peers.push(IndexedPeer { addr, asn });
         }
-        self.peer_index = Some(peers);
+        self.tables += 1;
+        self.peer_index = Some((self.tables, peers.into()));
         Ok(())
     }
 
@@ -609,63 +616,72 @@ impl Decoder {
         add_path: bool,
         out: &mut Vec<Event>,
     ) -> Result<(), MrtError> {
-        let kind = if add_path {
-            "TABLE_DUMP_V2 RIB (ADD-PATH)"
-        } else {
-            "TABLE_DUMP_V2 RIB"
+        let Some((index_id, index)) = self.peer_index.clone() else {
+            return Err(MrtError::Malformed {
+                offset: rec.offset,
+                kind: rib_kind(add_path),
+                reason: "RIB record before any PEER_INDEX_TABLE",
+            });
         };
-        let bad = |reason| MrtError::Malformed {
-            offset: rec.offset,
-            kind,
-            reason,
+        let job = RibJob {
+            family,
+            add_path,
+            index,
+            index_id,
         };
-        let Some(index) = self.peer_index.as_ref() else {
-            return Err(bad("RIB record before any PEER_INDEX_TABLE"));
-        };
-        let mut c = Cur { b: rec.body };
-        c.u32().ok_or(bad("no sequence number"))?;
-        let plen = c.u8().ok_or(bad("no prefix length"))?;
-        let pbytes = c
-            .take(usize::from(plen).div_ceil(8))
-            .ok_or(bad("prefix overruns record"))?;
-        let prefix = one_prefix(family, plen, pbytes).ok_or(bad("bad prefix"))?;
-        let count = c.u16().ok_or(bad("no entry count"))?;
-        let received = rec.time();
-        let mut bad_entries = 0u64;
-        for _ in 0..count {
-            let idx = c.u16().ok_or(bad("RIB entry overruns record"))?;
-            let originated = c.u32().ok_or(bad("RIB entry overruns record"))?;
-            let path_id = if add_path {
-                Some(c.u32().ok_or(bad("RIB entry overruns record"))?)
-            } else {
-                None
-            };
-            let alen = c.u16().ok_or(bad("RIB entry overruns record"))?;
-            let block = c
-                .take(usize::from(alen))
-                .ok_or(bad("RIB entry attributes overrun record"))?;
-            let p = index
-                .get(usize::from(idx))
-                .ok_or(bad("peer index beyond the PEER_INDEX_TABLE"))?;
-            self.stats.rib_entries += 1;
-            let peer = mrt_peer(p.addr, p.asn);
-            let source_time =
-                Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(originated)));
-            if !rib_entry_events(
-                block,
-                family,
+        let o = job.walk(rec, |e| {
+            rib_entry_events(
+                e.attributes,
+                e.family,
                 true,
-                prefix,
-                (peer, path_id, received, source_time),
+                e.prefix,
+                (e.peer, e.path_id, e.received, e.source_time),
                 out,
-            ) {
-                bad_entries += 1;
-            }
+            )
+        });
+        self.add_rib_counts(o.entries, o.bad);
+        o.error.map_or(Ok(()), Err)
+    }
+
+    /// Splits off the work of a TABLE_DUMP_V2 unicast RIB record (counting the record as
+    /// [`Decoder::decode`] would) so that it can run on another thread: its entries depend only on
+    /// the record and the file's peer index table. `None` for every other record, and for a RIB
+    /// record before any peer index table (give those to `decode`, which reports them).
+    pub fn rib_job(&mut self, rec: &Record<'_>) -> Option<RibJob> {
+        if rec.kind != t::TABLE_DUMP_V2 {
+            return None;
         }
-        for _ in 0..bad_entries {
-            self.bad("RIB entries whose attributes do not decode");
+        let (family, add_path) = match rec.subtype {
+            t::RIB_IPV4_UNICAST => (Family::Ipv4Unicast, false),
+            t::RIB_IPV6_UNICAST => (Family::Ipv6Unicast, false),
+            t::RIB_IPV4_UNICAST_ADDPATH => (Family::Ipv4Unicast, true),
+            t::RIB_IPV6_UNICAST_ADDPATH => (Family::Ipv6Unicast, true),
+            _ => return None,
+        };
+        let (index_id, index) = self.peer_index.clone()?;
+        *self
+            .stats
+            .records
+            .entry((rec.kind, rec.subtype))
+            .or_default() += 1;
+        Some(RibJob {
+            family,
+            add_path,
+            index,
+            index_id,
+        })
+    }
+
+    /// Adds the counts of a [`RibJob`] run elsewhere ([`RibOutcome::entries`] and `bad`).
+    pub fn add_rib_counts(&mut self, entries: u64, bad: u64) {
+        self.stats.rib_entries += entries;
+        if bad > 0 {
+            *self
+                .stats
+                .bad
+                .entry("RIB entries whose attributes do not decode")
+                .or_default() += bad;
         }
-        Ok(())
     }
 
     fn table_dump_v1(
@@ -932,6 +948,139 @@ impl Decoder {
     }
 }
 
+fn rib_kind(add_path: bool) -> &'static str {
+    if add_path {
+        "TABLE_DUMP_V2 RIB (ADD-PATH)"
+    } else {
+        "TABLE_DUMP_V2 RIB"
+    }
+}
+
+/// The work of one TABLE_DUMP_V2 unicast RIB record, from [`Decoder::rib_job`]: the record's
+/// family and the peer index table its entries refer to. `Send`, so records can be decoded on
+/// other threads than the one reading the file.
+#[derive(Clone, Debug)]
+pub struct RibJob {
+    family: Family,
+    add_path: bool,
+    index: Arc<[IndexedPeer]>,
+    index_id: usize,
+}
+
+/// One entry of a RIB record, its attributes not decoded yet.
+#[derive(Clone, Copy, Debug)]
+pub struct RibEntry<'a> {
+    pub peer: Peer,
+    /// The entry's index into the file's peer index table (stable within a [`RibJob::index_id`]).
+    pub peer_index: u16,
+    pub family: Family,
+    pub path_id: Option<u32>,
+    pub prefix: Prefix,
+    /// The record's header time.
+    pub received: SystemTime,
+    /// The entry's originated time.
+    pub source_time: Option<SystemTime>,
+    /// The entry's attribute block, for [`crate::update::parse_rib_attributes`] (4-octet AS).
+    pub attributes: &'a [u8],
+}
+
+/// What walking a RIB record gave: entries read, entries whose attributes did not decode, and
+/// the error that ended the record early, if one did (then `bad` is 0: the record was not
+/// finished, as [`Decoder::decode`] has always counted it).
+#[derive(Debug, Default)]
+pub struct RibOutcome {
+    pub entries: u64,
+    pub bad: u64,
+    pub error: Option<MrtError>,
+}
+
+impl RibJob {
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// Identifies the peer index table (equal for jobs of the same table), so a caller can cache
+    /// per-peer data by [`RibEntry::peer_index`].
+    pub fn index_id(&self) -> usize {
+        self.index_id
+    }
+
+    /// Walks the entries of `rec` (the record [`Decoder::rib_job`] was given), calling `entry`
+    /// for each; `entry` returns false if the attributes did not decode.
+    pub fn walk(
+        &self,
+        rec: &Record<'_>,
+        mut entry: impl FnMut(&RibEntry<'_>) -> bool,
+    ) -> RibOutcome {
+        let mut o = RibOutcome::default();
+        let mut bad = 0;
+        if let Err(e) = self.walk_inner(rec, &mut o.entries, &mut bad, &mut entry) {
+            o.error = Some(e);
+        } else {
+            o.bad = bad;
+        }
+        o
+    }
+
+    fn walk_inner(
+        &self,
+        rec: &Record<'_>,
+        entries: &mut u64,
+        bad_entries: &mut u64,
+        entry: &mut impl FnMut(&RibEntry<'_>) -> bool,
+    ) -> Result<(), MrtError> {
+        let bad = |reason| MrtError::Malformed {
+            offset: rec.offset,
+            kind: rib_kind(self.add_path),
+            reason,
+        };
+        let family = self.family;
+        let mut c = Cur { b: rec.body };
+        c.u32().ok_or(bad("no sequence number"))?;
+        let plen = c.u8().ok_or(bad("no prefix length"))?;
+        let pbytes = c
+            .take(usize::from(plen).div_ceil(8))
+            .ok_or(bad("prefix overruns record"))?;
+        let prefix = one_prefix(family, plen, pbytes).ok_or(bad("bad prefix"))?;
+        let count = c.u16().ok_or(bad("no entry count"))?;
+        let received = rec.time();
+        for _ in 0..count {
+            let idx = c.u16().ok_or(bad("RIB entry overruns record"))?;
+            let originated = c.u32().ok_or(bad("RIB entry overruns record"))?;
+            let path_id = if self.add_path {
+                Some(c.u32().ok_or(bad("RIB entry overruns record"))?)
+            } else {
+                None
+            };
+            let alen = c.u16().ok_or(bad("RIB entry overruns record"))?;
+            let block = c
+                .take(usize::from(alen))
+                .ok_or(bad("RIB entry attributes overrun record"))?;
+            let p = self
+                .index
+                .get(usize::from(idx))
+                .ok_or(bad("peer index beyond the PEER_INDEX_TABLE"))?;
+            *entries += 1;
+            let e = RibEntry {
+                peer: mrt_peer(p.addr, p.asn),
+                peer_index: idx,
+                family,
+                path_id,
+                prefix,
+                received,
+                source_time: Some(
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(originated)),
+                ),
+                attributes: block,
+            };
+            if !entry(&e) {
+                *bad_entries += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Builds the prefix of a RIB record, host bits cleared.
 fn one_prefix(family: Family, len: u8, bytes: &[u8]) -> Option<Prefix> {
     let mut nlri = Vec::with_capacity(1 + bytes.len());
@@ -958,6 +1107,36 @@ fn rib_entry_events(
     let Ok(ra) = parse_rib_attributes(block, family, four_octet_as) else {
         return false;
     };
+    rib_events(
+        ra,
+        family,
+        prefix,
+        (peer, path_id, received, source_time),
+        out,
+    );
+    true
+}
+
+impl RibEntry<'_> {
+    /// The events of this entry once its attributes are decoded: what [`Decoder::decode`] gives.
+    pub fn events(&self, ra: RibAttributes, out: &mut Vec<Event>) {
+        rib_events(
+            ra,
+            self.family,
+            self.prefix,
+            (self.peer, self.path_id, self.received, self.source_time),
+            out,
+        );
+    }
+}
+
+fn rib_events(
+    ra: RibAttributes,
+    family: Family,
+    prefix: Prefix,
+    (peer, path_id, received, source_time): (Peer, Option<u32>, SystemTime, Option<SystemTime>),
+    out: &mut Vec<Event>,
+) {
     let mut withdraw = false;
     for action in ra.actions {
         withdraw |= matches!(action, Rfc7606Action::TreatAsWithdraw { .. });
@@ -983,7 +1162,6 @@ fn rib_entry_events(
             },
         }));
     }
-    true
 }
 
 /// Reads every record of `r` into `on_event`, for tests and the fuzz target: returns the first

@@ -8,19 +8,20 @@
 //! record type becomes.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::time::SystemTime;
 
 use crate::event::{Event, Peer, Route, RouteChange, RouteEvent, SessionEvent, Source};
 use crate::iana::as_path;
-use crate::mrt::{Compression, Decoder, MrtError, RecordReader, open_decompressed, record_name};
+use crate::mrt::{Decoder, MrtError, record_name};
+
+mod pipeline;
+mod rib_json;
 use crate::update::PathAttributes;
 use crate::watch::{Format, event_json, event_text};
-use crate::wire::Family;
+use crate::wire::{Family, Prefix};
 
 #[derive(Clone, Debug)]
 pub struct ReplayOptions {
@@ -54,6 +55,24 @@ pub struct ReplayReport {
 }
 
 impl ReplayReport {
+    /// Adds the totals of `other` (its errors are not taken: the writer collects those in order).
+    fn merge(&mut self, other: ReplayReport) {
+        self.events += other.events;
+        for (peer, t) in other.peers {
+            let mine = self.peers.entry(peer).or_default();
+            for (family, f) in t.families {
+                let m = mine.families.entry(family).or_default();
+                m.announce += f.announce;
+                m.withdraw += f.withdraw;
+                m.attribute_change += f.attribute_change;
+                m.end_of_rib += f.end_of_rib;
+            }
+            mine.session_up += t.session_up;
+            mine.session_down += t.session_down;
+            mine.update_errors += t.update_errors;
+        }
+    }
+
     fn count(&mut self, ev: &Event) {
         self.events += 1;
         match ev {
@@ -105,11 +124,14 @@ pub struct EventWriter {
 }
 
 /// The last time formatted, RFC 3339 as `watch` prints it: the entries of an MRT record share
-/// their received time, and often their originated time.
+/// their received time, and often their originated time; and the date part of the last whole
+/// second time, which the next one usually shares.
 #[derive(Default)]
 struct TimeCache {
     t: Option<SystemTime>,
     s: String,
+    /// Days since the epoch and `YYYY-MM-DDT` of the last whole-second time.
+    date: Option<(u64, [u8; 11])>,
 }
 
 impl TimeCache {
@@ -117,28 +139,49 @@ impl TimeCache {
         if self.t != Some(t) {
             self.t = Some(t);
             self.s.clear();
-            rfc3339(&mut self.s, t);
+            self.format(t);
         }
         &self.s
     }
+
+    /// `watch`'s time format (the `time` crate's RFC 3339 in UTC). Whole seconds, the common case
+    /// in MRT, are written here directly; anything else goes through `time`.
+    fn format(&mut self, t: SystemTime) {
+        let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let secs = d.as_secs();
+        if d.subsec_nanos() != 0 || secs >= 253_402_300_800 {
+            self.s.push_str(
+                &time::OffsetDateTime::from(t)
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+            );
+            return;
+        }
+        let days = secs / 86_400;
+        let date = match self.date {
+            Some((d, text)) if d == days => text,
+            _ => {
+                let text = civil_date(days);
+                self.date = Some((days, text));
+                text
+            }
+        };
+        let rem = secs % 86_400;
+        let two = |v: u64| {
+            let v = (v % 100) as u8;
+            [char::from(b'0' + v / 10), char::from(b'0' + v % 10)]
+        };
+        self.s.extend(date.iter().map(|&c| char::from(c)));
+        let [h0, h1] = two(rem / 3600);
+        let [m0, m1] = two(rem % 3600 / 60);
+        let [s0, s1] = two(rem % 60);
+        self.s.extend([h0, h1, ':', m0, m1, ':', s0, s1, 'Z']);
+    }
 }
 
-/// `watch`'s time format (the `time` crate's RFC 3339 in UTC). Whole seconds, the common case in
-/// MRT, are written here directly; anything else goes through `time`.
-fn rfc3339(out: &mut String, t: SystemTime) {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    if d.subsec_nanos() != 0 || secs >= 253_402_300_800 {
-        out.push_str(
-            &time::OffsetDateTime::from(t)
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
-        );
-        return;
-    }
-    // Days to civil date (H. Hinnant's algorithm), valid for the whole u64 range used here.
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
+/// `YYYY-MM-DDT` of a day since the epoch (H. Hinnant's days-to-civil algorithm), for years
+/// up to 9999.
+fn civil_date(days: u64) -> [u8; 11] {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z - era * 146_097;
@@ -148,24 +191,20 @@ fn rfc3339(out: &mut String, t: SystemTime) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
-    let digits = |out: &mut String, v: u64, n: u32| {
-        for i in (0..n).rev() {
-            let d = (v / 10u64.pow(i)) % 10;
-            out.push(char::from(b'0' + d as u8));
-        }
-    };
-    digits(out, year, 4);
-    out.push('-');
-    digits(out, month, 2);
-    out.push('-');
-    digits(out, day, 2);
-    out.push('T');
-    digits(out, rem / 3600, 2);
-    out.push(':');
-    digits(out, rem % 3600 / 60, 2);
-    out.push(':');
-    digits(out, rem % 60, 2);
-    out.push('Z');
+    let d = |v: u64, p: u32| b'0' + ((v / 10u64.pow(p)) % 10) as u8;
+    [
+        d(year, 3),
+        d(year, 2),
+        d(year, 1),
+        d(year, 0),
+        b'-',
+        d(month, 1),
+        d(month, 0),
+        b'-',
+        d(day, 1),
+        d(day, 0),
+        b'T',
+    ]
 }
 
 impl EventWriter {
@@ -174,19 +213,10 @@ impl EventWriter {
 
     /// Formats `ev`; writes to `out` when a chunk is full. Call [`EventWriter::finish`] at the end.
     pub fn write<W: Write>(&mut self, out: &mut W, format: Format, ev: &Event) -> io::Result<()> {
-        match format {
-            Format::Jsonl => {
-                match ev {
-                    Event::Route(r) if !matches!(r.peer.source, Source::Bmp { .. }) => {
-                        self.route_json(r)
-                    }
-                    _ => serde_json::to_writer(&mut self.buf, &event_json(ev))?,
-                }
-                self.buf.push(b'\n');
-            }
-            Format::Text => writeln!(self.buf, "{}", event_text(ev))?,
-            Format::Summary => {}
-        }
+        let mut buf = std::mem::take(&mut self.buf);
+        let r = self.format(&mut buf, format, ev);
+        self.buf = buf;
+        r?;
         if self.buf.len() >= Self::CHUNK {
             self.finish(out)?;
         }
@@ -200,22 +230,39 @@ impl EventWriter {
         Ok(())
     }
 
-    fn route_json(&mut self, e: &RouteEvent) {
-        let received = self.received.get(e.received);
-        let source_time = e.source_time.map(|t| self.source.get(t));
-        let b = &mut self.buf;
-        let _ = write!(b, "{{\"afi_safi\":\"{}\",", e.family.name());
-        let (prefix, type_name) = match &e.change {
-            RouteChange::Announce { prefix, route } => {
-                route_fields(b, route);
-                (Some(prefix), "announce")
+    /// Appends `ev` in `format` (nothing for `summary`) to `b`.
+    pub(crate) fn format(&mut self, b: &mut Vec<u8>, format: Format, ev: &Event) -> io::Result<()> {
+        match format {
+            Format::Jsonl => {
+                match ev {
+                    Event::Route(r) if !matches!(r.peer.source, Source::Bmp { .. }) => {
+                        self.route_json(b, r)
+                    }
+                    _ => serde_json::to_writer(&mut *b, &event_json(ev))?,
+                }
+                b.push(b'\n');
             }
-            RouteChange::Withdraw { prefix, .. } => (Some(prefix), "withdraw"),
+            Format::Text => writeln!(b, "{}", event_text(ev))?,
+            Format::Summary => {}
+        }
+        Ok(())
+    }
+
+    fn route_json(&mut self, b: &mut Vec<u8>, e: &RouteEvent) {
+        b.extend_from_slice(b"{\"afi_safi\":\"");
+        b.extend_from_slice(e.family.name().as_bytes());
+        b.extend_from_slice(b"\",");
+        let (prefix, previous, type_name) = match &e.change {
+            RouteChange::Announce { prefix, route } => {
+                route_fields(b, route.next_hop, &route.attrs);
+                (Some(prefix), None, "announce")
+            }
+            RouteChange::Withdraw { prefix, .. } => (Some(prefix), None, "withdraw"),
             RouteChange::AttributeChange {
                 prefix,
                 route,
                 changed,
-                ..
+                previous,
             } => {
                 b.extend_from_slice(b"\"as_path\":");
                 write_as_path(b, &route.attrs);
@@ -224,22 +271,49 @@ impl EventWriter {
                     if i > 0 {
                         b.push(b',');
                     }
-                    let _ = write!(b, "\"{}\"", c.name());
+                    b.push(b'"');
+                    b.extend_from_slice(c.name().as_bytes());
+                    b.push(b'"');
                 }
                 b.extend_from_slice(b"],");
-                route_fields_after_as_path(b, route);
-                (Some(prefix), "attribute_change")
+                route_fields_after_as_path(b, route.next_hop, &route.attrs);
+                (Some(prefix), Some(previous), "attribute_change")
             }
-            RouteChange::EndOfRib => (None, "end_of_rib"),
+            RouteChange::EndOfRib => (None, None, "end_of_rib"),
             // MRT replay never takes resync snapshots (only `run` does).
-            RouteChange::Resync(_) => (None, "resync"),
+            RouteChange::Resync(_) => (None, None, "resync"),
         };
+        self.tail(
+            b,
+            &e.peer,
+            e.path_id,
+            e.received,
+            e.source_time,
+            prefix,
+            previous,
+            type_name,
+        );
+    }
+
+    /// The keys after the route's own (`path_id` to `type`), and the closing brace.
+    #[allow(clippy::too_many_arguments)]
+    fn tail(
+        &mut self,
+        b: &mut Vec<u8>,
+        peer: &Peer,
+        path_id: Option<u32>,
+        received: SystemTime,
+        source_time: Option<SystemTime>,
+        prefix: Option<&Prefix>,
+        previous: Option<&Route>,
+        type_name: &str,
+    ) {
         b.extend_from_slice(b"\"path_id\":");
-        opt_num(b, e.path_id);
+        opt_num(b, path_id);
         b.extend_from_slice(b",\"peer\":\"");
-        ip(b, e.peer.addr);
+        ip(b, peer.addr);
         b.extend_from_slice(b"\",\"peer_as\":");
-        num(b, e.peer.asn);
+        num(b, peer.asn);
         b.push(b',');
         if let Some(p) = prefix {
             b.extend_from_slice(b"\"prefix\":\"");
@@ -248,37 +322,31 @@ impl EventWriter {
             num(b, u32::from(p.len));
             b.extend_from_slice(b"\",");
         }
-        if let RouteChange::AttributeChange { previous, .. } = &e.change {
+        if let Some(previous) = previous {
             b.extend_from_slice(b"\"previous\":{");
-            route_fields(b, previous);
+            route_fields(b, previous.next_hop, &previous.attrs);
             // route_fields ends with a comma; close the object instead.
             b.pop();
             b.extend_from_slice(b"},");
         }
-        let _ = write!(
-            b,
-            "\"received\":\"{received}\",\"source\":\"{}\",",
-            e.peer.source.name()
-        );
-        if let Some(st) = source_time {
-            let _ = write!(b, "\"source_time\":\"{st}\",");
+        b.extend_from_slice(b"\"received\":\"");
+        b.extend_from_slice(self.received.get(received).as_bytes());
+        b.extend_from_slice(b"\",\"source\":\"");
+        b.extend_from_slice(peer.source.name().as_bytes());
+        b.extend_from_slice(b"\",");
+        if let Some(t) = source_time {
+            b.extend_from_slice(b"\"source_time\":\"");
+            b.extend_from_slice(self.source.get(t).as_bytes());
+            b.extend_from_slice(b"\",");
         }
-        let _ = write!(b, "\"type\":\"{type_name}\"}}");
+        b.extend_from_slice(b"\"type\":\"");
+        b.extend_from_slice(type_name.as_bytes());
+        b.extend_from_slice(b"\"}");
     }
 }
 
-fn num(b: &mut Vec<u8>, mut n: u32) {
-    let mut tmp = [0u8; 10];
-    let mut i = tmp.len();
-    while let Some(slot) = i.checked_sub(1).and_then(|j| tmp.get_mut(j)) {
-        *slot = b'0' + (n % 10) as u8;
-        i -= 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    b.extend_from_slice(tmp.get(i..).unwrap_or_default());
+fn num(b: &mut Vec<u8>, n: u32) {
+    b.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 fn opt_num(b: &mut Vec<u8>, v: Option<u32>) {
@@ -333,15 +401,14 @@ fn write_as_path(b: &mut Vec<u8>, a: &PathAttributes) {
 }
 
 /// `watch`'s route fields, in key order, each followed by a comma.
-fn route_fields(b: &mut Vec<u8>, r: &Route) {
+fn route_fields(b: &mut Vec<u8>, next_hop: Option<IpAddr>, a: &PathAttributes) {
     b.extend_from_slice(b"\"as_path\":");
-    write_as_path(b, &r.attrs);
+    write_as_path(b, a);
     b.push(b',');
-    route_fields_after_as_path(b, r);
+    route_fields_after_as_path(b, next_hop, a);
 }
 
-fn route_fields_after_as_path(b: &mut Vec<u8>, r: &Route) {
-    let a = &r.attrs;
+fn route_fields_after_as_path(b: &mut Vec<u8>, next_hop: Option<IpAddr>, a: &PathAttributes) {
     b.extend_from_slice(b"\"communities\":[");
     for (i, c) in a.communities.iter().enumerate() {
         if i > 0 {
@@ -382,7 +449,7 @@ fn route_fields_after_as_path(b: &mut Vec<u8>, r: &Route) {
     b.extend_from_slice(b",\"med\":");
     opt_num(b, a.med);
     b.extend_from_slice(b",\"next_hop\":");
-    match r.next_hop {
+    match next_hop {
         Some(n) => {
             b.push(b'"');
             ip(b, n);
@@ -401,168 +468,30 @@ fn route_fields_after_as_path(b: &mut Vec<u8>, r: &Route) {
 }
 
 /// Replays every file in order, writing events to `out` and errors to `err`. I/O errors on `out`
-/// end the replay (`Err`); problems with the input files are in the report's `errors`.
+/// end the replay (`Err`); problems with the input files are in the report's `errors`. The work is
+/// spread over threads (`replay/pipeline.rs` says how); the output is what a single thread
+/// decoding and printing record after record would give.
 pub fn replay<W: Write, E: Write>(
     opts: &ReplayOptions,
     out: &mut W,
     err: &mut E,
 ) -> io::Result<ReplayReport> {
-    // Two stages: reading and decoding on one thread, formatting and writing on this one (with a
-    // helper thread formatting half of each JSON batch; see the benchmark in the README). Batches keep the channel cheap; the
-    // bound keeps memory flat when the writer is slower.
-    let (tx, rx) = mpsc::sync_channel::<Msg>(8);
-    std::thread::scope(|scope| {
-        let producer = scope.spawn(move || decode_files(&opts.files, &tx));
-        let mut report = ReplayReport::default();
-        let mut writer = EventWriter::default();
-        let mut helper = EventWriter::default();
-        let mut split = (Vec::new(), Vec::new());
-        let mut result = Ok(());
-        for msg in rx.iter() {
-            match msg {
-                Msg::Events(events) => {
-                    for ev in &events {
-                        report.count(ev);
-                    }
-                    if result.is_ok() {
-                        result = if events.len() >= 256 && opts.format == Format::Jsonl {
-                            // Formatting is the slower stage: split the batch in two halves,
-                            // format them side by side, write them in order.
-                            let (a, b) = events.split_at(events.len() / 2);
-                            split.0.clear();
-                            split.1.clear();
-                            let (first, second) = (&mut split.0, &mut split.1);
-                            let helper = &mut helper;
-                            let writer = &mut writer;
-                            std::thread::scope(|s| {
-                                let h = s.spawn(move || format_all(helper, first, a));
-                                let mine = format_all(writer, second, b);
-                                let theirs = h
-                                    .join()
-                                    .map_err(|_| io::Error::other("a formatting thread panicked"));
-                                theirs.and_then(|r| r).and(mine)
-                            })
-                            .and_then(|()| {
-                                writer.finish(out)?;
-                                out.write_all(&split.0)?;
-                                out.write_all(&split.1)
-                            })
-                        } else {
-                            events
-                                .iter()
-                                .try_for_each(|ev| writer.write(out, opts.format, ev))
-                        };
-                    }
-                }
-                Msg::Error(m) => {
-                    if result.is_ok() {
-                        // Events before the error go out first.
-                        result = writer
-                            .finish(out)
-                            .and_then(|()| out.flush())
-                            .and_then(|()| writeln!(err, "replay: {m}"));
-                    }
-                    report.errors.push(m);
-                }
-            }
-            if result.is_err() {
-                break;
-            }
-        }
-        // Dropping the receiver stops the producer at its next send.
-        drop(rx);
-        let decoder = producer
-            .join()
-            .map_err(|_| io::Error::other("the MRT decoding thread panicked"))?;
-        result?;
-        writer.finish(out)?;
-        if opts.format == Format::Summary {
-            write_summary(out, &decoder, &report)?;
-        }
-        out.flush()?;
-        Ok(report)
-    })
+    let inputs: Vec<_> = opts
+        .files
+        .iter()
+        .map(|f| pipeline::Input::File(f))
+        .collect();
+    pipeline::run(&inputs, opts.format, out, err)
 }
 
-/// Formats `events` as JSON lines into `out`.
-fn format_all(w: &mut EventWriter, out: &mut Vec<u8>, events: &[Event]) -> io::Result<()> {
-    for ev in events {
-        w.write(out, Format::Jsonl, ev)?;
-    }
-    w.finish(out)
-}
-
-enum Msg {
-    Events(Vec<Event>),
-    Error(String),
-}
-
-const BATCH: usize = 1024;
-
-/// The first stage: every file's records, decoded, sent in batches. Returns the decoder for its
-/// counts.
-fn decode_files(files: &[PathBuf], tx: &mpsc::SyncSender<Msg>) -> Decoder {
-    let mut decoder = Decoder::new();
-    let mut batch = Vec::with_capacity(BATCH);
-    // Sends the batch (if any) and then `then`; false once the receiver is gone.
-    let send = |batch: &mut Vec<Event>, then: Option<String>| -> bool {
-        if !batch.is_empty()
-            && tx
-                .send(Msg::Events(std::mem::replace(
-                    batch,
-                    Vec::with_capacity(BATCH),
-                )))
-                .is_err()
-        {
-            return false;
-        }
-        then.is_none_or(|m| tx.send(Msg::Error(m)).is_ok())
-    };
-    for path in files {
-        let name = path.display();
-        decoder.start_file();
-        let (compression, input) = match File::open(path).and_then(open_decompressed) {
-            Ok(v) => v,
-            Err(e) => {
-                if !send(&mut batch, Some(format!("{name}: cannot open: {e}"))) {
-                    return decoder;
-                }
-                continue;
-            }
-        };
-        let mut reader = RecordReader::new(input);
-        // Offsets count the bytes of the MRT stream: after decompression for compressed files.
-        let name = match compression {
-            Compression::None => name.to_string(),
-            c => format!(
-                "{name} ({} offsets are of the decompressed stream)",
-                c.name()
-            ),
-        };
-        loop {
-            let rec = match reader.next_record() {
-                Ok(Some(rec)) => rec,
-                Ok(None) => break,
-                Err(e) => {
-                    let recoverable = e.recoverable();
-                    if !send(&mut batch, Some(describe(&name, &e, recoverable))) {
-                        return decoder;
-                    }
-                    if recoverable {
-                        continue;
-                    }
-                    break;
-                }
-            };
-            let r = decoder.decode(&rec, &mut batch);
-            let error = r.err().map(|e| describe(&name, &e, true));
-            if (error.is_some() || batch.len() >= BATCH) && !send(&mut batch, error) {
-                return decoder;
-            }
-        }
-    }
-    send(&mut batch, None);
-    decoder
+/// [`replay`] of MRT data in memory (named `(memory)` in errors), for tests and the fuzz target.
+pub fn replay_bytes<W: Write, E: Write>(
+    data: &[u8],
+    format: Format,
+    out: &mut W,
+    err: &mut E,
+) -> io::Result<ReplayReport> {
+    pipeline::run(&[pipeline::Input::Bytes(data)], format, out, err)
 }
 
 fn describe(file: &str, e: &MrtError, skipped: bool) -> String {

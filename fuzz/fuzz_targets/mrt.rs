@@ -1,20 +1,29 @@
 //! The MRT reader and decoder on an arbitrary stream: framing, every record type, the RIB-entry
 //! attribute decoder, the event formatters, and (when the input starts with their magic bytes) the
-//! gzip and bzip2 paths.
+//! gzip and bzip2 paths. The threaded replay (`replay::replay_bytes`, which writes RIB announces
+//! without building events) must print exactly what `decode_all` and `event_json` print.
 #![no_main]
 
-use foureyes_bgp_listener::mrt::{Decoder, decode_all, open_decompressed};
+use foureyes_bgp_listener::mrt::{Compression, Decoder, decode_all, open_decompressed};
+use foureyes_bgp_listener::replay::replay_bytes;
 use foureyes_bgp_listener::update::parse_rib_attributes;
-use foureyes_bgp_listener::watch::{event_json, event_text};
+use foureyes_bgp_listener::watch::{Format, event_json, event_text};
 use foureyes_bgp_listener::wire::Family;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let mut decoder = Decoder::new();
+    let mut want = String::new();
     let _ = decode_all(data, &mut decoder, |ev| {
-        let _ = event_json(ev);
+        want.push_str(&event_json(ev).to_string());
+        want.push('\n');
         let _ = event_text(ev);
     });
+    if Compression::detect(data) == Compression::None {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        replay_bytes(data, Format::Jsonl, &mut out, &mut err).expect("in-memory replay");
+        assert!(out == want.as_bytes(), "threaded replay differs from decode_all");
+    }
     if let Ok((_, r)) = open_decompressed(std::io::Cursor::new(data.to_vec())) {
         let mut decoder = Decoder::new();
         let _ = decode_all(r, &mut decoder, |_| {});
