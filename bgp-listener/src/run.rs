@@ -87,17 +87,8 @@ pub async fn run(
     let spool = Spool::open(&state.spool_path(), cfg.spool.max_records)?;
     tracing::info!(agent = %identity.agent_id, org = %identity.org, peers = peers.len(), spooled = spool.records(), "listener starting");
     let (assign_tx, _) = watch::channel(Default::default());
-    // The resync task keeps a receiver: a watch sender without one does not store what it sends.
-    let (connected_tx, connected_rx) = watch::channel(false);
-    let shared = Shared {
-        signing_key: Arc::new(Mutex::new(creds.signing_key()?)),
-        assignments: assign_tx,
-        spool: Arc::new(Mutex::new(spool)),
-        spool_notify: Arc::new(tokio::sync::Notify::new()),
-        connected: connected_tx,
-        staged_update: Arc::new(Mutex::new(None)),
-        bursts: None,
-    };
+    let shared = Shared::new(creds.signing_key()?, spool, assign_tx, None);
+    let connected_rx = shared.connected.subscribe();
     let link_stop = CancellationToken::new();
     let link_task = tokio::spawn(link::run(
         state.clone(),

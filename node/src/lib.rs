@@ -1,12 +1,7 @@
 //! The probe node: runs its assigned tests on schedule, spools signed results, and keeps going
 //! through a partition with the last assignment set it stored.
 
-use std::{
-    collections::HashMap,
-    path::Path,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
 use foureyes_agent::{
     AgentError,
@@ -62,17 +57,8 @@ pub async fn run(
     let initial = state.load_assignments().unwrap_or_default();
     tracing::info!(agent = %identity.agent_id, org = %identity.org, tests = initial.tests.len(), spooled = spool.records(), "node starting");
     let (assign_tx, assign_rx) = tokio::sync::watch::channel(initial);
-    let (connected_tx, _) = tokio::sync::watch::channel(false);
     let (burst_tx, burst_rx) = mpsc::channel(BURST_QUEUE);
-    let shared = Shared {
-        signing_key: Arc::new(Mutex::new(creds.signing_key()?)),
-        assignments: assign_tx,
-        spool: Arc::new(Mutex::new(spool)),
-        spool_notify: Arc::new(tokio::sync::Notify::new()),
-        connected: connected_tx,
-        staged_update: Arc::new(Mutex::new(None)),
-        bursts: Some(burst_tx),
-    };
+    let shared = Shared::new(creds.signing_key()?, spool, assign_tx, Some(burst_tx));
     let link_task = tokio::spawn(link::run(
         state.clone(),
         shared.clone(),

@@ -3,11 +3,7 @@
 //! window and acks. Only the probes are missing: records are handed to the spooler as a node's
 //! probes (or a listener's sessions) would hand them.
 
-use std::{
-    path::Path,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Result, bail};
 use foureyes_agent::{
@@ -50,16 +46,8 @@ pub fn run<T: Send + 'static>(
     let creds = state.credentials()?;
     let spool = Spool::open(&state.spool_path(), 5_000_000)?;
     let (assign_tx, _) = watch::channel(Default::default());
-    let (connected_tx, connected) = watch::channel(false);
-    let shared = Shared {
-        signing_key: Arc::new(Mutex::new(creds.signing_key()?)),
-        assignments: assign_tx,
-        spool: Arc::new(Mutex::new(spool)),
-        spool_notify: Arc::new(tokio::sync::Notify::new()),
-        connected: connected_tx,
-        staged_update: Arc::new(Mutex::new(None)),
-        bursts: None,
-    };
+    let shared = Shared::new(creds.signing_key()?, spool, assign_tx, None);
+    let connected = shared.connected.subscribe();
     tokio::spawn(link::run(
         state,
         shared.clone(),

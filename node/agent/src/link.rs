@@ -44,6 +44,27 @@ pub struct Shared {
     pub bursts: Option<mpsc::Sender<foureyes_proto::v1::ProbeBurst>>,
 }
 
+impl Shared {
+    /// The state every agent (node, listener, load generator) builds the same way; link down,
+    /// nothing staged.
+    pub fn new(
+        signing_key: SigningKey,
+        spool: Spool,
+        assignments: watch::Sender<AssignmentSet>,
+        bursts: Option<mpsc::Sender<foureyes_proto::v1::ProbeBurst>>,
+    ) -> Self {
+        Shared {
+            signing_key: Arc::new(Mutex::new(signing_key)),
+            assignments,
+            spool: Arc::new(Mutex::new(spool)),
+            spool_notify: Arc::new(tokio::sync::Notify::new()),
+            connected: watch::channel(false).0,
+            staged_update: Arc::new(Mutex::new(None)),
+            bursts,
+        }
+    }
+}
+
 pub struct LinkOptions {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
