@@ -123,7 +123,9 @@ fn sighup_adds_and_removes_a_peer_without_touching_the_others() {
     assert_eq!(
         bird_session(&lab_a),
         a_line,
-        "BIRD A's session is the same one"
+        "BIRD A's session is the same one; BIRD's log:\n{}\nthe listener's log:\n{}",
+        std::fs::read_to_string(dir_a.join("bird.log")).unwrap_or_default(),
+        listener.log_text()
     );
     assert!(a_line.contains("Established"), "{a_line}");
     assert_eq!(of_peer(&api, "session_up", NET_A), 1);

@@ -136,12 +136,31 @@ protocol bgp fe {{
 
     /// BIRD's `show protocols` line for the session with the listener (name, proto, table,
     /// state, since, info): the same since-time means the same session, never reset.
+    ///
+    /// `birdc` (through `ip netns exec`) can come back empty while other tests add and delete
+    /// namespaces on a loaded machine, so an answer without the line is asked again; after that
+    /// the answer itself (with `birdc`'s stderr) is returned, so a comparison that fails shows why.
     pub fn session_line(&self) -> String {
-        self.birdc(&["show", "protocols", "fe"])
-            .lines()
-            .find(|l| l.starts_with("fe "))
-            .unwrap_or_default()
-            .to_string()
+        let mut last = String::new();
+        for _ in 0..20 {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &self.ns, "birdc", "-s"])
+                .arg(self.dir.join("bird.ctl"))
+                .args(["show", "protocols", "fe"])
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            if let Some(l) = stdout.lines().find(|l| l.starts_with("fe ")) {
+                return l.to_string();
+            }
+            last = format!(
+                "no `fe` line from birdc ({}): {stdout} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        last
     }
 }
 
