@@ -24,6 +24,7 @@
 //! extended_messages = false     # RFC 8654 (default true)
 //! max_prefixes = 1000000        # warn past this many routes per family
 //! max_prefixes_teardown = false # and tear the session down only if this says so
+//! max_prefixes_idle_hold = 300  # after a teardown, refuse the peer this many seconds
 //! md5_password_file = "peer2.md5" # TCP MD5 (RFC 2385); relative to this file's directory
 //! ttl_security = 1              # GTSM (RFC 5082): hops allowed; or `multihop = TTL`
 //!
@@ -114,6 +115,10 @@ pub struct PeerConfig {
     /// Also tear the session down (Cease, RFC 4486 subcode 1) when `max_prefixes` is crossed.
     #[serde(default)]
     pub max_prefixes_teardown: bool,
+    /// Seconds after such a teardown during which the peer is refused (default 300; 0 lets it
+    /// straight back).
+    #[serde(default)]
+    pub max_prefixes_idle_hold: Option<u64>,
     /// TCP MD5 (RFC 2385): the file holding the password (relative to this config file's
     /// directory unless absolute). The password itself never goes in this file.
     #[serde(default)]
@@ -253,9 +258,18 @@ impl ListenerConfig {
                     "peer {name}: max_prefixes_teardown needs max_prefixes"
                 )));
             }
+            if p.max_prefixes_idle_hold.is_some() && !p.max_prefixes_teardown {
+                return Err(bad(format!(
+                    "peer {name}: max_prefixes_idle_hold needs max_prefixes_teardown = true"
+                )));
+            }
             s.max_prefixes = p.max_prefixes.map(|limit| crate::session::MaxPrefixes {
                 limit,
                 teardown: p.max_prefixes_teardown,
+                idle_hold: p.max_prefixes_idle_hold.map_or(
+                    crate::session::MAX_PREFIXES_IDLE_HOLD,
+                    std::time::Duration::from_secs,
+                ),
             });
             let md5 = match &p.md5_password_file {
                 Some(f) => {

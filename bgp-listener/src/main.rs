@@ -130,6 +130,15 @@ enum Cmd {
         /// With --max-prefixes: also tear the session down (Cease, subcode 1, RFC 4486).
         #[arg(long, requires = "max_prefixes")]
         max_prefixes_teardown: bool,
+        /// After a --max-prefixes-teardown, refuse the peer (Cease, subcode 5) and do not dial it
+        /// for this many seconds (0: let it straight back).
+        #[arg(
+            long,
+            value_name = "SECS",
+            default_value_t = 300,
+            requires = "max_prefixes_teardown"
+        )]
+        max_prefixes_idle_hold: u64,
         /// TCP MD5 signature (RFC 2385) with the password in this file (one line). The password
         /// is never given on the command line, where `ps` would show it.
         #[arg(long, value_name = "FILE")]
@@ -246,6 +255,7 @@ async fn main() -> Result<()> {
             no_extended_messages,
             max_prefixes,
             max_prefixes_teardown,
+            max_prefixes_idle_hold,
             md5_password_file,
             ttl_security,
             multihop,
@@ -276,6 +286,7 @@ async fn main() -> Result<()> {
             cfg.max_prefixes = max_prefixes.map(|limit| MaxPrefixes {
                 limit,
                 teardown: max_prefixes_teardown,
+                idle_hold: std::time::Duration::from_secs(max_prefixes_idle_hold),
             });
             let conn = match (listen, connect) {
                 (Some(addr), false) => {

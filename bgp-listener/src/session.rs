@@ -50,7 +50,15 @@ pub struct MaxPrefixes {
     pub limit: u32,
     /// Tear the session down (Cease, subcode 1, RFC 4486) when crossed; otherwise only warn.
     pub teardown: bool,
+    /// After such a teardown, refuse the peer's connections (Cease, subcode 5) and dial nothing
+    /// for this long: a peer that comes straight back with the same table would be torn down
+    /// again and again, each time resending it all. Zero lets it back at once.
+    pub idle_hold: Duration,
 }
+
+/// Default [`MaxPrefixes::idle_hold`]: five minutes, long enough that a peer sending a table
+/// it should not does not churn the listener, short enough that a fixed peer is back soon.
+pub const MAX_PREFIXES_IDLE_HOLD: Duration = Duration::from_secs(300);
 
 impl MaxPrefixes {
     /// Below this count a warned family is re-armed: 90 % of the limit.
@@ -139,6 +147,8 @@ pub enum Timer {
     Restart,
     /// Hold timer of the contender connection while it waits for the peer's OPEN.
     ContenderHold,
+    /// The idle hold after a max-prefix teardown ([`MaxPrefixes::idle_hold`]) ends.
+    IdleHold,
 }
 
 /// Who opened a connection. Decides RFC 4271 §6.8 collisions between a dialled and an accepted
@@ -216,6 +226,8 @@ pub struct Session {
     retained: Vec<Family>,
     /// Families whose prefix-limit warning was raised and not yet re-armed.
     limit_warned: Vec<Family>,
+    /// In the idle hold after a max-prefix teardown: connections are refused.
+    idle_held: bool,
 }
 
 impl Session {
@@ -234,6 +246,7 @@ impl Session {
             peer_gr: None,
             retained: Vec::new(),
             limit_warned: Vec::new(),
+            idle_held: false,
         }
     }
 
@@ -256,6 +269,12 @@ impl Session {
     /// Families whose stale routes are kept over a graceful restart.
     pub fn retained(&self) -> &[Family] {
         &self.retained
+    }
+
+    /// Whether the session refuses its peer for now (the idle hold after a max-prefix
+    /// teardown): the driver does not dial meanwhile.
+    pub fn idle_held(&self) -> bool {
+        self.idle_held
     }
 
     /// Whether a contender connection is waiting for its OPEN.
@@ -287,6 +306,15 @@ impl Session {
                     tracing::warn!("connection while a session exists; ignored");
                     return;
                 }
+                if self.idle_held {
+                    tracing::info!(peer = %self.cfg.peer, "connection refused: idle hold after a max-prefix teardown");
+                    out.push(Output::Send(Outgoing::Notification(Notification::new(
+                        notif::CEASE,
+                        notif::CEASE_CONNECTION_REJECTED,
+                    ))));
+                    out.push(Output::Close);
+                    return;
+                }
                 self.start(direction, out);
             }
             Input::Received(bytes) => {
@@ -310,6 +338,12 @@ impl Session {
                 }
             }
             Input::TimerFired(Timer::Restart) => self.restart_timer_fired(now, out),
+            Input::TimerFired(Timer::IdleHold) => {
+                if self.idle_held {
+                    tracing::info!(peer = %self.cfg.peer, "idle hold over: the peer may connect again");
+                }
+                self.idle_held = false;
+            }
             Input::TimerFired(Timer::ContenderHold) => {
                 if self.contender.take().is_some() {
                     out.push(Output::SendContender(Outgoing::Notification(
@@ -336,6 +370,13 @@ impl Session {
                 }
             }
             Input::ContenderConnected(direction) => {
+                if self.state == State::Idle && self.idle_held {
+                    out.push(Output::SendContender(Outgoing::Notification(
+                        Notification::new(notif::CEASE, notif::CEASE_CONNECTION_REJECTED),
+                    )));
+                    out.push(Output::CloseContender);
+                    return;
+                }
                 if self.state == State::Idle {
                     // Nothing to contend with: this is simply the connection.
                     out.push(Output::PromoteContender);
@@ -728,6 +769,11 @@ impl Session {
                     Notification::with_data(notif::CEASE, notif::CEASE_MAX_PREFIXES, data),
                     out,
                 );
+                if !mp.idle_hold.is_zero() {
+                    tracing::warn!(peer = %self.cfg.peer, secs = mp.idle_hold.as_secs(), "max-prefix teardown: refusing the peer for the idle hold");
+                    self.idle_held = true;
+                    out.push(Output::SetTimer(Timer::IdleHold, Some(mp.idle_hold)));
+                }
                 return;
             }
         }
