@@ -117,6 +117,11 @@ enum Cmd {
         /// Do not advertise graceful restart (then the peer may send no End-of-RIB).
         #[arg(long)]
         no_graceful_restart: bool,
+        /// Graceful restart: how long the peer's stale routes wait for its End-of-RIB once it
+        /// is back before they are withdrawn (RFC 4724 §4.2 leaves it to us; FRR and Junos use
+        /// 360 s).
+        #[arg(long, value_name = "SECS", default_value_t = 360)]
+        stale_routes_time: u64,
         /// Do not advertise ADD-PATH receive.
         #[arg(long)]
         no_add_path: bool,
@@ -251,6 +256,7 @@ async fn main() -> Result<()> {
             exit_on_eor,
             quiet_period,
             no_graceful_restart,
+            stale_routes_time,
             no_add_path,
             no_extended_messages,
             max_prefixes,
@@ -281,6 +287,7 @@ async fn main() -> Result<()> {
             let mut cfg = SessionConfig::new(local_as, remote_as, router_id, peer);
             cfg.hold_time = hold_time;
             cfg.graceful_restart = !no_graceful_restart;
+            cfg.stale_routes_time = std::time::Duration::from_secs(stale_routes_time);
             cfg.add_path = !no_add_path;
             cfg.extended_message = !no_extended_messages;
             cfg.max_prefixes = max_prefixes.map(|limit| MaxPrefixes {
