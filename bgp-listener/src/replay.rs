@@ -277,7 +277,7 @@ impl EventWriter {
                 }
                 b.extend_from_slice(b"],");
                 route_fields_after_as_path(b, route.next_hop, &route.attrs);
-                (Some(prefix), Some(previous), "attribute_change")
+                (Some(prefix), Some(&**previous), "attribute_change")
             }
             RouteChange::EndOfRib => (None, None, "end_of_rib"),
             // MRT replay never takes resync snapshots (only `run` does).

@@ -952,7 +952,7 @@ impl AdjRibIn {
                                     id,
                                     RouteChange::AttributeChange {
                                         prefix,
-                                        previous,
+                                        previous: Box::new(previous),
                                         route,
                                         changed,
                                     },
