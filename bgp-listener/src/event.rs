@@ -294,6 +294,9 @@ pub struct Negotiated {
     pub graceful_restart: bool,
     /// Families whose NLRI carry ADD-PATH path ids.
     pub add_path: Vec<Family>,
+    /// Both sides advertised Extended Messages (RFC 8654): messages up to 65535 octets. For MRT,
+    /// whether the peer's OPEN in the file advertised it.
+    pub extended_messages: bool,
 }
 
 /// Why a session went down.

@@ -794,6 +794,7 @@ impl Decoder {
                         .unwrap_or_else(|| vec![Family::Ipv4Unicast]),
                     graceful_restart: open.is_some_and(|o| o.graceful_restart),
                     add_path: open.map(|o| o.add_path_send.clone()).unwrap_or_default(),
+                    extended_messages: open.is_some_and(|o| o.extended_message),
                 },
             }));
         } else if old == t::STATE_ESTABLISHED && new != t::STATE_ESTABLISHED {

@@ -593,6 +593,7 @@ impl Session {
         };
         let hold = open.hold_time.min(self.cfg.hold_time);
         let graceful_restart = self.cfg.graceful_restart && open.graceful_restart;
+        let extended = self.cfg.extended_message && open.extended_message;
         let neg = Negotiated {
             peer_as: open.asn(),
             peer_router_id: open.router_id,
@@ -610,8 +611,8 @@ impl Session {
             },
             families,
             graceful_restart,
+            extended_messages: extended,
         };
-        let extended = self.cfg.extended_message && open.extended_message;
         self.framer.set_extended(extended);
         tracing::debug!(peer = %self.cfg.peer, ?neg, extended_message = extended, "OPEN accepted");
         self.peer_gr = if graceful_restart {
