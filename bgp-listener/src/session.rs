@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 use crate::event::{DownReason, Event, Negotiated, Peer, SessionEvent, StaleDropReason};
 use crate::iana::{self, notif};
 use crate::rib::AdjRibIn;
-use crate::update::{DecodeContext, SessionKind, parse_update_interned};
+use crate::update::{DecodeContext, ParsedUpdate, SessionKind, parse_update_interned_into};
 use crate::wire::{
     DecodeError, Family, Framer, GracefulRestartCap, LocalCapabilities, Notification, OpenMessage,
     Outgoing, PeerOpen, decode_notification, decode_open,
@@ -216,6 +216,13 @@ pub struct Session {
     decode_ctx: Option<DecodeContext>,
     /// Reused body buffer for framed messages.
     frame_buf: Vec<u8>,
+    /// Reused decoded UPDATE (see `update::parse_update_interned_into`).
+    update_buf: ParsedUpdate,
+    /// A KEEPALIVE or UPDATE arrived in Established during this `process_frames`: the hold
+    /// timer is restarted once at its end, not once per message (a table transfer is a few
+    /// thousand UPDATEs per read, and each restart was an `Output` for the driver to handle;
+    /// every message of a read arrives at the same `now`, so the deadline is the same).
+    hold_due: bool,
     hold: Duration,
     direction: Direction,
     contender: Option<Contender>,
@@ -240,6 +247,8 @@ impl Session {
             negotiated: None,
             decode_ctx: None,
             frame_buf: Vec::new(),
+            update_buf: ParsedUpdate::default(),
+            hold_due: false,
             hold: Duration::ZERO,
             direction: Direction::Accepted,
             contender: None,
@@ -434,6 +443,9 @@ impl Session {
                 break;
             }
         }
+        if std::mem::take(&mut self.hold_due) && self.state == State::Established {
+            self.restart_hold(out);
+        }
         self.frame_buf = body;
     }
 
@@ -506,9 +518,9 @@ impl Session {
                 }
                 self.peer_is_back(now, out);
             }
-            (State::Established, msg::KEEPALIVE) => self.restart_hold(out),
+            (State::Established, msg::KEEPALIVE) => self.hold_due = true,
             (State::Established, msg::UPDATE) => {
-                self.restart_hold(out);
+                self.hold_due = true;
                 let kind = if self.cfg.local_as == self.cfg.remote_as {
                     SessionKind::Internal
                 } else {
@@ -518,8 +530,16 @@ impl Session {
                     return Err(DecodeError::MalformedAttributeList("no session"));
                 };
                 let rib = &mut self.rib;
-                let upd =
-                    parse_update_interned(body, ctx, kind, &mut |raw| rib.find_raw_set(raw, kind))?;
+                // Taken out of `self` while `self` is borrowed below; put back at the end (after
+                // an error it is simply dropped, with its capacity).
+                let mut upd = std::mem::take(&mut self.update_buf);
+                parse_update_interned_into(
+                    body,
+                    ctx,
+                    kind,
+                    &mut |raw| rib.find_raw_set(raw, kind),
+                    &mut upd,
+                )?;
                 for action in &upd.actions {
                     tracing::warn!(peer = %self.cfg.peer, ?action, "RFC 7606 error handling");
                     out.push(Output::Event(Event::Session(SessionEvent::UpdateError {
@@ -534,9 +554,10 @@ impl Session {
                 let eor = upd.end_of_rib;
                 let grew = !upd.announced.is_empty();
                 let peer = self.cfg.peer_id();
-                self.rib.apply_with(peer, now, None, upd, &mut |ev| {
+                self.rib.apply_parsed(peer, now, None, &mut upd, &mut |ev| {
                     out.push(Output::Event(Event::Route(ev)));
                 });
+                self.update_buf = upd;
                 if let Some(f) = eor
                     && self.retained.contains(&f)
                 {
