@@ -3,7 +3,7 @@
 //! gzip and bzip2 paths. The threaded replay (`replay::replay_bytes`, which writes RIB announces
 //! without building events) must print exactly what `decode_all` and `event_json` print. The
 //! parallel bzip2 decoder must give what the `bzip2` crate's serial decoder gives: the same bytes
-//! when that succeeds, and an error after a prefix of its bytes (verified blocks only) when not.
+//! when that succeeds, and an error and bytes that agree with its bytes as far as both go when not.
 #![no_main]
 
 use std::io::Read;
@@ -54,7 +54,10 @@ fuzz_target!(|data: &[u8]| {
             if ok {
                 assert!(par == serial, "parallel bzip2 output differs");
             } else {
-                assert!(serial.starts_with(&par), "parallel bzip2 output is not a prefix");
+                // Not a prefix either way: the serial decoder drops what it decoded in the call
+                // that failed (a bad stream CRC after a good block), this one keeps good blocks.
+                let n = par.len().min(serial.len());
+                assert!(par.get(..n) == serial.get(..n), "parallel bzip2 output differs");
             }
         }
     }

@@ -914,4 +914,32 @@ mod tests {
             assert!(out == data, "threads {threads}");
         }
     }
+
+    #[test]
+    fn a_bad_stream_crc_fails_after_the_good_blocks() {
+        // Found by the fuzzer holding this decoder to the serial one (fuzz/fuzz_targets/mrt.rs).
+        let data = sample(150_000);
+        let mut z = compress(&data, 1);
+        let mut d = ParBzDecoder::with_threads(io::Cursor::new(z.clone()), 0);
+        while d.read_more(0).expect("read") {}
+        // Boundaries up to the end-of-stream marker, then flip a bit of the stream CRC after it.
+        let mut last = 32;
+        loop {
+            match d.find_boundary(last + 80) {
+                Found::At(next, true) => last = next,
+                Found::At(eos, false) => {
+                    last = eos;
+                    break;
+                }
+                Found::NeedMore(_) => panic!("no end-of-stream marker found"),
+            }
+        }
+        let bit = last + 48 + 3;
+        z[(bit / 8) as usize] ^= 0x80 >> (bit % 8);
+        for threads in [0, 2] {
+            let (out, err) = par(&z, threads);
+            assert!(out == data, "every block is good");
+            assert!(err.expect("must fail").contains("stream CRC mismatch"));
+        }
+    }
 }
