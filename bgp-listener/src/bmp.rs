@@ -532,6 +532,7 @@ impl Station {
                 reason: reason.clone(),
                 routes_lost: rib.clear(),
                 routes_stale: 0,
+                stale_families: Vec::new(),
             })));
         }
     }

@@ -368,6 +368,9 @@ pub enum SessionEvent {
         reason: DownReason,
         routes_lost: usize,
         routes_stale: usize,
+        /// The families whose routes are kept as stale (graceful restart), so a consumer that
+        /// counts routes per family knows which counts survive (the others went to zero).
+        stale_families: Vec<Family>,
     },
     /// Every route of `family` still stale was dropped at once, before the peer re-announced any
     /// of them, so the consumer drops all routes it holds from this peer in this family.

@@ -814,6 +814,7 @@ impl Decoder {
                 reason,
                 routes_lost,
                 routes_stale: 0,
+                stale_families: Vec::new(),
             }));
         }
         Ok(())

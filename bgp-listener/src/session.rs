@@ -961,12 +961,18 @@ impl Session {
         self.hold = Duration::ZERO;
         out.push(Output::SetTimer(Timer::Hold, None));
         out.push(Output::SetTimer(Timer::Keepalive, None));
+        let stale_families = Family::ALL
+            .iter()
+            .copied()
+            .filter(|f| self.rib.stale_count(*f) > 0)
+            .collect();
         out.push(Output::Event(Event::Session(SessionEvent::Down {
             peer: self.cfg.peer_id(),
             at: now,
             reason,
             routes_lost,
             routes_stale,
+            stale_families,
         })));
         self.check_limits(now, false, out);
         // A contender waiting for its OPEN takes over the session.

@@ -60,17 +60,34 @@ impl Transfer {
     pub fn on_event(&mut self, ev: &Event) {
         match ev {
             Event::Session(SessionEvent::Established { at, negotiated, .. }) => {
+                // Routes kept stale over a graceful restart are still held, and the peer
+                // re-announces the unchanged ones silently: their counts carry over (the session
+                // down zeroed every other family's).
+                let counts = negotiated
+                    .families
+                    .iter()
+                    .map(|f| (*f, self.counts.get(f).copied().unwrap_or(0)))
+                    .collect();
                 *self = Transfer {
                     established: Some(*at),
                     expect_eor: negotiated.graceful_restart,
                     pending: negotiated.families.clone(),
-                    counts: negotiated.families.iter().map(|f| (*f, 0)).collect(),
+                    counts,
                     ..Transfer::default()
                 };
             }
-            Event::Session(SessionEvent::Down { .. }) => {
+            Event::Session(SessionEvent::Down { stale_families, .. }) => {
+                for (f, c) in self.counts.iter_mut() {
+                    if !stale_families.contains(f) {
+                        *c = 0;
+                    }
+                }
                 if self.done.is_none() {
-                    *self = Transfer::default();
+                    let counts = std::mem::take(&mut self.counts);
+                    *self = Transfer {
+                        counts,
+                        ..Transfer::default()
+                    };
                 }
             }
             Event::Session(SessionEvent::UpdateError { at, .. }) => self.last_update = Some(*at),
@@ -312,6 +329,7 @@ pub fn event_json(ev: &Event) -> Value {
             reason,
             routes_lost,
             routes_stale,
+            stale_families,
         }) => merge(
             peer_json(peer),
             json!({
@@ -320,6 +338,7 @@ pub fn event_json(ev: &Event) -> Value {
                 "reason": down_reason(reason),
                 "routes_lost": routes_lost,
                 "routes_stale": routes_stale,
+                "stale_families": stale_families.iter().map(|f| f.name()).collect::<Vec<_>>(),
             }),
         ),
         Event::Session(SessionEvent::StaleDropped {
@@ -438,6 +457,7 @@ pub fn event_text(ev: &Event) -> String {
             reason,
             routes_lost,
             routes_stale,
+            ..
         }) => format!(
             "{} {peer} session down: {} ({routes_lost} routes lost, {routes_stale} kept stale)",
             ts(*at),
@@ -718,6 +738,56 @@ mod tests {
         t.on_event(&route(1500, Family::Ipv6Unicast, RouteChange::EndOfRib));
         assert_eq!(t.done(), Some((DoneRule::EndOfRib, 1.5)));
         assert_eq!(t.counts.get(&Family::Ipv4Unicast), Some(&1));
+    }
+
+    fn down(stale: &[Family]) -> Event {
+        Event::Session(SessionEvent::Down {
+            peer: Peer::session("198.18.0.1".parse().expect("ip"), 65001),
+            at: at(9_000),
+            reason: DownReason::ConnectionClosed,
+            routes_lost: 0,
+            routes_stale: 1,
+            stale_families: stale.to_vec(),
+        })
+    }
+
+    /// Counts follow what the session holds across a graceful restart: the stale family keeps
+    /// its count (its unchanged routes come back silently), the other one is zero; a plain
+    /// session loss zeroes everything, even after the transfer was done.
+    #[test]
+    fn counts_survive_a_graceful_restart_only_for_the_stale_families() {
+        let mut t = Transfer::default();
+        t.on_event(&up(true));
+        t.on_event(&announce(100));
+        t.on_event(&announce(110));
+        t.on_event(&route(
+            120,
+            Family::Ipv6Unicast,
+            RouteChange::Announce {
+                prefix: Prefix {
+                    addr: "2001:db8::".parse().expect("ip"),
+                    len: 32,
+                },
+                route: Route {
+                    next_hop: None,
+                    attrs: Default::default(),
+                },
+            },
+        ));
+        for f in Family::ALL {
+            t.on_event(&route(200, f, RouteChange::EndOfRib));
+        }
+        assert!(t.done().is_some());
+        t.on_event(&down(&[Family::Ipv4Unicast]));
+        assert_eq!(t.counts.get(&Family::Ipv4Unicast), Some(&2));
+        assert_eq!(t.counts.get(&Family::Ipv6Unicast), Some(&0));
+        t.on_event(&up(true));
+        assert_eq!(t.counts.get(&Family::Ipv4Unicast), Some(&2), "kept stale");
+        assert_eq!(t.counts.get(&Family::Ipv6Unicast), Some(&0));
+        t.on_event(&down(&[]));
+        assert_eq!(t.counts.get(&Family::Ipv4Unicast), Some(&0), "no GR: gone");
+        t.on_event(&up(false));
+        assert_eq!(t.counts.get(&Family::Ipv4Unicast), Some(&0));
     }
 
     #[test]

@@ -774,6 +774,13 @@ fn gr_families_missing_from_the_capability_are_dropped_at_loss() {
     assert_eq!(down_counts(&out), (DownReason::ConnectionClosed, 1, 3));
     assert_eq!(s.rib().count(Family::Ipv6Unicast), 0);
     assert_eq!(s.retained(), &[Family::Ipv4Unicast]);
+    // The event names the family whose routes stay (so `watch` keeps only its count).
+    assert!(
+        events(&out).iter().any(|e| matches!(e,
+            Event::Session(SessionEvent::Down { stale_families, .. })
+                if stale_families == &[Family::Ipv4Unicast])),
+        "{out:?}"
+    );
     // A helper-form capability (no tuples, as the listener itself sends) keeps nothing.
     let mut s = gr_session_with_routes(cfg(), &full_caps(PEER_AS));
     let out = s.handle(t(10), Input::Closed);
