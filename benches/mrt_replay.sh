@@ -3,7 +3,8 @@
 # writing to /dev/null, on the same synthetic TABLE_DUMP_V2 file (a route collector's RIB dump:
 # PREFIXES prefixes, each seen by PEERS peers; made once by the crate's `mrt_synth` example and
 # reused), then on its gzip and bzip2 copies (as RIPE RIS and RouteViews publish them), with
-# `zcat`/`bzcat` alone as the decompression floor. Prints, per input, the range (fastest–slowest)
+# `zcat`/`bzcat` alone as the decompression floor, and for bzip2 our parallel block decoder alone
+# (the `bz2_decode` example) on 1 and 2 threads. Prints, per input, the range (fastest–slowest)
 # over RUNS runs of each command, records/s and RIB entries/s at the fastest run, and the ratio of
 # bgpdump's time to ours (range: slowest ours against fastest bgpdump, and the other way round).
 #
@@ -28,7 +29,8 @@ for tool in bgpdump gzip bzip2 bc; do
   command -v $tool >/dev/null || { echo "$tool missing: apt-get install -y $tool" >&2; exit 1; }
 done
 cd "$ROOT"
-locked cargo build --release -q -p foureyes-bgp-listener --bins --example mrt_synth
+locked cargo build --release -q -p foureyes-bgp-listener --bins --example mrt_synth \
+  --example bz2_decode
 BIN=$CARGO_TARGET_DIR/release/foureyes-bgp-listener
 FILE=${MRT_BENCH_FILE:-$CARGO_TARGET_DIR/mrt-bench-$PREFIXES-$PEERS.mrt}
 if [ ! -s "$FILE" ]; then
@@ -80,3 +82,11 @@ for IN in "${INPUTS[@]}"; do
   printf '  ratio (bgpdump time / replay time): %.1f-%.1fx (target 20x)\n' \
     "$(echo "$B_LO / $O_HI" | bc -l)" "$(echo "$B_HI / $O_LO" | bc -l)"
 done
+if [ "$COMPRESSED" = 1 ]; then
+  read -r D1_LO D1_HI D2_LO D2_HI < <(IN=$FILE.bz2 locked bash -c '
+    echo "$(times "$(dirname "$BIN")/examples/bz2_decode" "$IN" 1)" \
+      "$(times "$(dirname "$BIN")/examples/bz2_decode" "$IN" 2)"')
+  echo
+  printf 'bzip2 decoding alone (bz2_decode, output discarded): 1 thread %.2f-%.2f s, 2 threads %.2f-%.2f s\n' \
+    "$D1_LO" "$D1_HI" "$D2_LO" "$D2_HI"
+fi
