@@ -70,6 +70,32 @@ impl JsonlWriter {
         b.push(b'\n');
     }
 
+    /// Reads the attribute sets of `events` ahead of writing them, so that their cache misses
+    /// overlap. Why: a set is usually new to the writing thread (the decoding thread made or
+    /// found it), and writing it waits on three dependent misses in a row (the set, its AS path
+    /// segments, their ASNs) per UPDATE; perf showed the writer spending a quarter of its time
+    /// there. Here the loads of different events do not depend on each other, so the CPU has
+    /// many in flight at once. Only a speed-up: call it on a batch before [`JsonlWriter::line`].
+    pub fn prefetch<'a>(events: impl IntoIterator<Item = &'a Event>) {
+        for ev in events {
+            if let Event::Route(RouteEvent {
+                change:
+                    RouteChange::Announce { route, .. } | RouteChange::AttributeChange { route, .. },
+                ..
+            }) = ev
+            {
+                let a = &*route.attrs;
+                let asn = a
+                    .as_path
+                    .as_ref()
+                    .and_then(|p| p.first())
+                    .and_then(|s| s.asns.first())
+                    .copied();
+                std::hint::black_box((asn, a.communities.first()));
+            }
+        }
+    }
+
     fn route_event(&mut self, b: &mut Vec<u8>, e: &RouteEvent) {
         b.extend_from_slice(b"{\"afi_safi\":\"");
         b.extend_from_slice(e.family.name().as_bytes());

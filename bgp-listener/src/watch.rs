@@ -576,6 +576,9 @@ pub async fn watch<W: Write>(
                 if n == 0 {
                     break;
                 }
+                if opts.format == Format::Jsonl {
+                    JsonlWriter::prefetch(batches.iter().flatten());
+                }
                 for ev in batches.drain(..).flatten() {
                     if finished {
                         // The final line is due: later events go to the log only.
