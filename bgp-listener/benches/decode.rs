@@ -58,9 +58,11 @@ fn main() {
     let (data, updates) = fulltable_gen::generate(n, 1, 65001, [198, 18, 0, 1]);
     let msgs = bodies(&data);
     println!(
-        "table: {n} prefixes, {updates} UPDATEs, {} bytes, {} attribute sets",
+        "table: {n} prefixes, {updates} UPDATEs, {} bytes, {} attribute sets; a RouteEvent is {} bytes, a session Output {}",
         data.len(),
-        n / 10
+        n / 10,
+        std::mem::size_of::<foureyes_bgp_listener::event::RouteEvent>(),
+        std::mem::size_of::<foureyes_bgp_listener::session::Output>(),
     );
     let ctx = DecodeContext {
         four_octet_as: true,

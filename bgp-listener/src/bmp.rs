@@ -844,6 +844,7 @@ fn negotiate(h: &PerPeerHeader, opens: Option<&(PeerOpen, PeerOpen)>) -> (Negoti
                 families: vec![Family::Ipv4Unicast],
                 graceful_restart: false,
                 add_path: Vec::new(),
+                extended_messages: false,
             },
             Vec::new(),
         );
@@ -878,6 +879,7 @@ fn negotiate(h: &PerPeerHeader, opens: Option<&(PeerOpen, PeerOpen)>) -> (Negoti
             families,
             graceful_restart: sent.graceful_restart && received.graceful_restart,
             add_path: add_path.clone(),
+            extended_messages: sent.extended_message && received.extended_message,
         },
         add_path,
     )

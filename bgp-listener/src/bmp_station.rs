@@ -58,6 +58,14 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// summaries; an entry stays after its connection ends.
 pub type RouterNames = Arc<Mutex<HashMap<IpAddr, RouterInfo>>>;
 
+/// TCP keepalive on router connections: a router silent for 30 s is probed every 10 s, and its
+/// connection (and so its peers) is declared gone after 3 unanswered probes, about a minute after
+/// it vanished. Routers send BMP statistics or route monitoring often, so a live one is rarely
+/// probed at all.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: u32 = 3;
+
 /// Accepts routers on `listener` until `stop` becomes true; then every connection ends (its
 /// peers reported down) and this returns once their events are delivered.
 pub async fn run(
@@ -124,6 +132,16 @@ pub async fn run_resyncing(
                     tracing::warn!(%from, "BMP connection from a router that is not allowed; closed");
                     drop(stream);
                     continue;
+                }
+                // BMP is read-only, so without keepalive a router that vanished without a FIN
+                // (power loss, a cut path) would hold its peers "up" until it reconnects.
+                if let Err(e) = foureyes_sockopt::set_keepalive(
+                    &stream,
+                    KEEPALIVE_IDLE,
+                    KEEPALIVE_INTERVAL,
+                    KEEPALIVE_PROBES,
+                ) {
+                    tracing::warn!(%from, error = %e, "BMP: cannot set TCP keepalive");
                 }
                 tracing::info!(%from, "BMP router connected");
                 let (kick_tx, kick_rx) = watch::channel(false);

@@ -22,8 +22,10 @@
 //! hold_time = 30
 //! add_path = false
 //! extended_messages = false     # RFC 8654 (default true)
+//! stale_routes_time = 360       # graceful restart: stale routes wait this long for End-of-RIB
 //! max_prefixes = 1000000        # warn past this many routes per family
 //! max_prefixes_teardown = false # and tear the session down only if this says so
+//! max_prefixes_idle_hold = 300  # after a teardown, refuse the peer this many seconds
 //! md5_password_file = "peer2.md5" # TCP MD5 (RFC 2385); relative to this file's directory
 //! ttl_security = 1              # GTSM (RFC 5082): hops allowed; or `multihop = TTL`
 //!
@@ -103,6 +105,10 @@ pub struct PeerConfig {
     pub hold_time: Option<u16>,
     #[serde(default = "yes")]
     pub graceful_restart: bool,
+    /// Seconds the peer's stale routes wait for its End-of-RIB after a graceful restart
+    /// (default 360).
+    #[serde(default)]
+    pub stale_routes_time: Option<u64>,
     #[serde(default = "yes")]
     pub add_path: bool,
     /// Advertise Extended Messages (RFC 8654): UPDATEs up to 65535 octets when the peer does too.
@@ -114,6 +120,10 @@ pub struct PeerConfig {
     /// Also tear the session down (Cease, RFC 4486 subcode 1) when `max_prefixes` is crossed.
     #[serde(default)]
     pub max_prefixes_teardown: bool,
+    /// Seconds after such a teardown during which the peer is refused (default 300; 0 lets it
+    /// straight back).
+    #[serde(default)]
+    pub max_prefixes_idle_hold: Option<u64>,
     /// TCP MD5 (RFC 2385): the file holding the password (relative to this config file's
     /// directory unless absolute). The password itself never goes in this file.
     #[serde(default)]
@@ -246,6 +256,9 @@ impl ListenerConfig {
             );
             s.hold_time = hold;
             s.graceful_restart = p.graceful_restart;
+            if let Some(t) = p.stale_routes_time {
+                s.stale_routes_time = std::time::Duration::from_secs(t);
+            }
             s.add_path = p.add_path;
             s.extended_message = p.extended_messages;
             if p.max_prefixes_teardown && p.max_prefixes.is_none() {
@@ -253,9 +266,18 @@ impl ListenerConfig {
                     "peer {name}: max_prefixes_teardown needs max_prefixes"
                 )));
             }
+            if p.max_prefixes_idle_hold.is_some() && !p.max_prefixes_teardown {
+                return Err(bad(format!(
+                    "peer {name}: max_prefixes_idle_hold needs max_prefixes_teardown = true"
+                )));
+            }
             s.max_prefixes = p.max_prefixes.map(|limit| crate::session::MaxPrefixes {
                 limit,
                 teardown: p.max_prefixes_teardown,
+                idle_hold: p.max_prefixes_idle_hold.map_or(
+                    crate::session::MAX_PREFIXES_IDLE_HOLD,
+                    std::time::Duration::from_secs,
+                ),
             });
             let md5 = match &p.md5_password_file {
                 Some(f) => {
@@ -310,6 +332,7 @@ port = 1179
 hold_time = 30
 add_path = false
 max_prefixes = 1000
+stale_routes_time = 120
 "#;
 
     #[test]
@@ -330,6 +353,11 @@ max_prefixes = 1000
         assert_eq!((m.limit, m.teardown), (1000, false));
         assert!(p[0].session.max_prefixes.is_none());
         assert!(p[0].session.graceful_restart);
+        assert_eq!(
+            p[0].session.stale_routes_time,
+            crate::session::STALE_ROUTES_TIME
+        );
+        assert_eq!(p[1].session.stale_routes_time.as_secs(), 120);
         assert_eq!(p[0].session.local_as, 65002);
     }
 
@@ -388,6 +416,13 @@ max_prefixes = 1000
                     "listen = \"192.0.2.10\"\nmax_prefixes_teardown = true",
                 ),
                 "needs max_prefixes",
+            ),
+            (
+                GOOD.replace(
+                    "max_prefixes = 1000",
+                    "max_prefixes = 1000\nmax_prefixes_idle_hold = 60",
+                ),
+                "needs max_prefixes_teardown",
             ),
             (GOOD.replace("2001:db8::1", "192.0.2.1"), "configured twice"),
             (

@@ -190,6 +190,7 @@ struct Timers {
     keepalive: Option<Instant>,
     restart: Option<Instant>,
     contender_hold: Option<Instant>,
+    idle_hold: Option<Instant>,
 }
 
 impl Timers {
@@ -199,6 +200,7 @@ impl Timers {
             Timer::Keepalive => &mut self.keepalive,
             Timer::Restart => &mut self.restart,
             Timer::ContenderHold => &mut self.contender_hold,
+            Timer::IdleHold => &mut self.idle_hold,
         }
     }
 }
@@ -460,14 +462,20 @@ pub async fn run_resyncing(
             }
             return Ok(());
         }
-        let dial_due = if d.primary.is_none() && dial.is_none() {
+        // No dialling in the idle hold after a max-prefix teardown: the session would refuse it.
+        let dial_due = if d.primary.is_none() && dial.is_none() && !d.session.idle_held() {
             next_dial
         } else {
             None
         };
         let t = &d.timers;
-        let (hold, keepalive, restart, contender_hold) =
-            (t.hold, t.keepalive, t.restart, t.contender_hold);
+        let (hold, keepalive, restart, contender_hold, idle_hold) = (
+            t.hold,
+            t.keepalive,
+            t.restart,
+            t.contender_hold,
+            t.idle_hold,
+        );
         tokio::select! {
             r = accept_peer(&conn, peer, &transport) => {
                 if let Some(stream) = r? {
@@ -497,6 +505,7 @@ pub async fn run_resyncing(
             _ = sleep_opt(hold) => { d.timers.hold = None; d.step(Input::TimerFired(Timer::Hold)).await?; }
             _ = sleep_opt(keepalive) => { d.timers.keepalive = None; d.step(Input::TimerFired(Timer::Keepalive)).await?; }
             _ = sleep_opt(restart) => { d.timers.restart = None; d.step(Input::TimerFired(Timer::Restart)).await?; }
+            _ = sleep_opt(idle_hold) => { d.timers.idle_hold = None; d.step(Input::TimerFired(Timer::IdleHold)).await?; }
             _ = sleep_opt(contender_hold) => {
                 d.timers.contender_hold = None;
                 d.step(Input::TimerFired(Timer::ContenderHold)).await?;

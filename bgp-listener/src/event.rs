@@ -47,13 +47,28 @@ impl AttrKind {
         }
     }
 
+    /// Every kind, in the order `changed` lists are printed.
+    pub const ALL: [AttrKind; 11] = [
+        AttrKind::Origin,
+        AttrKind::AsPath,
+        AttrKind::NextHop,
+        AttrKind::Med,
+        AttrKind::LocalPref,
+        AttrKind::Communities,
+        AttrKind::ExtendedCommunities,
+        AttrKind::LargeCommunities,
+        AttrKind::AtomicAggregate,
+        AttrKind::Aggregator,
+        AttrKind::Other,
+    ];
+
     /// Which attributes differ between two routes.
-    pub fn diff(old: &Route, new: &Route) -> Vec<AttrKind> {
+    pub fn diff(old: &Route, new: &Route) -> AttrKinds {
         let (a, b) = (&*old.attrs, &*new.attrs);
-        let mut v = Vec::new();
+        let mut v = AttrKinds::default();
         let mut check = |differs: bool, k: AttrKind| {
             if differs {
-                v.push(k)
+                v.insert(k)
             }
         };
         check(a.origin != b.origin, AttrKind::Origin);
@@ -80,6 +95,56 @@ impl AttrKind {
     }
 }
 
+/// The attributes an attribute change names: a set of [`AttrKind`]s in two bytes, iterated in
+/// [`AttrKind::ALL`]'s order. It was a `Vec<AttrKind>` (24 bytes inline and an allocation per
+/// change); being `Copy` and small keeps every [`RouteEvent`] smaller, which the decode path
+/// moves a million times per full table.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct AttrKinds(u16);
+
+impl AttrKinds {
+    fn bit(k: AttrKind) -> u16 {
+        1 << (k as u16)
+    }
+
+    pub fn insert(&mut self, k: AttrKind) {
+        self.0 |= Self::bit(k);
+    }
+
+    pub fn contains(self, k: AttrKind) -> bool {
+        self.0 & Self::bit(k) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    /// The kinds held, in [`AttrKind::ALL`]'s order.
+    pub fn iter(self) -> impl Iterator<Item = AttrKind> {
+        AttrKind::ALL.into_iter().filter(move |k| self.contains(*k))
+    }
+}
+
+impl FromIterator<AttrKind> for AttrKinds {
+    fn from_iter<I: IntoIterator<Item = AttrKind>>(iter: I) -> Self {
+        let mut v = AttrKinds::default();
+        for k in iter {
+            v.insert(k);
+        }
+        v
+    }
+}
+
+impl std::fmt::Debug for AttrKinds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
 /// What happened to a prefix (or a family, for End-of-RIB).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RouteChange {
@@ -92,11 +157,13 @@ pub enum RouteChange {
         /// The route that was withdrawn.
         previous: Route,
     },
+    /// `previous` is boxed: attribute changes are rare next to announcements, and an inline
+    /// second `Route` made every event 32 bytes larger.
     AttributeChange {
         prefix: Prefix,
-        previous: Route,
+        previous: Box<Route>,
         route: Route,
-        changed: Vec<AttrKind>,
+        changed: AttrKinds,
     },
     EndOfRib,
     /// Part of a resync snapshot of the peer's table in this family (see `resync.rs`): not a
@@ -227,6 +294,9 @@ pub struct Negotiated {
     pub graceful_restart: bool,
     /// Families whose NLRI carry ADD-PATH path ids.
     pub add_path: Vec<Family>,
+    /// Both sides advertised Extended Messages (RFC 8654): messages up to 65535 octets. For MRT,
+    /// whether the peer's OPEN in the file advertised it.
+    pub extended_messages: bool,
 }
 
 /// Why a session went down.

@@ -226,7 +226,9 @@ impl JsonlWriter {
                 b.push(b',');
                 self.at(b, *at);
                 bmp_router(b, peer);
-                b.extend_from_slice(b"\"families\":");
+                b.extend_from_slice(b"\"extended_messages\":");
+                boolean(b, n.extended_messages);
+                b.extend_from_slice(b",\"families\":");
                 families(b, &n.families);
                 b.extend_from_slice(b",\"four_octet_as\":");
                 boolean(b, n.four_octet_as);

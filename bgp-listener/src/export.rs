@@ -113,6 +113,7 @@ fn session_info(n: &Negotiated) -> pb::SessionInfo {
         four_octet_as: n.four_octet_as,
         graceful_restart: n.graceful_restart,
         add_path: n.add_path.iter().map(|f| afi_safi(*f) as i32).collect(),
+        extended_messages: n.extended_messages,
     }
 }
 

@@ -117,6 +117,11 @@ enum Cmd {
         /// Do not advertise graceful restart (then the peer may send no End-of-RIB).
         #[arg(long)]
         no_graceful_restart: bool,
+        /// Graceful restart: how long the peer's stale routes wait for its End-of-RIB once it
+        /// is back before they are withdrawn (RFC 4724 §4.2 leaves it to us; FRR and Junos use
+        /// 360 s).
+        #[arg(long, value_name = "SECS", default_value_t = 360)]
+        stale_routes_time: u64,
         /// Do not advertise ADD-PATH receive.
         #[arg(long)]
         no_add_path: bool,
@@ -130,6 +135,15 @@ enum Cmd {
         /// With --max-prefixes: also tear the session down (Cease, subcode 1, RFC 4486).
         #[arg(long, requires = "max_prefixes")]
         max_prefixes_teardown: bool,
+        /// After a --max-prefixes-teardown, refuse the peer (Cease, subcode 5) and do not dial it
+        /// for this many seconds (0: let it straight back).
+        #[arg(
+            long,
+            value_name = "SECS",
+            default_value_t = 300,
+            requires = "max_prefixes_teardown"
+        )]
+        max_prefixes_idle_hold: u64,
         /// TCP MD5 signature (RFC 2385) with the password in this file (one line). The password
         /// is never given on the command line, where `ps` would show it.
         #[arg(long, value_name = "FILE")]
@@ -242,10 +256,12 @@ async fn main() -> Result<()> {
             exit_on_eor,
             quiet_period,
             no_graceful_restart,
+            stale_routes_time,
             no_add_path,
             no_extended_messages,
             max_prefixes,
             max_prefixes_teardown,
+            max_prefixes_idle_hold,
             md5_password_file,
             ttl_security,
             multihop,
@@ -271,11 +287,13 @@ async fn main() -> Result<()> {
             let mut cfg = SessionConfig::new(local_as, remote_as, router_id, peer);
             cfg.hold_time = hold_time;
             cfg.graceful_restart = !no_graceful_restart;
+            cfg.stale_routes_time = std::time::Duration::from_secs(stale_routes_time);
             cfg.add_path = !no_add_path;
             cfg.extended_message = !no_extended_messages;
             cfg.max_prefixes = max_prefixes.map(|limit| MaxPrefixes {
                 limit,
                 teardown: max_prefixes_teardown,
+                idle_hold: std::time::Duration::from_secs(max_prefixes_idle_hold),
             });
             let conn = match (listen, connect) {
                 (Some(addr), false) => {

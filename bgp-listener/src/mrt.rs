@@ -10,7 +10,8 @@
 //! decoders (`fuzz/fuzz_targets/mrt.rs` covers this module).
 //!
 //! Layers, each usable on its own:
-//! - [`open_decompressed`]: gzip (multi-member) or bzip2 (multi-stream) by magic bytes, else plain.
+//! - [`open_decompressed`]: gzip (multi-member) or bzip2 (multi-stream, blocks decoded in
+//!   parallel by [`bzip2_par`]) by magic bytes, else plain.
 //! - [`RecordReader`]: streams records from any `Read`, one reused buffer, lengths bounded by
 //!   [`MAX_RECORD_LEN`]; framing errors name the byte offset (of the decompressed stream).
 //! - [`Decoder`]: sans-IO state (peer index table, one Adj-RIB-In per BGP4MP peer) turning records
@@ -47,6 +48,8 @@ use crate::update::{
 };
 use crate::wire::{Family, Notification, Prefix, decode_notification, decode_open, parse_nlri};
 
+pub mod bzip2_par;
+
 /// The largest record accepted. Real records are far smaller (a RIB record of a prefix seen by a
 /// thousand peers is a few hundred KB; a BGP4MP record holds one message of at most 64 KB), so a
 /// larger length means a corrupt file, and refusing it keeps a bad header from costing gigabytes.
@@ -82,7 +85,8 @@ impl Compression {
 }
 
 /// Wraps `r` in the decompressor its magic bytes call for. Concatenated gzip members and bzip2
-/// streams (as parallel compressors write them) are read through to the end.
+/// streams (as parallel compressors write them) are read through to the end. bzip2 is decoded on
+/// one thread per core ([`bzip2_par`]).
 pub fn open_decompressed<R: Read + 'static>(r: R) -> io::Result<(Compression, Box<dyn BufRead>)> {
     let mut br = BufReader::with_capacity(1 << 16, r);
     let buf = br.fill_buf()?;
@@ -110,10 +114,8 @@ fn wrap(c: Compression, r: Box<dyn Read>) -> Box<dyn BufRead> {
             CAP,
             flate2::read::MultiGzDecoder::new(r),
         )),
-        Compression::Bzip2 => Box::new(BufReader::with_capacity(
-            CAP,
-            bzip2::read::MultiBzDecoder::new(r),
-        )),
+        // Blocks decoded on every core, in order (`bzip2_par` says why).
+        Compression::Bzip2 => Box::new(bzip2_par::ParBzDecoder::new(r)),
     }
 }
 
@@ -794,6 +796,7 @@ impl Decoder {
                         .unwrap_or_else(|| vec![Family::Ipv4Unicast]),
                     graceful_restart: open.is_some_and(|o| o.graceful_restart),
                     add_path: open.map(|o| o.add_path_send.clone()).unwrap_or_default(),
+                    extended_messages: open.is_some_and(|o| o.extended_message),
                 },
             }));
         } else if old == t::STATE_ESTABLISHED && new != t::STATE_ESTABLISHED {

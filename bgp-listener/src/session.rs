@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 use crate::event::{DownReason, Event, Negotiated, Peer, SessionEvent, StaleDropReason};
 use crate::iana::{self, notif};
 use crate::rib::AdjRibIn;
-use crate::update::{DecodeContext, SessionKind, parse_update_interned};
+use crate::update::{DecodeContext, ParsedUpdate, SessionKind, parse_update_interned_into};
 use crate::wire::{
     DecodeError, Family, Framer, GracefulRestartCap, LocalCapabilities, Notification, OpenMessage,
     Outgoing, PeerOpen, decode_notification, decode_open,
@@ -50,7 +50,15 @@ pub struct MaxPrefixes {
     pub limit: u32,
     /// Tear the session down (Cease, subcode 1, RFC 4486) when crossed; otherwise only warn.
     pub teardown: bool,
+    /// After such a teardown, refuse the peer's connections (Cease, subcode 5) and dial nothing
+    /// for this long: a peer that comes straight back with the same table would be torn down
+    /// again and again, each time resending it all. Zero lets it back at once.
+    pub idle_hold: Duration,
 }
+
+/// Default [`MaxPrefixes::idle_hold`]: five minutes, long enough that a peer sending a table
+/// it should not does not churn the listener, short enough that a fixed peer is back soon.
+pub const MAX_PREFIXES_IDLE_HOLD: Duration = Duration::from_secs(300);
 
 impl MaxPrefixes {
     /// Below this count a warned family is re-armed: 90 % of the limit.
@@ -139,6 +147,8 @@ pub enum Timer {
     Restart,
     /// Hold timer of the contender connection while it waits for the peer's OPEN.
     ContenderHold,
+    /// The idle hold after a max-prefix teardown ([`MaxPrefixes::idle_hold`]) ends.
+    IdleHold,
 }
 
 /// Who opened a connection. Decides RFC 4271 §6.8 collisions between a dialled and an accepted
@@ -206,6 +216,13 @@ pub struct Session {
     decode_ctx: Option<DecodeContext>,
     /// Reused body buffer for framed messages.
     frame_buf: Vec<u8>,
+    /// Reused decoded UPDATE (see `update::parse_update_interned_into`).
+    update_buf: ParsedUpdate,
+    /// A KEEPALIVE or UPDATE arrived in Established during this `process_frames`: the hold
+    /// timer is restarted once at its end, not once per message (a table transfer is a few
+    /// thousand UPDATEs per read, and each restart was an `Output` for the driver to handle;
+    /// every message of a read arrives at the same `now`, so the deadline is the same).
+    hold_due: bool,
     hold: Duration,
     direction: Direction,
     contender: Option<Contender>,
@@ -216,6 +233,8 @@ pub struct Session {
     retained: Vec<Family>,
     /// Families whose prefix-limit warning was raised and not yet re-armed.
     limit_warned: Vec<Family>,
+    /// In the idle hold after a max-prefix teardown: connections are refused.
+    idle_held: bool,
 }
 
 impl Session {
@@ -228,12 +247,15 @@ impl Session {
             negotiated: None,
             decode_ctx: None,
             frame_buf: Vec::new(),
+            update_buf: ParsedUpdate::default(),
+            hold_due: false,
             hold: Duration::ZERO,
             direction: Direction::Accepted,
             contender: None,
             peer_gr: None,
             retained: Vec::new(),
             limit_warned: Vec::new(),
+            idle_held: false,
         }
     }
 
@@ -256,6 +278,12 @@ impl Session {
     /// Families whose stale routes are kept over a graceful restart.
     pub fn retained(&self) -> &[Family] {
         &self.retained
+    }
+
+    /// Whether the session refuses its peer for now (the idle hold after a max-prefix
+    /// teardown): the driver does not dial meanwhile.
+    pub fn idle_held(&self) -> bool {
+        self.idle_held
     }
 
     /// Whether a contender connection is waiting for its OPEN.
@@ -287,6 +315,15 @@ impl Session {
                     tracing::warn!("connection while a session exists; ignored");
                     return;
                 }
+                if self.idle_held {
+                    tracing::info!(peer = %self.cfg.peer, "connection refused: idle hold after a max-prefix teardown");
+                    out.push(Output::Send(Outgoing::Notification(Notification::new(
+                        notif::CEASE,
+                        notif::CEASE_CONNECTION_REJECTED,
+                    ))));
+                    out.push(Output::Close);
+                    return;
+                }
                 self.start(direction, out);
             }
             Input::Received(bytes) => {
@@ -310,6 +347,12 @@ impl Session {
                 }
             }
             Input::TimerFired(Timer::Restart) => self.restart_timer_fired(now, out),
+            Input::TimerFired(Timer::IdleHold) => {
+                if self.idle_held {
+                    tracing::info!(peer = %self.cfg.peer, "idle hold over: the peer may connect again");
+                }
+                self.idle_held = false;
+            }
             Input::TimerFired(Timer::ContenderHold) => {
                 if self.contender.take().is_some() {
                     out.push(Output::SendContender(Outgoing::Notification(
@@ -336,6 +379,13 @@ impl Session {
                 }
             }
             Input::ContenderConnected(direction) => {
+                if self.state == State::Idle && self.idle_held {
+                    out.push(Output::SendContender(Outgoing::Notification(
+                        Notification::new(notif::CEASE, notif::CEASE_CONNECTION_REJECTED),
+                    )));
+                    out.push(Output::CloseContender);
+                    return;
+                }
                 if self.state == State::Idle {
                     // Nothing to contend with: this is simply the connection.
                     out.push(Output::PromoteContender);
@@ -392,6 +442,9 @@ impl Session {
             if self.state == State::Idle {
                 break;
             }
+        }
+        if std::mem::take(&mut self.hold_due) && self.state == State::Established {
+            self.restart_hold(out);
         }
         self.frame_buf = body;
     }
@@ -465,9 +518,9 @@ impl Session {
                 }
                 self.peer_is_back(now, out);
             }
-            (State::Established, msg::KEEPALIVE) => self.restart_hold(out),
+            (State::Established, msg::KEEPALIVE) => self.hold_due = true,
             (State::Established, msg::UPDATE) => {
-                self.restart_hold(out);
+                self.hold_due = true;
                 let kind = if self.cfg.local_as == self.cfg.remote_as {
                     SessionKind::Internal
                 } else {
@@ -477,8 +530,16 @@ impl Session {
                     return Err(DecodeError::MalformedAttributeList("no session"));
                 };
                 let rib = &mut self.rib;
-                let upd =
-                    parse_update_interned(body, ctx, kind, &mut |raw| rib.find_raw_set(raw, kind))?;
+                // Taken out of `self` while `self` is borrowed below; put back at the end (after
+                // an error it is simply dropped, with its capacity).
+                let mut upd = std::mem::take(&mut self.update_buf);
+                parse_update_interned_into(
+                    body,
+                    ctx,
+                    kind,
+                    &mut |raw| rib.find_raw_set(raw, kind),
+                    &mut upd,
+                )?;
                 for action in &upd.actions {
                     tracing::warn!(peer = %self.cfg.peer, ?action, "RFC 7606 error handling");
                     out.push(Output::Event(Event::Session(SessionEvent::UpdateError {
@@ -493,9 +554,10 @@ impl Session {
                 let eor = upd.end_of_rib;
                 let grew = !upd.announced.is_empty();
                 let peer = self.cfg.peer_id();
-                self.rib.apply_with(peer, now, None, upd, &mut |ev| {
+                self.rib.apply_parsed(peer, now, None, &mut upd, &mut |ev| {
                     out.push(Output::Event(Event::Route(ev)));
                 });
+                self.update_buf = upd;
                 if let Some(f) = eor
                     && self.retained.contains(&f)
                 {
@@ -552,6 +614,7 @@ impl Session {
         };
         let hold = open.hold_time.min(self.cfg.hold_time);
         let graceful_restart = self.cfg.graceful_restart && open.graceful_restart;
+        let extended = self.cfg.extended_message && open.extended_message;
         let neg = Negotiated {
             peer_as: open.asn(),
             peer_router_id: open.router_id,
@@ -569,8 +632,8 @@ impl Session {
             },
             families,
             graceful_restart,
+            extended_messages: extended,
         };
-        let extended = self.cfg.extended_message && open.extended_message;
         self.framer.set_extended(extended);
         tracing::debug!(peer = %self.cfg.peer, ?neg, extended_message = extended, "OPEN accepted");
         self.peer_gr = if graceful_restart {
@@ -728,6 +791,11 @@ impl Session {
                     Notification::with_data(notif::CEASE, notif::CEASE_MAX_PREFIXES, data),
                     out,
                 );
+                if !mp.idle_hold.is_zero() {
+                    tracing::warn!(peer = %self.cfg.peer, secs = mp.idle_hold.as_secs(), "max-prefix teardown: refusing the peer for the idle hold");
+                    self.idle_held = true;
+                    out.push(Output::SetTimer(Timer::IdleHold, Some(mp.idle_hold)));
+                }
                 return;
             }
         }

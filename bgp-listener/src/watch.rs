@@ -321,6 +321,7 @@ pub fn event_json(ev: &Event) -> Value {
             "four_octet_as": n.four_octet_as,
             "graceful_restart": n.graceful_restart,
             "add_path": n.add_path.iter().map(|f| f.name()).collect::<Vec<_>>(),
+            "extended_messages": n.extended_messages,
             }),
         ),
         Event::Session(SessionEvent::Down {
@@ -437,7 +438,7 @@ pub fn event_text(ev: &Event) -> String {
             at,
             negotiated,
         }) => format!(
-            "{} {peer} session Established (AS{}, hold {} s, families {:?}, graceful restart {})",
+            "{} {peer} session Established (AS{}, hold {} s, families {:?}, graceful restart {}, extended messages {})",
             ts(*at),
             negotiated.peer_as,
             negotiated.hold_time,
@@ -446,7 +447,8 @@ pub fn event_text(ev: &Event) -> String {
                 .iter()
                 .map(|f| f.name())
                 .collect::<Vec<_>>(),
-            negotiated.graceful_restart
+            negotiated.graceful_restart,
+            negotiated.extended_messages
         ),
         Event::Session(SessionEvent::Down {
             peer,
@@ -697,6 +699,7 @@ mod tests {
                 families: Family::ALL.to_vec(),
                 graceful_restart: gr,
                 add_path: Vec::new(),
+                extended_messages: false,
             },
         })
     }

@@ -754,6 +754,23 @@ async fn station_run_accepts_only_allowed_routers_and_never_writes() {
         matches!(e1, Event::Session(SessionEvent::Established { peer, .. }) if peer.source == Source::Bmp { router: ip("127.0.0.1"), view: BmpView::PrePolicy, distinguisher: 0 })
     );
     assert!(matches!(recv(&mut rx).await, Event::Route(_)));
+    // The station's end of the connection runs TCP keepalive (a router that vanishes without a
+    // FIN is noticed): the kernel shows its timer.
+    let local = router.local_addr().expect("local addr");
+    let ss = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established"])
+        .arg(format!(
+            "( sport = :{} and dport = :{} )",
+            addr.port(),
+            local.port()
+        ))
+        .output()
+        .expect("ss (iproute2)");
+    let ss = String::from_utf8_lossy(&ss.stdout);
+    assert!(
+        ss.contains("timer:(keepalive"),
+        "no keepalive on the station's socket: {ss:?}"
+    );
     // The router half-closes: the station has written nothing, and reports the peer down.
     router.shutdown().await.expect("shutdown");
     let e3 = recv(&mut rx).await;

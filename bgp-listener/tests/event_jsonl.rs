@@ -197,20 +197,6 @@ fn prefix(r: &mut Rng) -> Prefix {
     }
 }
 
-const KINDS: &[AttrKind] = &[
-    AttrKind::Origin,
-    AttrKind::AsPath,
-    AttrKind::NextHop,
-    AttrKind::Med,
-    AttrKind::LocalPref,
-    AttrKind::Communities,
-    AttrKind::ExtendedCommunities,
-    AttrKind::LargeCommunities,
-    AttrKind::AtomicAggregate,
-    AttrKind::Aggregator,
-    AttrKind::Other,
-];
-
 /// Makes events; the route of the last one is reused often (same set, same or other next hop).
 struct Gen {
     r: Rng,
@@ -275,10 +261,13 @@ impl Gen {
                     previous: self.route(),
                 },
                 5 | 6 => {
-                    let changed = KINDS.iter().copied().filter(|_| self.r.chance(3)).collect();
+                    let changed = AttrKind::ALL
+                        .into_iter()
+                        .filter(|_| self.r.chance(3))
+                        .collect();
                     RouteChange::AttributeChange {
                         prefix: prefix(&mut self.r),
-                        previous: self.route(),
+                        previous: Box::new(self.route()),
                         route: self.route(),
                         changed,
                     }
@@ -323,6 +312,7 @@ impl Gen {
                     families: self.families(),
                     graceful_restart: self.r.chance(2),
                     add_path: self.families(),
+                    extended_messages: self.r.chance(2),
                 },
             },
             10 => SessionEvent::Down {

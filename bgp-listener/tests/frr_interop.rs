@@ -559,3 +559,61 @@ fn gtsm_refuses_a_peer_that_sends_with_a_low_ttl() {
         "our kernel dropped nothing"
     );
 }
+
+/// `--max-prefixes-teardown` against FRR: FRR's three IPv4 prefixes cross a limit of 2, the
+/// listener sends Cease/1 and then, for the idle hold, refuses FRR's reconnections (FRR dials
+/// every second here) with Cease/5 instead of taking the table again; after the hold FRR gets
+/// back in (and crosses the limit again).
+#[test]
+fn max_prefix_teardown_holds_frr_off_for_the_idle_hold() {
+    let mut lab = frr_lab("frm");
+    let mut w = lab.watch(&[
+        "--local-as",
+        "65002",
+        "--peer",
+        ROUTER_V4,
+        "--remote-as",
+        "65001",
+        "--listen",
+        LISTENER_V4,
+        "--max-prefixes",
+        "2",
+        "--max-prefixes-teardown",
+        "--max-prefixes-idle-hold",
+        "8",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    start_bgpd(&mut lab, PASSIVE_CONF);
+    w.events.wait("session established", |e| {
+        e["type"] == "session_established"
+    });
+    let lim = w
+        .events
+        .wait("prefix_limit", |e| e["type"] == "prefix_limit");
+    assert_eq!(lim["teardown"], true, "{lim}");
+    let mark = w.events.seen.len();
+    w.events
+        .wait_from(mark - 1, Duration::from_secs(30), "session_down", |e| {
+            e["type"] == "session_down"
+        });
+    let down_at = std::time::Instant::now();
+    let mark = w.events.seen.len();
+    w.events.wait_from(
+        mark,
+        Duration::from_secs(60),
+        "established again after the hold",
+        |e| e["type"] == "session_established",
+    );
+    let held = down_at.elapsed();
+    assert!(
+        held >= Duration::from_secs(7),
+        "FRR got back in after {held:?}, inside the 8 s idle hold"
+    );
+    // FRR tried meanwhile and was turned away with NOTIFICATIONs (Cease/5), not silence.
+    let stats = frr_message_stats(&lab, LISTENER_V4);
+    assert!(
+        stats["notificationsRecv"].as_u64().is_some_and(|n| n >= 3),
+        "FRR received the max-prefix Cease and at least two refusals: {stats}"
+    );
+    w.stop();
+}

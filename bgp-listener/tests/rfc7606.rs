@@ -852,8 +852,10 @@ fn extended_messages_only_when_negotiated() {
     let mut peer = RawPeer::connect_with(&lab, &caps);
     let theirs = foureyes_bgp_listener::wire::decode_open(&peer.their_open).expect("OPEN");
     assert!(theirs.extended_message, "advertised by default");
-    w.events
+    let est = w
+        .events
         .wait("established", |e| e["type"] == "session_established");
+    assert_eq!(est["extended_messages"], true, "the event says so: {est}");
     let (big, last) = big_update(900);
     assert!(big.len() > 4096);
     peer.send(&big);
@@ -876,6 +878,11 @@ fn extended_messages_only_when_negotiated() {
 
     // The peer does not advertise it: 4096 is the bound.
     let mut peer = RawPeer::connect(&lab);
+    let mark = w.events.seen.len();
+    let est = w.events.wait_from(mark, LONG, "established again", |e| {
+        e["type"] == "session_established"
+    });
+    assert_eq!(est["extended_messages"], false, "{est}");
     assert_too_long(&mut w, &mut peer, "peer without Extended Messages");
     let status = w.stop();
     assert!(status.success(), "listener exit: {status}");

@@ -356,7 +356,10 @@ fn updates_become_announce_change_withdraw_and_end_of_rib_events() {
     let [(_, RouteChange::AttributeChange { changed, .. })] = ch.as_slice() else {
         panic!("{ch:?}")
     };
-    assert_eq!(changed, &vec![AttrKind::AsPath, AttrKind::Communities]);
+    assert_eq!(
+        changed.iter().collect::<Vec<_>>(),
+        [AttrKind::AsPath, AttrKind::Communities]
+    );
 
     // Identical re-announcement: no event.
     let out = s.handle(t(7), Input::Received(update(&[], &attrs2, &[24, 10, 0, 0])));
@@ -840,7 +843,7 @@ fn gr_peer_back_reannounce_is_silent_change_is_an_attribute_change_and_end_of_ri
     );
     let ch = route_changes(&out);
     assert!(
-        matches!(ch.as_slice(), [(_, RouteChange::AttributeChange { changed, .. })] if changed == &vec![AttrKind::AsPath]),
+        matches!(ch.as_slice(), [(_, RouteChange::AttributeChange { changed, .. })] if changed.iter().eq([AttrKind::AsPath])),
         "{ch:?}"
     );
     assert_eq!(s.rib().stale_count(Family::Ipv4Unicast), 1);
@@ -1175,6 +1178,7 @@ fn max_prefixes_warns_once_and_again_only_below_ninety_percent() {
     c.max_prefixes = Some(MaxPrefixes {
         limit: 10,
         teardown: false,
+        idle_hold: Duration::ZERO,
     });
     let mut s = established(c, &full_caps(PEER_AS));
     assert!(
@@ -1210,9 +1214,17 @@ fn max_prefixes_teardown_sends_cease_1_with_afi_safi_and_limit() {
     c.max_prefixes = Some(MaxPrefixes {
         limit: 2,
         teardown: true,
+        idle_hold: Duration::from_secs(300),
     });
     let mut s = established(c, &both_f());
     let out = announce_n(&mut s, 2, 0, 3);
+    assert!(
+        out.contains(&Output::SetTimer(
+            Timer::IdleHold,
+            Some(Duration::from_secs(300))
+        )),
+        "{out:?}"
+    );
     assert_eq!(limit_events(&out), vec![(Family::Ipv4Unicast, 3, 2, true)]);
     assert_eq!(
         notification(&out),
@@ -1225,6 +1237,51 @@ fn max_prefixes_teardown_sends_cease_1_with_afi_safi_and_limit() {
         "our NOTIFICATION: routes dropped, not stale"
     );
     assert_eq!(s.state(), State::Idle);
+
+    // The idle hold: the peer comes straight back and is refused (Cease, connection rejected),
+    // as is a contender; nothing starts, and the driver is told not to dial.
+    assert!(s.idle_held());
+    for input in [Input::Connected, Input::Dialled] {
+        let out = s.handle(t(10), input);
+        assert_eq!(notification(&out), Some(Notification::new(6, 5)), "{out:?}");
+        assert!(out.contains(&Output::Close));
+        assert!(!sent(&out).iter().any(|m| matches!(m, Outgoing::Open(_))));
+        assert_eq!(s.state(), State::Idle);
+    }
+    let out = s.handle(t(11), Input::ContenderConnected(Direction::Accepted));
+    assert!(out.contains(&Output::CloseContender), "{out:?}");
+    assert!(!out.contains(&Output::PromoteContender));
+    // When it ends, the peer is welcome again.
+    s.handle(t(310), Input::TimerFired(Timer::IdleHold));
+    assert!(!s.idle_held());
+    let out = s.handle(t(311), Input::Connected);
+    assert!(
+        sent(&out).iter().any(|m| matches!(m, Outgoing::Open(_))),
+        "{out:?}"
+    );
+    assert_eq!(s.state(), State::OpenSent);
+}
+
+#[test]
+fn max_prefixes_teardown_with_zero_idle_hold_lets_the_peer_back_at_once() {
+    let mut c = cfg();
+    c.max_prefixes = Some(MaxPrefixes {
+        limit: 2,
+        teardown: true,
+        idle_hold: Duration::ZERO,
+    });
+    let mut s = established(c, &both_f());
+    let out = announce_n(&mut s, 2, 0, 3);
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::SetTimer(Timer::IdleHold, _)))
+    );
+    assert!(!s.idle_held());
+    let out = s.handle(t(10), Input::Connected);
+    assert!(
+        sent(&out).iter().any(|m| matches!(m, Outgoing::Open(_))),
+        "{out:?}"
+    );
 }
 
 // ---- Adj-RIB-In interning ----

@@ -47,6 +47,13 @@ enum Cmd {
     },
     /// Build the web dashboard into `<target>/web-dist` (embedded by the next collector build).
     Web,
+    /// Run a `testbeds/` containerlab topology with network namespaces (no Docker; root):
+    /// `lab deploy testbeds/listener-frr.clab.yml`, `lab exec FILE NODE -- CMD...`,
+    /// `lab logs FILE NODE`, `lab destroy FILE`. Builds the release listener the topologies bind.
+    Lab {
+        #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Make an ed25519 key pair for signing node releases. Keep the `.key` file offline; build
     /// release nodes with FOUREYES_UPDATE_PUBKEY set to the printed public key.
     UpdateKeygen {
@@ -392,5 +399,41 @@ fn main() -> Result<()> {
             }
         },
         Cmd::Web => web::build().map(|d| println!("dashboard built into {}", d.display())),
+        Cmd::Lab { args } => lab(&args),
     }
+}
+
+/// `cargo xtask lab ...`: builds the release listener (the topologies bind
+/// `../target/release/foureyes-bgp-listener`, which lives in our target dir outside the clone)
+/// and `foureyes-netlab`, then runs netlab with that bind source mapped.
+fn lab(args: &[String]) -> Result<()> {
+    let mut c = cargo();
+    c.args([
+        "build",
+        "--release",
+        "-p",
+        "foureyes-bgp-listener",
+        "-p",
+        "foureyes-netlab",
+    ]);
+    run("cargo build --release (listener, netlab)", c)?;
+    let release = target_dir().join("release");
+    let mut n = Command::new(release.join("foureyes-netlab"));
+    n.current_dir(root());
+    match args.split_first() {
+        Some((first, rest)) if first == "deploy" => {
+            n.arg("deploy")
+                .arg("--bind-source")
+                .arg(format!(
+                    "{}={}",
+                    root().join("target/release").display(),
+                    release.display()
+                ))
+                .args(rest);
+        }
+        _ => {
+            n.args(args);
+        }
+    }
+    run("foureyes-netlab", n)
 }

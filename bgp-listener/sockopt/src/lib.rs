@@ -183,6 +183,22 @@ pub fn set_ttl(fd: &impl AsFd, ttl: u8) -> io::Result<()> {
     }
 }
 
+/// TCP keepalive: the first probe after `idle` without traffic, then every `interval`, and the
+/// connection fails after `probes` unanswered ones. For connections we only read (BMP), where
+/// nothing we send would notice a peer that vanished without a FIN or RST.
+pub fn set_keepalive(
+    fd: &impl AsFd,
+    idle: std::time::Duration,
+    interval: std::time::Duration,
+    probes: u32,
+) -> io::Result<()> {
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(interval)
+        .with_retries(probes);
+    socket2::SockRef::from(fd).set_tcp_keepalive(&ka)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
