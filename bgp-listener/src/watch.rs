@@ -581,29 +581,31 @@ pub async fn watch<W: Write>(
                 if opts.format == Format::Jsonl {
                     JsonlWriter::prefetch(batches.iter().flatten());
                 }
-                for ev in batches.drain(..).flatten() {
+                // By reference: moving each event out of its batch was a copy per route.
+                for ev in batches.iter().flatten() {
                     if finished {
                         // The final line is due: later events go to the log only.
-                        tracing::debug!(event = %event_json(&ev), "after transfer");
+                        tracing::debug!(event = %event_json(ev), "after transfer");
                         continue;
                     }
-                    transfer.on_event(&ev);
-                    match &ev {
+                    transfer.on_event(ev);
+                    match ev {
                         Event::Session(SessionEvent::Established { .. }) => state = "established",
                         Event::Session(SessionEvent::Down { .. }) => state = "down",
                         _ => {}
                     }
                     match opts.format {
-                        Format::Jsonl => jsonl.line(&mut lines, &ev),
-                        Format::Text => writeln!(lines, "{}", event_text(&ev))?,
+                        Format::Jsonl => jsonl.line(&mut lines, ev),
+                        Format::Text => writeln!(lines, "{}", event_text(ev))?,
                         Format::Summary => {
                             if let Event::Session(_) = ev {
-                                writeln!(lines, "{}", event_text(&ev))?;
+                                writeln!(lines, "{}", event_text(ev))?;
                             }
                         }
                     }
                     finished = opts.exit_on_eor && transfer.done().is_some();
                 }
+                batches.clear();
                 out.write_all(&lines)?;
                 lines.clear();
             }
