@@ -9,7 +9,7 @@
 #   (a) a BIRD 2 receiver: time from Established (the sender's clock) until `birdc show route
 #       count` reports every prefix (polled every 50 ms); peak RSS = VmHWM of the bird process;
 #   (b) foureyes-bgp-listener watch --exit-on-eor, with --format summary (no per-route output)
-#       and with --format jsonl written to a file: its final line gives the seconds from
+#       and with --format jsonl, each written to a file: its final line gives the seconds from
 #       Established to End-of-RIB; peak RSS from /usr/bin/time -v;
 #   (c) `fulltable sink`, which only frames messages until End-of-RIB (the floor).
 #
@@ -134,10 +134,11 @@ CONF
 
 # $1: summary|jsonl
 run_watch() {
-    # Output goes through a pipe (1M JSON lines are ~0.4 GB); only the final line is kept.
+    # Output goes to a file, as `watch ... > file` would (1M JSON lines are ~0.4 GB; deleted
+    # after each run); its line count is checked below.
     (ip netns exec "$NS_R" /usr/bin/time -v "$BIN" watch --local-as 65002 --peer 198.18.0.1 \
         --remote-as 65001 --listen 198.18.0.2 --hold-time 240 --format "$1" --exit-on-eor \
-        2>"$WORK/watch.err" | tail -n 1 >"$WORK/watch.out") &
+        2>"$WORK/watch.err" >"$WORK/watch.out") &
     local p=$!
     PIDS+=("$p")
     sleep 0.3
@@ -146,6 +147,12 @@ run_watch() {
     stop_sender
     local last
     last=$(tail -n 1 "$WORK/watch.out")
+    if [ "$1" = jsonl ]; then
+        local n
+        n=$(grep -c '"type":"announce"' "$WORK/watch.out" || true)
+        [ "$n" = "$PREFIXES" ] || { echo "watch jsonl printed $n announce lines, not $PREFIXES" >&2; exit 1; }
+    fi
+    rm -f "$WORK/watch.out"
     if [ "$1" = jsonl ]; then
         WATCH_S=$(echo "$last" | sed -n 's/.*"seconds_established_to_last_eor":\([0-9.e-]*\).*/\1/p')
     else

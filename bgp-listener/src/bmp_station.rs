@@ -26,8 +26,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::bmp::{Input, Output, RouterInfo, Station};
 use crate::event::{BmpView, Event, RouteChange, SessionEvent, Source};
+use crate::event_jsonl::JsonlWriter;
 use crate::resync::StationResync;
-use crate::watch::{Format, event_json, event_text};
+use crate::watch::{Format, event_text};
 use crate::wire::Family;
 
 /// The BMP port IANA assigned (RFC 7854 §10); routers are usually configured with another.
@@ -384,6 +385,8 @@ pub async fn watch<W: Write>(
     out: &mut W,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StationError> {
+    // Events taken from the channel at once, of the 1024 it holds.
+    const BATCH: usize = 256;
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
     let (stop_tx, stop_rx) = watch::channel(false);
     let names = RouterNames::default();
@@ -397,25 +400,42 @@ pub async fn watch<W: Write>(
     let mut summary = Summary::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut shutdown = std::pin::pin!(shutdown);
-    let print = |ev: &Event, out: &mut W, summary: &mut Summary| -> std::io::Result<()> {
+    // Lines are gathered per batch of received events and written with one `write_all` (stdout
+    // is line-buffered); JSON lines are written directly (`event_jsonl`).
+    let mut jsonl = JsonlWriter::new();
+    let mut lines: Vec<u8> = Vec::new();
+    let mut print = |ev: &Event,
+                     lines: &mut Vec<u8>,
+                     summary: &mut Summary|
+     -> std::io::Result<()> {
         summary.on_event(ev);
         match format {
-            Format::Jsonl => writeln!(out, "{}", event_json(ev)),
-            Format::Text => writeln!(out, "{}", event_text(ev)),
+            Format::Jsonl => {
+                jsonl.line(lines, ev);
+                Ok(())
+            }
+            Format::Text => writeln!(lines, "{}", event_text(ev)),
             Format::Summary => match ev {
                 Event::Session(SessionEvent::Established { .. } | SessionEvent::Down { .. }) => {
-                    writeln!(out, "{}", event_text(ev))
+                    writeln!(lines, "{}", event_text(ev))
                 }
                 _ => Ok(()),
             },
         }
     };
+    let mut received: Vec<Event> = Vec::with_capacity(BATCH);
     let mut task_result = None;
     loop {
         tokio::select! {
-            ev = rx.recv() => {
-                let Some(ev) = ev else { break };
-                print(&ev, out, &mut summary)?;
+            n = rx.recv_many(&mut received, BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                for ev in received.drain(..) {
+                    print(&ev, &mut lines, &mut summary)?;
+                }
+                out.write_all(&lines)?;
+                lines.clear();
             }
             _ = tick.tick() => {
                 if format == Format::Summary {
@@ -435,8 +455,12 @@ pub async fn watch<W: Write>(
     }
     let _ = stop_tx.send(true);
     // Print the peers going down as the connections end.
-    while let Some(ev) = rx.recv().await {
-        print(&ev, out, &mut summary)?;
+    while rx.recv_many(&mut received, BATCH).await > 0 {
+        for ev in received.drain(..) {
+            print(&ev, &mut lines, &mut summary)?;
+        }
+        out.write_all(&lines)?;
+        lines.clear();
     }
     out.flush()?;
     let r = match task_result {

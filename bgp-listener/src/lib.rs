@@ -9,6 +9,7 @@
 //! - [`driver`]: the thin tokio task owning the socket and timers.
 //! - [`transport`]: TCP MD5 keys and the TTL policy (GTSM, multihop) of a peer's connections.
 //! - [`watch`]: the `watch` command (standalone session printing events).
+//! - [`event_jsonl`]: events as JSON lines, written directly (what `watch::event_json` gives).
 //! - [`bmp`]: the sans-IO BMP station (RFC 7854, RFC 9069 Loc-RIB), one per router connection.
 //! - [`bmp_station`]: its tokio side (`run`) and the standalone `bmp` command.
 //! - [`config`]: `listener.toml` for `run`.
@@ -24,6 +25,7 @@ pub mod bmp_station;
 pub mod config;
 pub mod driver;
 pub mod event;
+pub mod event_jsonl;
 #[cfg(feature = "agent")]
 pub mod export;
 pub mod iana;

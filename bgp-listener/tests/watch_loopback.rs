@@ -68,10 +68,17 @@ fn opts(graceful_restart: bool) -> WatchOptions {
     }
 }
 
+/// The JSON lines `watch` printed. Each must be exactly what serde_json writes for its value
+/// (sorted keys, serde_json's number and string forms), as the reference `event_json` gives:
+/// `watch` writes its lines by hand (`event_jsonl`).
 fn lines(out: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(out)
         .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("JSON line");
+            assert_eq!(v.to_string(), l, "not serde_json's form of its value");
+            v
+        })
         .collect()
 }
 

@@ -1,11 +1,16 @@
 //! The UPDATE decoder alone, on an arbitrary body, with both AS widths; and, differentially, the
 //! session's fast path (`parse_update_interned`, sets found by raw bytes) against the full decode:
-//! applied twice to two Adj-RIB-Ins, both must give the same result and the same events.
+//! applied twice to two Adj-RIB-Ins, both must give the same result and the same events, and
+//! each event's JSON line (`event_jsonl`) must be what `event_json` gives.
 #![no_main]
+
+#[path = "jsonl_check.rs"]
+mod jsonl_check;
 
 use std::time::SystemTime;
 
-use foureyes_bgp_listener::event::Peer;
+use foureyes_bgp_listener::event::{Event, Peer};
+use foureyes_bgp_listener::event_jsonl::JsonlWriter;
 use foureyes_bgp_listener::rib::AdjRibIn;
 use foureyes_bgp_listener::update::{
     DecodeContext, SessionKind, parse_update, parse_update_from, parse_update_interned,
@@ -14,6 +19,7 @@ use foureyes_bgp_listener::wire::Family;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    let mut jsonl = JsonlWriter::new();
     for (four_octet_as, add_path) in [(false, false), (true, false), (true, true)] {
         let ctx = DecodeContext {
             four_octet_as,
@@ -42,9 +48,14 @@ fuzz_target!(|data: &[u8]| {
                         let ea = fast.apply(peer, SystemTime::UNIX_EPOCH, None, a);
                         let eb = slow.apply(peer, SystemTime::UNIX_EPOCH, None, b);
                         assert_eq!(ea, eb);
+                        for ev in ea {
+                            jsonl_check::assert_same_json(&mut jsonl, &Event::Route(ev));
+                        }
                     }
                     (Err(_), Err(_)) => {}
-                    _ => panic!("fast path and full decode disagree on whether the UPDATE is valid"),
+                    _ => {
+                        panic!("fast path and full decode disagree on whether the UPDATE is valid")
+                    }
                 }
             }
         }

@@ -1,12 +1,17 @@
 //! The BMP station on arbitrary bytes in arbitrary chunks: framing, every message type, the
 //! OPEN/UPDATE/NOTIFICATION decoders behind them, and the per-peer Adj-RIB-Ins. Nothing may
-//! panic. The first bytes are a valid Initiation and Peer Up (4-octet AS, ADD-PATH for IPv4) so
-//! that Route Monitoring reaches the UPDATE decoder with a real context.
+//! panic, and every event's JSON line (`event_jsonl`) must be what `event_json` gives. The first
+//! bytes are a valid Initiation and Peer Up (4-octet AS, ADD-PATH for IPv4) so that Route
+//! Monitoring reaches the UPDATE decoder with a real context.
 #![no_main]
+
+#[path = "jsonl_check.rs"]
+mod jsonl_check;
 
 use std::time::SystemTime;
 
-use foureyes_bgp_listener::bmp::{Input, Station};
+use foureyes_bgp_listener::bmp::{Input, Output, Station};
+use foureyes_bgp_listener::event_jsonl::JsonlWriter;
 use libfuzzer_sys::fuzz_target;
 
 fn bgp(kind: u8, body: &[u8]) -> Vec<u8> {
@@ -90,14 +95,22 @@ fn preamble() -> Vec<u8> {
 fuzz_target!(|data: &[u8]| {
     let now = SystemTime::UNIX_EPOCH;
     let mut st = Station::new("192.0.2.1".parse().expect("router"));
-    st.handle(now, Input::Received(preamble()));
+    let mut jsonl = JsonlWriter::new();
+    let mut check = |outputs: Vec<Output>| {
+        for o in outputs {
+            if let Output::Event(ev) = o {
+                jsonl_check::assert_same_json(&mut jsonl, &ev);
+            }
+        }
+    };
+    check(st.handle(now, Input::Received(preamble())));
     // First byte picks the chunk size, so message boundaries land everywhere.
     let (step, data) = match data.split_first() {
         Some((b, rest)) => (usize::from(*b).max(1), rest),
         None => (1, data),
     };
     for chunk in data.chunks(step) {
-        st.handle(now, Input::Received(chunk.to_vec()));
+        check(st.handle(now, Input::Received(chunk.to_vec())));
     }
-    st.handle(now, Input::Closed);
+    check(st.handle(now, Input::Closed));
 });

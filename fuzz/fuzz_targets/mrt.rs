@@ -1,13 +1,18 @@
 //! The MRT reader and decoder on an arbitrary stream: framing, every record type, the RIB-entry
 //! attribute decoder, the event formatters, and (when the input starts with their magic bytes) the
 //! gzip and bzip2 paths. The threaded replay (`replay::replay_bytes`, which writes RIB announces
-//! without building events) must print exactly what `decode_all` and `event_json` print. The
-//! parallel bzip2 decoder must give what the `bzip2` crate's serial decoder gives: the same bytes
-//! when that succeeds, and an error and bytes that agree with its bytes as far as both go when not.
+//! without building events) must print exactly what `decode_all` and `event_json` print, and so
+//! must the direct JSON-lines writer (`event_jsonl`) event by event. The parallel bzip2 decoder
+//! must give what the `bzip2` crate's serial decoder gives: the same bytes when that succeeds, and
+//! an error and bytes that agree with its bytes as far as both go when not.
 #![no_main]
+
+#[path = "jsonl_check.rs"]
+mod jsonl_check;
 
 use std::io::Read;
 
+use foureyes_bgp_listener::event_jsonl::JsonlWriter;
 use foureyes_bgp_listener::mrt::bzip2_par::ParBzDecoder;
 use foureyes_bgp_listener::mrt::{Compression, Decoder, decode_all, open_decompressed};
 use foureyes_bgp_listener::replay::replay_bytes;
@@ -19,9 +24,11 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let mut decoder = Decoder::new();
     let mut want = String::new();
+    let mut jsonl = JsonlWriter::new();
     let _ = decode_all(data, &mut decoder, |ev| {
         want.push_str(&event_json(ev).to_string());
         want.push('\n');
+        jsonl_check::assert_same_json(&mut jsonl, ev);
         let _ = event_text(ev);
     });
     if Compression::detect(data) == Compression::None {
