@@ -217,7 +217,9 @@ impl Lab {
         }
         for (name, node) in &topo.topology.nodes {
             for step in &node.exec {
-                let out = lab.exec(name, &["sh", "-c", step])?;
+                // A step that hangs (a command waiting for input, a daemon run in the
+                // foreground by mistake) fails the deploy instead of hanging it.
+                let out = lab.exec(name, &["timeout", "120", "sh", "-c", step])?;
                 if !out.status.success() {
                     return Err(Error::Command {
                         what: format!("node {name}: exec {step:?}"),
