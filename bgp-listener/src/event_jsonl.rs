@@ -24,9 +24,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::event::{
-    DownReason, Event, Peer, Route, RouteChange, RouteEvent, SessionEvent, Source, Statistic,
-};
+use crate::event::{Event, Peer, Route, RouteChange, RouteEvent, SessionEvent, Source, Statistic};
 use crate::iana::as_path;
 use crate::update::{PathAttributes, Rfc7606Action};
 use crate::wire::{Family, Prefix};
@@ -121,16 +119,9 @@ impl JsonlWriter {
                 let (as_path, rest) = self.route_text(route);
                 b.extend_from_slice(as_path);
                 bmp_router(b, &e.peer);
-                b.extend_from_slice(b"\"changed\":[");
-                for (i, c) in changed.iter().enumerate() {
-                    if i > 0 {
-                        b.push(b',');
-                    }
-                    b.push(b'"');
-                    b.extend_from_slice(c.name().as_bytes());
-                    b.push(b'"');
-                }
-                b.extend_from_slice(b"],");
+                b.extend_from_slice(b"\"changed\":");
+                names(b, changed.iter().map(|c| c.name()));
+                b.push(b',');
                 b.extend_from_slice(rest);
                 (Some(prefix), Some(previous), b"attribute_change")
             }
@@ -257,15 +248,8 @@ impl JsonlWriter {
                 bmp_router(b, peer);
                 self.cached_peer(b, peer);
                 b.extend_from_slice(b"\"reason\":");
-                match reason {
-                    DownReason::Sent(n) => json_str(b, &format!("sent NOTIFICATION {n}")),
-                    DownReason::Received(n) => json_str(b, &format!("received NOTIFICATION {n}")),
-                    DownReason::ConnectionClosed => b.extend_from_slice(b"\"connection closed\""),
-                    DownReason::Reported(s) => json_str(b, s),
-                    DownReason::PeerRestarted => {
-                        b.extend_from_slice(b"\"peer reconnected (restarted)\"")
-                    }
-                }
+                // Session events are rare: the reference's own wording, not a copy of it.
+                json_str(b, &crate::watch::down_reason(reason));
                 b.extend_from_slice(b",\"routes_lost\":");
                 num(b, *routes_lost);
                 b.extend_from_slice(b",\"routes_stale\":");
@@ -424,13 +408,18 @@ fn afi_safi_first(b: &mut Vec<u8>, f: Family) {
 
 /// `["ipv4-unicast",...]`
 fn families(b: &mut Vec<u8>, fs: &[Family]) {
+    names(b, fs.iter().map(|f| f.name()));
+}
+
+/// A JSON array of our own constant names (no escaping needed): `["a","b"]`.
+fn names<'a>(b: &mut Vec<u8>, it: impl Iterator<Item = &'a str>) {
     b.push(b'[');
-    for (i, f) in fs.iter().enumerate() {
+    for (i, n) in it.enumerate() {
         if i > 0 {
             b.push(b',');
         }
         b.push(b'"');
-        b.extend_from_slice(f.name().as_bytes());
+        b.extend_from_slice(n.as_bytes());
         b.push(b'"');
     }
     b.push(b']');

@@ -289,7 +289,7 @@ fn route_event_json(e: &RouteEvent) -> Value {
     }
 }
 
-fn down_reason(r: &DownReason) -> String {
+pub(crate) fn down_reason(r: &DownReason) -> String {
     match r {
         DownReason::Sent(n) => format!("sent NOTIFICATION {n}"),
         DownReason::Received(n) => format!("received NOTIFICATION {n}"),
