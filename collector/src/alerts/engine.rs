@@ -2,7 +2,8 @@
 //! the system scope, like the stream hub), fold results into the in-memory windows of the tests
 //! that rules watch, then evaluate only the rules whose data moved: result rules when their test
 //! got results, BGP rules when their org got route events (routes are read back with the rule's
-//! tenant scope, bounded by the store's route cap), stale rules and duration holds on the tick.
+//! tenant scope, bounded by the store's route cap), `rpki_invalid` rules also when the RPKI
+//! table's generation moves, stale rules and duration holds on the tick.
 //!
 //! State per (rule, subject) is a [`Track`]; an alert row is written on each transition only, with
 //! the transition, in one transaction. After a restart the pending and firing alerts are reloaded
@@ -67,6 +68,10 @@ pub(super) struct Engine {
     dirty_tests: HashSet<TestKey>,
     /// Orgs with new route events since their BGP rules were last evaluated.
     dirty_orgs: HashSet<String>,
+    /// The RPKI table generation `rpki_invalid` rules were last judged against.
+    rpki_seen: u64,
+    /// The VRPs changed since then: every org's `rpki_invalid` rules are judged again.
+    rpki_dirty: bool,
     /// (org, listener, peer address) → (down, team).
     sessions: BTreeMap<(String, String, String), (bool, String)>,
     session_orgs: HashSet<String>,
@@ -165,9 +170,17 @@ pub fn spawn(c: Arc<Collector>, shutdown: CancellationToken) -> tokio::task::Joi
             }
         };
         let mut tick = tokio::time::interval(TICK);
+        // A new VRP table (each RTR End of Data, an expiry) starts a round: the round compares
+        // generations itself, this only wakes it.
+        let mut rpki = c.rpki.subscribe();
+        let mut rpki_live = true;
         loop {
             let ticked = tokio::select! {
                 _ = c.alerts.wake.notified() => false,
+                r = rpki.changed(), if rpki_live => {
+                    rpki_live = r.is_ok();
+                    false
+                }
                 _ = tick.tick() => true,
                 _ = shutdown.cancelled() => return,
             };
@@ -204,6 +217,8 @@ impl Engine {
             last_seen: LastSeen::default(),
             dirty_tests: HashSet::new(),
             dirty_orgs: HashSet::new(),
+            rpki_seen: 0,
+            rpki_dirty: false,
             sessions: BTreeMap::new(),
             session_orgs: HashSet::new(),
             peers_known: HashMap::new(),
@@ -255,6 +270,11 @@ impl Engine {
             self.load_silences(now);
         }
         self.pull();
+        let generation = self.c.rpki.generation();
+        if generation != self.rpki_seen {
+            self.rpki_seen = generation;
+            self.rpki_dirty = true;
+        }
         let rules = std::mem::take(&mut self.rules);
         for r in &rules {
             self.evaluate(r, now, ticked);
@@ -262,6 +282,7 @@ impl Engine {
         self.rules = rules;
         self.dirty_tests.clear();
         self.dirty_orgs.clear();
+        self.rpki_dirty = false;
         self.session_orgs.clear();
         if ticked {
             self.tick(now);
@@ -597,7 +618,7 @@ impl Engine {
                 let o = rules::unexpected_as(k, &within);
                 self.apply(r, k.prefix.clone(), o, now);
             }
-            Kind::RpkiInvalid(k) if self.dirty_orgs.contains(&r.org) => {
+            Kind::RpkiInvalid(k) if self.rpki_dirty || self.dirty_orgs.contains(&r.org) => {
                 let Some(within) = self.routes(r, &k.prefix, PrefixMatch::Within) else {
                     return;
                 };
