@@ -279,6 +279,17 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
             .filter(|ip| !ip.is_unspecified())
             .collect();
         let policy = c.cfg.notifier_policy.build(own);
+        if node_addr.ip().is_unspecified() || api_addr.ip().is_unspecified() {
+            // Bound to every address: each interface address is ours too.
+            let task = crate::alerts::host_addrs::spawn(
+                policy.host_addresses.clone(),
+                crate::alerts::host_addrs::REFRESH,
+                shutdown.clone(),
+            );
+            tasks.spawn(async move {
+                let _ = task.await;
+            });
+        }
         let task =
             crate::alerts::dispatch::spawn(c.clone(), policy, shutdown.clone()).map_err(setup)?;
         tasks.spawn(async move {

@@ -837,3 +837,110 @@ async fn transitions_reach_the_channel_and_only_the_owners_stream() {
     assert_eq!(firing["ruleName"], "dark");
     sd.cancel();
 }
+
+/// A minimal HTTP receiver on `addr`: answers every request 200 and counts them.
+fn http_sink(addr: &str) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let l = TcpListener::bind((addr, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            // Headers, then as much body as Content-Length says.
+            let complete = |b: &[u8]| {
+                let text = String::from_utf8_lossy(b);
+                let Some(end) = text.find("\r\n\r\n") else {
+                    return false;
+                };
+                let len = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                b.len() >= end + 4 + len
+            };
+            while !complete(&buf) {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            if complete(&buf) {
+                h.fetch_add(1, Ordering::SeqCst);
+            }
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, hits)
+}
+
+/// With the API bound to 0.0.0.0 the collector answers on every interface address, so a
+/// notifier aimed at one (here the root end of a veth this test creates, 198.18.N.2) is refused as
+/// "the collector's own" even with `allow_private`; the operator's `allowed` lets it through.
+#[test]
+fn a_notifier_to_an_interface_address_is_refused_unless_allowed() {
+    const NET: u8 = 114;
+    let link = common::netns::VethNs::new("own", NET);
+    let (port, hits) = http_sink(&link.root());
+    let rules = format!(
+        r#"
+[[notifier]]
+name = "hook"
+org = "acme"
+kind = "webhook"
+url = "http://{}:{port}/hook"
+
+[[rule]]
+name = "unseen prefix"
+org = "acme"
+notifiers = ["hook"]
+visibility = {{ prefix = "203.0.113.0/24", min_peers = 1 }}
+"#,
+        link.root()
+    );
+    // The visibility rule fires at once (no listener sees the prefix), and its notification goes
+    // to the interface address.
+    let run = |root: &Path, policy: &str| {
+        let data = root.join("data");
+        admin(&data, &["org", "create", "acme"]);
+        let file = root.join("rules.toml");
+        std::fs::write(&file, &rules).unwrap();
+        let file = file.to_str().unwrap().to_string();
+        Collector::start_args(
+            root,
+            0,
+            "0.0.0.0:0",
+            &format!("[notifier_policy]\nallow_private = true\n{policy}"),
+            &[],
+            &["--rules", &file],
+        )
+    };
+
+    let tmp = tempfile::tempdir().unwrap();
+    let c = run(tmp.path(), "");
+    let log = wait_until("the refused notification", Duration::from_secs(60), || {
+        let log = c.proc.log_text();
+        log.contains("notification failed").then_some(log)
+    });
+    assert!(log.contains("the collector's own"), "{log}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+    drop(c);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let c = run(tmp.path(), &format!("allowed = [\"{}/32\"]\n", link.root()));
+    wait_until("the allowed notification", Duration::from_secs(60), || {
+        (hits.load(Ordering::SeqCst) > 0).then_some(())
+    });
+    let log = c.proc.log_text();
+    assert!(log.contains("notification sent"), "{log}");
+    assert!(!log.contains("the collector's own"), "{log}");
+}

@@ -9,12 +9,15 @@
 //!   results of the tests that rules watch in memory, and re-evaluates only what new data touched:
 //!   no per-result table scans.
 //! - `file.rs`: the rules file (`serve --rules FILE`), reloaded on SIGHUP.
+//! - `host_addrs.rs`: the host's interface addresses for the notifier guard when the collector is
+//!   bound to an unspecified address.
 //! - `api.rs`: `/api/v1/alert-rules`, `/api/v1/alerts`, `/api/v1/silences`.
 
 pub mod api;
 pub mod dispatch;
 mod engine;
 pub mod file;
+pub mod host_addrs;
 pub mod rules;
 
 use std::{
