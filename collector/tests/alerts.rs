@@ -944,3 +944,54 @@ visibility = {{ prefix = "203.0.113.0/24", min_peers = 1 }}
     assert!(log.contains("notification sent"), "{log}");
     assert!(!log.contains("the collector's own"), "{log}");
 }
+
+/// A duration hold fires when it is met, not at the engine's next one-second tick: rules whose
+/// holds start 200 ms apart (so a fixed tick would be up to 800 ms late for one of them) each fire
+/// `fire_after_seconds` after going pending, never before.
+#[test]
+fn duration_holds_fire_when_due() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = Collector::start(tmp.path(), 0, "", &[]);
+    let api = Api::new(&c.api, &c.tenant("acme", "noc"));
+    let ms = |v: &Value| {
+        let t = time::OffsetDateTime::parse(
+            v.as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        (t.unix_timestamp_nanos() / 1_000_000) as i64
+    };
+    // Visibility rules with no listener hold at once (nobody sees the prefix).
+    let mut rules = Vec::new();
+    for i in 0..5 {
+        let r = api.post(
+            "/api/v1/alert-rules",
+            json!({"name": format!("held {i}"), "fireAfterSeconds": 2,
+                   "visibility": {"prefix": format!("203.0.113.{}/32", i), "minPeers": 1}}),
+        );
+        rules.push(r["id"].as_str().unwrap().to_string());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut lags = Vec::new();
+    for r in &rules {
+        let a = wait_state(&api, r, "firing", "the held alert to fire");
+        let t = api.get(&format!(
+            "/api/v1/alerts/{}/transitions",
+            a["id"].as_str().unwrap()
+        ))["transitions"]
+            .as_array()
+            .cloned()
+            .unwrap();
+        let at = |to: &str| {
+            t.iter()
+                .find(|x| x["to"] == to)
+                .map(|x| ms(&x["at"]))
+                .unwrap_or_else(|| panic!("no {to} in {t:?}"))
+        };
+        lags.push(at("ALERT_STATE_FIRING") - at("ALERT_STATE_PENDING") - 2000);
+    }
+    println!("duration hold met -> firing: {lags:?} ms");
+    assert!(lags.iter().all(|l| *l >= 0), "fired early: {lags:?}");
+    // Generous for a loaded machine; a one-second tick would be 800 ms late for one of them.
+    assert!(lags.iter().all(|l| *l < 700), "late: {lags:?}");
+}

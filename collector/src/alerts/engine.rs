@@ -3,7 +3,8 @@
 //! that rules watch, then evaluate only the rules whose data moved: result rules when their test
 //! got results, BGP rules when their org got route events (routes are read back with the rule's
 //! tenant scope, bounded by the store's route cap), `rpki_invalid` rules also when the RPKI
-//! table's generation moves, stale rules and duration holds on the tick.
+//! table's generation moves, stale rules on the tick. Duration holds fire when due: the task
+//! sleeps until the earliest pending deadline or the tick, whichever comes first.
 //!
 //! State per (rule, subject) is a [`Track`]; an alert row is written on each transition only, with
 //! the transition, in one transaction. After a restart the pending and firing alerts are reloaded
@@ -118,6 +119,14 @@ impl LastSeen {
     }
 }
 
+/// Sleeps until `at`, or forever when `None`.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn sys() -> SystemScope {
     SystemScope::collector_internal()
 }
@@ -175,8 +184,14 @@ pub fn spawn(c: Arc<Collector>, shutdown: CancellationToken) -> tokio::task::Joi
         let mut rpki = c.rpki.subscribe();
         let mut rpki_live = true;
         loop {
+            // A duration hold fires when it is due, not at the next tick.
+            let due = e.next_due_ms().map(|at| {
+                let wait = u64::try_from(at - now_ms()).unwrap_or(0);
+                tokio::time::Instant::now() + Duration::from_millis(wait)
+            });
             let ticked = tokio::select! {
                 _ = c.alerts.wake.notified() => false,
+                _ = until(due) => false,
                 r = rpki.changed(), if rpki_live => {
                     rpki_live = r.is_ok();
                     false
@@ -284,10 +299,32 @@ impl Engine {
         self.dirty_orgs.clear();
         self.rpki_dirty = false;
         self.session_orgs.clear();
-        if ticked {
+        if ticked || self.next_due_ms().is_some_and(|at| at <= now) {
             self.tick(now);
         }
         self.count();
+    }
+
+    /// When the earliest pending alert's duration hold is met (collector clock, ms): one that
+    /// held for its `fire_after` evaluations and waits only for `fire_after_seconds`.
+    fn next_due_ms(&self) -> Option<i64> {
+        if self.active.is_empty() {
+            return None;
+        }
+        let holds: HashMap<&str, Hold> = self
+            .rules
+            .iter()
+            .filter(|r| r.fire_after_seconds > 0)
+            .map(|r| (r.id.as_str(), Hold::of(r)))
+            .collect();
+        self.active
+            .iter()
+            .filter(|(_, a)| a.track.state == pb::AlertState::Pending)
+            .filter_map(|(k, a)| {
+                let h = holds.get(k.0.as_str())?;
+                (a.track.holds >= h.fire_after).then_some(a.track.since_ms + h.fire_after_ms)
+            })
+            .min()
     }
 
     fn load_silences(&mut self, now: i64) {

@@ -5,9 +5,9 @@
 //! - `rules.rs`: each rule kind's condition as a pure function, rule validation, and the
 //!   hysteresis ([`rules::Track`]).
 //! - `engine.rs`: the task. It follows committed rows by store key (woken by the stream hub after
-//!   each ingest flush, plus a one-second tick for stale and duration rules), keeps the recent
-//!   results of the tests that rules watch in memory, and re-evaluates only what new data touched:
-//!   no per-result table scans.
+//!   each ingest flush, by each new RPKI table, by the earliest duration-hold deadline, plus a
+//!   one-second tick for stale rules), keeps the recent results of the tests that rules watch in
+//!   memory, and re-evaluates only what new data touched: no per-result table scans.
 //! - `file.rs`: the rules file (`serve --rules FILE`), reloaded on SIGHUP.
 //! - `host_addrs.rs`: the host's interface addresses for the notifier guard when the collector is
 //!   bound to an unspecified address.
