@@ -301,8 +301,110 @@ fn stream_is_live_tenant_scoped_resumable_and_drops_slow_clients() {
     );
     assert!(metric(&text, "foureyes_ingest_rows_total").unwrap() > 0.0);
     assert!(!text.contains("org=\"other\""));
-    // The scrape token works too (the loopback rule would admit anyone here; the decision for
-    // remote peers is unit-tested in metrics.rs).
+    // The scrape token works too (the loopback rule would admit anyone here; remote peers are
+    // `metrics_for_a_remote_client_need_the_scrape_token`).
     let (s, _) = metrics(&c.api, Some("scrape-token-0123456789abcdef"));
+    assert_eq!(s, 200);
+}
+
+/// `curl` run inside the namespace against `url` (the CA in `ca`); returns (HTTP status, body).
+fn curl_from(
+    ns: &common::netns::VethNs,
+    url: &str,
+    ca: &std::path::Path,
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut cmd = ns.command("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "20",
+        "-w",
+        "\n%{http_code}",
+        "--cacert",
+    ])
+    .arg(ca)
+    .arg(url);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = cmd
+        .output()
+        .expect("curl is installed (apt-get install -y curl)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "curl {url}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_string())
+}
+
+/// `/metrics` for a remote client over real HTTPS: the API is bound to a veth address (not
+/// loopback) and `curl` asks from inside a namespace. No credential is a 401, a tenant's API
+/// token a 403, the scrape token a 200 whose body passes `promtool check metrics`.
+#[test]
+fn metrics_for_a_remote_client_need_the_scrape_token() {
+    use base64::Engine;
+    const NET: u8 = 115;
+    const SCRAPE: &str = "scrape-token-remote-0123456789";
+    let link = common::netns::VethNs::new("met", NET);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let token_file = root.join("scrape.token");
+    std::fs::write(&token_file, format!("{SCRAPE}\n")).unwrap();
+    let c = Collector::start_api(
+        root,
+        0,
+        &format!("{}:0", link.root()),
+        &format!(
+            "metrics_token_file = \"{}\"\nserver_names = [\"{}\"]\n",
+            token_file.display(),
+            link.root()
+        ),
+        &[],
+    );
+    assert!(c.api.starts_with("https://"), "{}", c.api);
+    let tenant = c.tenant("acme", "noc");
+    // The collector's CA as PEM, for curl.
+    let der = std::fs::read(c.data_dir.join("ca.crt.der")).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let body: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|l| std::str::from_utf8(l).unwrap())
+        .collect();
+    let ca = root.join("ca.pem");
+    std::fs::write(
+        &ca,
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            body.join("\n")
+        ),
+    )
+    .unwrap();
+    let url = format!("{}/metrics", c.api);
+
+    let (s, text) = curl_from(&link, &url, &ca, None);
+    assert_eq!(s, 401, "{text}");
+    let (s, text) = curl_from(&link, &url, &ca, Some(&tenant));
+    assert_eq!(s, 403, "{text}");
+    let (s, text) = curl_from(&link, &url, &ca, Some("scrape-token-remote-wrong"));
+    assert_eq!(s, 403, "{text}");
+    let (s, text) = curl_from(&link, &url, &ca, Some(SCRAPE));
+    assert_eq!(s, 200, "{text}");
+    assert!(
+        metric(&text, "foureyes_ingest_rows_total").is_some(),
+        "{text}"
+    );
+    promtool_check(&text);
+    // The tenant's token still works where it belongs.
+    let (s, _) = curl_from(
+        &link,
+        &format!("{}/api/v1/tests", c.api),
+        &ca,
+        Some(&tenant),
+    );
     assert_eq!(s, 200);
 }
