@@ -83,6 +83,9 @@ pub struct RpkiFileConfig {
 pub struct StreamFileConfig {
     /// Events queued per client before the client counts as too slow and is dropped (default 1024).
     pub client_buffer: Option<usize>,
+    /// Rows a `Last-Event-ID` resume replays at most before it sends `event: reset` and goes live
+    /// (default 10000).
+    pub max_replay: Option<usize>,
 }
 
 /// `[correlation]`: windows and verdict thresholds (see `correlator.rs` for the rules).
@@ -140,6 +143,7 @@ pub struct Config {
     pub correlation: crate::correlator::CorrelationConfig,
     pub metrics_token_file: Option<PathBuf>,
     pub stream_client_buffer: usize,
+    pub stream_max_replay: usize,
     /// Alert rules and notifiers file (`serve --rules FILE`), reloaded on SIGHUP.
     pub rules_file: Option<PathBuf>,
     pub notifier_policy: foureyes_notify::TargetPolicySpec,
@@ -232,6 +236,10 @@ impl Config {
         if stream_client_buffer == 0 {
             return Err("stream.client_buffer must be at least 1".into());
         }
+        let stream_max_replay = file.stream.max_replay.unwrap_or(crate::stream::MAX_REPLAY);
+        if !(1..=1_000_000).contains(&stream_max_replay) {
+            return Err("stream.max_replay must be 1 to 1000000".into());
+        }
         let rpki = match file.rpki.rtr_server {
             Some(server) => {
                 let d = |name: &str, v: &Option<String>| -> Result<Option<Duration>, String> {
@@ -291,6 +299,7 @@ impl Config {
             correlation,
             metrics_token_file: file.metrics_token_file,
             stream_client_buffer,
+            stream_max_replay,
             rules_file: None,
             notifier_policy: file.notifier_policy,
             kek_file: file.kek_file.unwrap_or_else(|| data_dir.join("kek")),
@@ -326,6 +335,19 @@ mod tests {
     fn resolve(text: &str) -> Result<Config, String> {
         let f: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         Config::resolve(f, None, None, None)
+    }
+
+    #[test]
+    fn stream_max_replay_is_bounded() {
+        assert_eq!(resolve("").expect("default").stream_max_replay, 10_000);
+        assert_eq!(
+            resolve("[stream]\nmax_replay = 5\n")
+                .expect("5")
+                .stream_max_replay,
+            5
+        );
+        assert!(resolve("[stream]\nmax_replay = 0\n").is_err());
+        assert!(resolve("[stream]\nmax_replay = 2000000\n").is_err());
     }
 
     #[test]

@@ -408,3 +408,81 @@ fn metrics_for_a_remote_client_need_the_scrape_token() {
     );
     assert_eq!(s, 200);
 }
+
+/// A resume that would replay more than `[stream] max_replay` rows replays that many, then says
+/// so with an `event: reset` naming the skipped range, and continues live after it: the gap is
+/// announced, never silent, and nothing is sent twice.
+#[test]
+fn a_resume_past_the_replay_limit_sends_reset() {
+    const CAP: usize = 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let c = Collector::start(
+        tmp.path(),
+        0,
+        &format!("[stream]\nmax_replay = {CAP}\n"),
+        &[],
+    );
+    let a = Api::new(&c.api, &c.tenant("acme", "noc"));
+    let api_port: u16 = c.api.rsplit(':').next().unwrap().parse().unwrap();
+    for i in 0..5 {
+        a.post(
+            "/api/v1/tests",
+            json!({"name": format!("tcp-{i}"), "intervalMs": 100,
+                   "config": {"tcp": {"host": "127.0.0.1", "port": api_port}}}),
+        );
+    }
+    let state = enroll_node(&c, tmp.path(), "acme", "noc");
+    let (s, live) = open_sse(&c.api, &a.token, "kinds=results", None, usize::MAX);
+    assert_eq!(s, 200);
+    let (_, first) = open_sse(&c.api, &a.token, "kinds=results", None, 5);
+    let _node = run_node(&state, tmp.path().join("node.log"));
+    wait_connected(&a);
+
+    let got = take(&first, 5, "first client");
+    let (last_id, last_seq) = (got[4].id.clone(), got[4].seq());
+    // Three times the cap stored after the client hung up.
+    let mut seen: Vec<SseEvent> = Vec::new();
+    while seen.iter().filter(|e| e.seq() > last_seq).count() < 3 * CAP {
+        seen.extend(take(&live, 1, "live results"));
+    }
+    let stored_max = seen.iter().map(SseEvent::seq).max().unwrap();
+    let want: Vec<u64> = seen
+        .iter()
+        .map(SseEvent::seq)
+        .filter(|s| *s > last_seq)
+        .take(CAP)
+        .collect();
+
+    let (s, resumed) = open_sse(
+        &c.api,
+        &a.token,
+        "kinds=results",
+        Some(&last_id),
+        usize::MAX,
+    );
+    assert_eq!(s, 200);
+    let replayed = take(&resumed, CAP, "the capped replay");
+    assert!(replayed.iter().all(|e| e.name == "result"), "{replayed:?}");
+    let got: Vec<u64> = replayed.iter().map(SseEvent::seq).collect();
+    assert_eq!(got, want, "the replay starts right after Last-Event-ID");
+    let reset = take(&resumed, 1, "the reset").remove(0);
+    assert_eq!(reset.name, "reset", "{reset:?}");
+    let r = reset.json();
+    assert_eq!(r["reason"], "replay_limit", "{r}");
+    assert_eq!(r["replayedRows"], CAP, "{r}");
+    assert_eq!(r["after"], replayed[CAP - 1].id.as_str(), "{r}");
+    assert_eq!(r["resumeFrom"], reset.id.as_str(), "{r}");
+    // Live after the announced gap: nothing stored before the resume comes again.
+    let after = take(&resumed, 5, "live after the reset");
+    for e in &after {
+        assert_eq!(e.name, "result", "{e:?}");
+        assert!(e.seq() > stored_max, "{} again after the reset", e.seq());
+    }
+    // Reconnecting from the reset's id continues from there, with no reset.
+    let (_, again) = open_sse(&c.api, &a.token, "kinds=results", Some(&reset.id), 3);
+    let next = take(&again, 3, "resume from the reset id");
+    assert!(
+        next.iter()
+            .all(|e| e.name == "result" && e.seq() > stored_max)
+    );
+}
