@@ -30,6 +30,9 @@ pub struct FileConfig {
     pub api_tls_key_file: Option<PathBuf>,
     /// Base URL nodes download releases from (default: the API URL).
     pub update_base_url: Option<String>,
+    /// Base URL Slack and PagerDuty can fetch signed chart links from (`/charts/...` under it);
+    /// unset: those notifiers carry no chart.
+    pub chart_base_url: Option<String>,
     /// File holding the bearer token a Prometheus scraper presents for `/metrics` from a
     /// non-loopback address (loopback clients need none). The token itself is never in this file.
     pub metrics_token_file: Option<PathBuf>,
@@ -139,6 +142,7 @@ pub struct Config {
     pub agent_cert_lifetime: Duration,
     pub api_tls: Option<(PathBuf, PathBuf)>,
     pub update_base_url: Option<String>,
+    pub chart_base_url: Option<String>,
     pub ingest: foureyes_store::ingest::IngestConfig,
     pub correlation: crate::correlator::CorrelationConfig,
     pub metrics_token_file: Option<PathBuf>,
@@ -236,6 +240,12 @@ impl Config {
         if stream_client_buffer == 0 {
             return Err("stream.client_buffer must be at least 1".into());
         }
+        let chart_base_url = file.chart_base_url.filter(|u| !u.is_empty());
+        if let Some(u) = &chart_base_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            return Err(format!("chart_base_url {u:?}: use http:// or https://"));
+        }
         let stream_max_replay = file.stream.max_replay.unwrap_or(crate::stream::MAX_REPLAY);
         if !(1..=1_000_000).contains(&stream_max_replay) {
             return Err("stream.max_replay must be 1 to 1000000".into());
@@ -314,6 +324,7 @@ impl Config {
             agent_cert_lifetime: lifetime,
             api_tls,
             update_base_url: file.update_base_url,
+            chart_base_url,
             ingest,
         })
     }

@@ -272,6 +272,12 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     if c.alerts.rules_file.is_some() {
         crate::alerts::file::load(&c).map_err(setup)?;
     }
+    if let Some(base) = &c.cfg.chart_base_url {
+        let links =
+            crate::alerts::chart_link::ChartLinks::load(&c.cfg.data_dir, &c.alerts.kek, base)
+                .map_err(setup)?;
+        let _ = c.alerts.chart_links.set(links);
+    }
     {
         // Notification targets may never be the collector itself (unless the operator allows).
         let own: Vec<std::net::IpAddr> = [node_addr.ip(), api_addr.ip()]

@@ -838,13 +838,13 @@ async fn transitions_reach_the_channel_and_only_the_owners_stream() {
     sd.cancel();
 }
 
-/// A minimal HTTP receiver on `addr`: answers every request 200 and counts them.
-fn http_sink(addr: &str) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+/// A minimal HTTP receiver on `addr`: answers every request 200 and keeps the bodies.
+fn http_sink(addr: &str) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
     use std::io::{Read, Write};
     let l = TcpListener::bind((addr, 0)).unwrap();
     let port = l.local_addr().unwrap().port();
-    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let h = hits.clone();
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let got = bodies.clone();
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
@@ -852,11 +852,9 @@ fn http_sink(addr: &str) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
             let mut buf = Vec::new();
             let mut chunk = [0u8; 8192];
             // Headers, then as much body as Content-Length says.
-            let complete = |b: &[u8]| {
+            let split = |b: &[u8]| -> Option<usize> {
                 let text = String::from_utf8_lossy(b);
-                let Some(end) = text.find("\r\n\r\n") else {
-                    return false;
-                };
+                let end = text.find("\r\n\r\n")?;
                 let len = text[..end]
                     .lines()
                     .find_map(|l| {
@@ -865,22 +863,23 @@ fn http_sink(addr: &str) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
                             .then(|| v.trim().parse::<usize>().ok())?
                     })
                     .unwrap_or(0);
-                b.len() >= end + 4 + len
+                (b.len() >= end + 4 + len).then_some(end + 4)
             };
-            while !complete(&buf) {
+            while split(&buf).is_none() {
                 match s.read(&mut chunk) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 }
             }
-            if complete(&buf) {
-                h.fetch_add(1, Ordering::SeqCst);
+            if let Some(at) = split(&buf) {
+                let body = String::from_utf8_lossy(&buf[at..]).to_string();
+                got.lock().unwrap().push(body);
             }
             let _ =
                 s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         }
     });
-    (port, hits)
+    (port, bodies)
 }
 
 /// With the API bound to 0.0.0.0 the collector answers on every interface address, so a
@@ -891,6 +890,7 @@ fn a_notifier_to_an_interface_address_is_refused_unless_allowed() {
     const NET: u8 = 114;
     let link = common::netns::VethNs::new("own", NET);
     let (port, hits) = http_sink(&link.root());
+    let hits = || hits.lock().unwrap().len();
     let rules = format!(
         r#"
 [[notifier]]
@@ -932,13 +932,13 @@ visibility = {{ prefix = "203.0.113.0/24", min_peers = 1 }}
         log.contains("notification failed").then_some(log)
     });
     assert!(log.contains("the collector's own"), "{log}");
-    assert_eq!(hits.load(Ordering::SeqCst), 0);
+    assert_eq!(hits(), 0);
     drop(c);
 
     let tmp = tempfile::tempdir().unwrap();
     let c = run(tmp.path(), &format!("allowed = [\"{}/32\"]\n", link.root()));
     wait_until("the allowed notification", Duration::from_secs(60), || {
-        (hits.load(Ordering::SeqCst) > 0).then_some(())
+        (hits() > 0).then_some(())
     });
     let log = c.proc.log_text();
     assert!(log.contains("notification sent"), "{log}");
@@ -994,4 +994,98 @@ fn duration_holds_fire_when_due() {
     assert!(lags.iter().all(|l| *l >= 0), "fired early: {lags:?}");
     // Generous for a loaded machine; a one-second tick would be 800 ms late for one of them.
     assert!(lags.iter().all(|l| *l < 700), "late: {lags:?}");
+}
+
+/// Slack takes images only by URL: with `chart_base_url` set, a firing alert about a test reaches
+/// a real Slack-compatible receiver with an image block whose signed link serves the chart as a
+/// PNG without any credential; a changed signature or another alert's id gets 404.
+#[test]
+fn slack_gets_a_signed_chart_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = root.join("data");
+    admin(&data, &["org", "create", "acme"]);
+    admin(&data, &["team", "create", "acme", "noc"]);
+    let token = admin(
+        &data,
+        &["apitoken", "create", "--org", "acme", "--name", "t"],
+    );
+    let (sink, bodies) = http_sink("127.0.0.1");
+    std::fs::write(
+        root.join("slack.url"),
+        format!("http://127.0.0.1:{sink}/slack"),
+    )
+    .unwrap();
+    let rules = root.join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[notifier]]\nname = \"chat\"\norg = \"acme\"\nkind = \"slack\"\nurl_file = \"slack.url\"\n",
+    )
+    .unwrap();
+    let api_port = common::free_port();
+    let base = format!("http://127.0.0.1:{api_port}");
+    let c = Collector::start_args(
+        root,
+        0,
+        &format!("127.0.0.1:{api_port}"),
+        &format!("chart_base_url = \"{base}/\"\n[notifier_policy]\nallowed = [\"127.0.0.1/32\"]\n"),
+        &[],
+        &["--rules", rules.to_str().unwrap()],
+    );
+    let api = Api::new(&c.api, &token);
+    let mut gate = Gate::new();
+    gate.close();
+    let test = tcp_test(&api, gate.port);
+    let rule = api.post(
+        "/api/v1/alert-rules",
+        json!({"name": "gate down", "unreachable": {"testId": test, "windowSeconds": 2},
+               "notifiers": ["chat"]}),
+    );
+    let state = common::enroll_node(&c, root, "acme", "noc");
+    let _node = common::run_node(&state, root.join("node.log"));
+    let firing = wait_state(
+        &api,
+        rule["id"].as_str().unwrap(),
+        "firing",
+        "the alert to fire",
+    );
+    let body = wait_until("the Slack message", Duration::from_secs(60), || {
+        bodies.lock().unwrap().first().cloned()
+    });
+    let msg: Value = serde_json::from_str(&body).unwrap();
+    let url = msg["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "image")
+        .and_then(|b| b["image_url"].as_str())
+        .unwrap_or_else(|| panic!("no image block in {msg}"))
+        .to_string();
+    let alert_id = firing["id"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("{base}/charts/acme/{alert_id}.png?exp=")),
+        "{url}"
+    );
+    let get = |u: &str| match ureq::get(u).timeout(Duration::from_secs(30)).call() {
+        Ok(r) => {
+            let ct = r.header("content-type").unwrap_or("").to_string();
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut r.into_reader(), &mut b).unwrap();
+            (200, ct, b)
+        }
+        Err(ureq::Error::Status(s, _)) => (s, String::new(), Vec::new()),
+        Err(e) => panic!("{u}: {e}"),
+    };
+    let (s, ct, png) = get(&url);
+    assert_eq!(s, 200, "{url}");
+    assert_eq!(ct, "image/png");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    // Tampered: the last hex digit of the signature changed.
+    let mut bad = url.clone();
+    let last = bad.pop().unwrap();
+    bad.push(if last == '0' { '1' } else { '0' });
+    assert_eq!(get(&bad).0, 404);
+    // The same signature does not open another alert, nor the same alert in another org.
+    assert_eq!(get(&url.replace(alert_id, "a-0000000000000000")).0, 404);
+    assert_eq!(get(&url.replace("/charts/acme/", "/charts/other/")).0, 404);
 }

@@ -9,11 +9,14 @@
 //!   one-second tick for stale rules), keeps the recent results of the tests that rules watch in
 //!   memory, and re-evaluates only what new data touched: no per-result table scans.
 //! - `file.rs`: the rules file (`serve --rules FILE`), reloaded on SIGHUP.
+//! - `chart_link.rs`: signed `/charts/...png` links, the chart for notifiers that take images only
+//!   by URL (Slack, PagerDuty).
 //! - `host_addrs.rs`: the host's interface addresses for the notifier guard when the collector is
 //!   bound to an unspecified address.
 //! - `api.rs`: `/api/v1/alert-rules`, `/api/v1/alerts`, `/api/v1/silences`.
 
 pub mod api;
+pub mod chart_link;
 pub mod dispatch;
 mod engine;
 pub mod file;
@@ -63,6 +66,8 @@ pub struct Alerts {
     pub counters: AlertCounters,
     /// The last rules-file load error (for tests and operators); empty when the last load worked.
     pub last_file_error: Mutex<String>,
+    /// Signed chart links for Slack and PagerDuty, when `chart_base_url` is configured.
+    pub chart_links: std::sync::OnceLock<chart_link::ChartLinks>,
 }
 
 #[derive(Default)]
@@ -93,6 +98,7 @@ impl Alerts {
             changes: AtomicU64::new(1),
             counters: AlertCounters::default(),
             last_file_error: Mutex::new(String::new()),
+            chart_links: std::sync::OnceLock::new(),
         }
     }
 
