@@ -63,24 +63,26 @@ impl ChartLinks {
         })
     }
 
-    fn mac(&self, org: &str, alert: &str, exp: i64) -> Hmac<Sha256> {
-        // Only a key of the wrong length fails, and the key is 32 bytes.
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    /// `None` never happens in practice: HMAC takes a key of any length.
+    fn mac(&self, org: &str, alert: &str, exp: i64) -> Option<Hmac<Sha256>> {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).ok()?;
         // Lengths first, so no two (org, alert) pairs sign the same bytes.
         for part in [org.as_bytes(), alert.as_bytes()] {
             m.update(&(part.len() as u64).to_be_bytes());
             m.update(part);
         }
         m.update(&exp.to_be_bytes());
-        m
+        Some(m)
     }
 
     /// The link to `alert`'s chart, valid for [`LINK_TTL_S`] from `now_s`.
-    pub fn url(&self, org: &str, alert: &str, now_s: i64) -> String {
+    pub fn url(&self, org: &str, alert: &str, now_s: i64) -> Option<String> {
         let exp = now_s + LINK_TTL_S;
-        let sig = hex::encode(self.mac(org, alert, exp).finalize().into_bytes());
-        format!("{}/charts/{org}/{alert}.png?exp={exp}&sig={sig}", self.base)
+        let sig = hex::encode(self.mac(org, alert, exp)?.finalize().into_bytes());
+        Some(format!(
+            "{}/charts/{org}/{alert}.png?exp={exp}&sig={sig}",
+            self.base
+        ))
     }
 
     /// Whether the signature is ours and the link has not expired (constant-time comparison).
@@ -88,7 +90,10 @@ impl ChartLinks {
         let Ok(sig) = hex::decode(sig) else {
             return false;
         };
-        exp >= now_s && self.mac(org, alert, exp).verify_slice(&sig).is_ok()
+        exp >= now_s
+            && self
+                .mac(org, alert, exp)
+                .is_some_and(|m| m.verify_slice(&sig).is_ok())
     }
 }
 
@@ -155,7 +160,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let kek = Kek::generate();
         let l = ChartLinks::load(dir.path(), &kek, "https://fe.example.net/").unwrap();
-        let url = l.url("acme", "a-0011", 1_000);
+        let url = l.url("acme", "a-0011", 1_000).unwrap();
         let (path, q) = url.split_once('?').unwrap();
         assert_eq!(path, "https://fe.example.net/charts/acme/a-0011.png");
         let exp: i64 = q

@@ -208,7 +208,7 @@ async fn notification(
             .chart_links
             .get()
             .filter(|_| test_of(&alert).is_some())
-            .map(|l| l.url(&alert.org, &alert.id, now.unix_timestamp())),
+            .and_then(|l| l.url(&alert.org, &alert.id, now.unix_timestamp())),
     }
 }
 
