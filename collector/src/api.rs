@@ -21,7 +21,7 @@ use foureyes_identity::ApiToken;
 use foureyes_proto::{openapi::Route, v1 as pb};
 use foureyes_store::{
     AgentRow, IpPrefix, PrefixMatch, ResultFilter, RouteEventFilter, RouteQuery, Scope,
-    StreamCursor, StreamItem, Tenant,
+    StreamCursor, Tenant,
 };
 use futures::StreamExt;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -249,7 +249,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "get",
         path: "/api/v1/stream",
-        summary: "Server-Sent Events: the tenant's results, route events, correlations and alert transitions as they are stored (event names result, route_event, correlation, alert; data is the message's JSON). Resumes after the Last-Event-ID header (at most 10000 rows are replayed; correlations and alerts are live only). A client that does not keep up gets `event: dropped` and should reconnect with Last-Event-ID",
+        summary: "Server-Sent Events: the tenant's results, route events, correlations and alert transitions as they are stored (event names result, route_event, correlation, alert; data is the message's JSON). Resumes after the Last-Event-ID header (results and route events; correlations and alerts are live only). A resume that would replay more than `[stream] max_replay` rows (default 10000) replays that many, then sends `event: reset` (data: replayedRows, after, resumeFrom) and continues live after resumeFrom: read the skipped rows with /api/v1/results and /api/v1/route-events. A client that does not keep up gets `event: dropped` and should reconnect with Last-Event-ID",
         request: None,
         response: None,
         query: &[
@@ -987,36 +987,16 @@ async fn stream(
     let sub = c.stream.subscribe(filter.clone());
     let mut replay = Vec::new();
     let mut pos = resume.unwrap_or_default();
-    if resume.is_some() {
-        let scope = auth.scope();
-        let mut scanned = 0;
-        loop {
-            let page = c.store.stream_rows(&scope, pos, 1_000)?;
-            let mut at = pos;
-            for row in &page.rows {
-                match row.item {
-                    StreamItem::Result(_) => at.result_key = row.key,
-                    StreamItem::RouteEvent(_) => at.event_key = row.key,
-                }
-                if filter.wants_row(row)
-                    && let Some(ev) = stream::row_event(row, at)
-                {
-                    replay.push(Ok(sse_event(&ev, at)));
-                }
-            }
-            scanned += page.rows.len();
-            pos = page.last;
-            if !page.more {
-                break;
-            }
-            if scanned >= stream::MAX_REPLAY {
-                replay.push(Ok(SseEvent::default().comment(format!(
-                    "replay stopped after {} rows; later rows missed while disconnected are not sent",
-                    stream::MAX_REPLAY
-                ))));
-                break;
-            }
+    if let Some(from) = resume {
+        let r = stream::replay(&c, &auth.scope(), &filter, from, c.cfg.stream_max_replay)?;
+        replay.extend(r.events.iter().map(|ev| Ok(sse_event(ev, ev.id))));
+        if let Some(reset) = r.reset {
+            replay.push(Ok(SseEvent::default()
+                .event("reset")
+                .id(reset.resume_from.encode())
+                .data(reset.data())));
         }
+        pos = r.pos;
     }
     let live = futures::stream::unfold(Some((sub, pos)), |state| async move {
         let (mut sub, mut pos) = state?;

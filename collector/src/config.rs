@@ -30,6 +30,9 @@ pub struct FileConfig {
     pub api_tls_key_file: Option<PathBuf>,
     /// Base URL nodes download releases from (default: the API URL).
     pub update_base_url: Option<String>,
+    /// Base URL Slack and PagerDuty can fetch signed chart links from (`/charts/...` under it);
+    /// unset: those notifiers carry no chart.
+    pub chart_base_url: Option<String>,
     /// File holding the bearer token a Prometheus scraper presents for `/metrics` from a
     /// non-loopback address (loopback clients need none). The token itself is never in this file.
     pub metrics_token_file: Option<PathBuf>,
@@ -83,6 +86,9 @@ pub struct RpkiFileConfig {
 pub struct StreamFileConfig {
     /// Events queued per client before the client counts as too slow and is dropped (default 1024).
     pub client_buffer: Option<usize>,
+    /// Rows a `Last-Event-ID` resume replays at most before it sends `event: reset` and goes live
+    /// (default 10000).
+    pub max_replay: Option<usize>,
 }
 
 /// `[correlation]`: windows and verdict thresholds (see `correlator.rs` for the rules).
@@ -136,10 +142,12 @@ pub struct Config {
     pub agent_cert_lifetime: Duration,
     pub api_tls: Option<(PathBuf, PathBuf)>,
     pub update_base_url: Option<String>,
+    pub chart_base_url: Option<String>,
     pub ingest: foureyes_store::ingest::IngestConfig,
     pub correlation: crate::correlator::CorrelationConfig,
     pub metrics_token_file: Option<PathBuf>,
     pub stream_client_buffer: usize,
+    pub stream_max_replay: usize,
     /// Alert rules and notifiers file (`serve --rules FILE`), reloaded on SIGHUP.
     pub rules_file: Option<PathBuf>,
     pub notifier_policy: foureyes_notify::TargetPolicySpec,
@@ -232,6 +240,16 @@ impl Config {
         if stream_client_buffer == 0 {
             return Err("stream.client_buffer must be at least 1".into());
         }
+        let chart_base_url = file.chart_base_url.filter(|u| !u.is_empty());
+        if let Some(u) = &chart_base_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            return Err(format!("chart_base_url {u:?}: use http:// or https://"));
+        }
+        let stream_max_replay = file.stream.max_replay.unwrap_or(crate::stream::MAX_REPLAY);
+        if !(1..=1_000_000).contains(&stream_max_replay) {
+            return Err("stream.max_replay must be 1 to 1000000".into());
+        }
         let rpki = match file.rpki.rtr_server {
             Some(server) => {
                 let d = |name: &str, v: &Option<String>| -> Result<Option<Duration>, String> {
@@ -291,6 +309,7 @@ impl Config {
             correlation,
             metrics_token_file: file.metrics_token_file,
             stream_client_buffer,
+            stream_max_replay,
             rules_file: None,
             notifier_policy: file.notifier_policy,
             kek_file: file.kek_file.unwrap_or_else(|| data_dir.join("kek")),
@@ -305,6 +324,7 @@ impl Config {
             agent_cert_lifetime: lifetime,
             api_tls,
             update_base_url: file.update_base_url,
+            chart_base_url,
             ingest,
         })
     }
@@ -326,6 +346,19 @@ mod tests {
     fn resolve(text: &str) -> Result<Config, String> {
         let f: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         Config::resolve(f, None, None, None)
+    }
+
+    #[test]
+    fn stream_max_replay_is_bounded() {
+        assert_eq!(resolve("").expect("default").stream_max_replay, 10_000);
+        assert_eq!(
+            resolve("[stream]\nmax_replay = 5\n")
+                .expect("5")
+                .stream_max_replay,
+            5
+        );
+        assert!(resolve("[stream]\nmax_replay = 0\n").is_err());
+        assert!(resolve("[stream]\nmax_replay = 2000000\n").is_err());
     }
 
     #[test]

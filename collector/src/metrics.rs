@@ -5,7 +5,8 @@
 //! is a few lines per family and `promtool check metrics` checks it in `tests/stream.rs`.
 //!
 //! Who may read it is decided by [`decide`]: loopback clients, or a scraper presenting the scrape
-//! token from `metrics_token_file`. A tenant's API token is not a scrape token, so it gets 403.
+//! token from `metrics_token_file`. A tenant's API token is not a scrape token, so it gets 403
+//! (unit-tested below, and over HTTPS from another namespace in `tests/stream.rs`).
 
 use std::{fmt::Write as _, net::SocketAddr, sync::Arc, sync::atomic::Ordering};
 

@@ -272,6 +272,12 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     if c.alerts.rules_file.is_some() {
         crate::alerts::file::load(&c).map_err(setup)?;
     }
+    if let Some(base) = &c.cfg.chart_base_url {
+        let links =
+            crate::alerts::chart_link::ChartLinks::load(&c.cfg.data_dir, &c.alerts.kek, base)
+                .map_err(setup)?;
+        let _ = c.alerts.chart_links.set(links);
+    }
     {
         // Notification targets may never be the collector itself (unless the operator allows).
         let own: Vec<std::net::IpAddr> = [node_addr.ip(), api_addr.ip()]
@@ -279,6 +285,17 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
             .filter(|ip| !ip.is_unspecified())
             .collect();
         let policy = c.cfg.notifier_policy.build(own);
+        if node_addr.ip().is_unspecified() || api_addr.ip().is_unspecified() {
+            // Bound to every address: each interface address is ours too.
+            let task = crate::alerts::host_addrs::spawn(
+                policy.host_addresses.clone(),
+                crate::alerts::host_addrs::REFRESH,
+                shutdown.clone(),
+            );
+            tasks.spawn(async move {
+                let _ = task.await;
+            });
+        }
         let task =
             crate::alerts::dispatch::spawn(c.clone(), policy, shutdown.clone()).map_err(setup)?;
         tasks.spawn(async move {

@@ -14,7 +14,10 @@
 //! ([`Hub::shared_page_after`]) rather than reading the rows a second time.
 //!
 //! Correlations have no time-ordered key (they are saved by id and updated in place), so they are
-//! published by the correlator through [`Hub::publish_correlation`] and not replayed on resume.
+//! published by the correlator through [`Hub::publish_correlation`] and not replayed on resume;
+//! alert transitions likewise. A resume reads at most `[stream] max_replay` rows ([`replay`]); past
+//! that it ends with a [`Reset`] (`event: reset`) that names the skipped range and jumps to the
+//! store's head, so a gap is announced rather than silent.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -32,8 +35,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::Collector;
 
-/// Rows a resuming client gets from the store before it goes live.
+/// Rows a resuming client gets from the store before it goes live (default of `[stream]
+/// max_replay`).
 pub const MAX_REPLAY: usize = 10_000;
+/// Rows read per store call during a replay.
+const REPLAY_PAGE: usize = 1_000;
 /// Rows the hub reads per store call.
 const READ_PAGE: usize = 5_000;
 /// Tests tracked for the per-test gauges; beyond this, new tests are not added (the gauges are a
@@ -131,6 +137,96 @@ pub fn row_event(row: &StreamRow, id: StreamCursor) -> Option<Event> {
         data: data.ok()?,
         key: row.key,
     })
+}
+
+/// What a `Last-Event-ID` resume sends before going live.
+#[derive(Debug)]
+pub struct Replay {
+    pub events: Vec<Event>,
+    /// Where the live part continues: it skips rows at or before this position (replayed, or in
+    /// the gap a reset announced).
+    pub pos: StreamCursor,
+    /// Set when the replay hit its cap.
+    pub reset: Option<Reset>,
+}
+
+/// A replay stopped at its cap: the rows after `after` up to and including `resume_from` are not
+/// sent; live events continue after `resume_from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reset {
+    pub after: StreamCursor,
+    pub resume_from: StreamCursor,
+    /// Rows read (the tenant's, before the kinds/test/agent filter) before the replay stopped.
+    pub replayed_rows: usize,
+}
+
+impl Reset {
+    /// `event: reset` data: what was skipped, for a client that wants to fetch it over the API.
+    pub fn data(&self) -> String {
+        serde_json::json!({
+            "reason": "replay_limit",
+            "replayedRows": self.replayed_rows,
+            "after": self.after.encode(),
+            "resumeFrom": self.resume_from.encode(),
+            "message": "replay stopped at its limit: results and route events stored after `after` up to `resumeFrom` are not sent; read them with /api/v1/results and /api/v1/route-events (from the receivedAt of the last event you have), live events follow",
+        })
+        .to_string()
+    }
+}
+
+/// Reads the rows after `from` that `filter` wants, at most `max` rows of the tenant's in all.
+/// When more are left, the replay stops with a [`Reset`] that jumps to the store's head: the
+/// client is told of the gap instead of silently missing it.
+pub fn replay(
+    c: &Collector,
+    scope: &Scope,
+    filter: &StreamFilter,
+    from: StreamCursor,
+    max: usize,
+) -> Result<Replay, foureyes_store::StoreError> {
+    let max = max.max(1);
+    let mut out = Replay {
+        events: Vec::new(),
+        pos: from,
+        reset: None,
+    };
+    let mut scanned = 0;
+    loop {
+        let limit = REPLAY_PAGE.min(max - scanned).max(1);
+        let page = c.store.stream_rows(scope, out.pos, limit)?;
+        let mut at = out.pos;
+        for row in &page.rows {
+            match row.item {
+                StreamItem::Result(_) => at.result_key = row.key,
+                StreamItem::RouteEvent(_) => at.event_key = row.key,
+            }
+            if filter.wants_row(row)
+                && let Some(ev) = row_event(row, at)
+            {
+                out.events.push(ev);
+            }
+        }
+        scanned += page.rows.len();
+        out.pos = page.last;
+        if !page.more {
+            return Ok(out);
+        }
+        if scanned >= max {
+            // Subscribed before the replay began, so every row after the head arrives live.
+            let head = c.store.stream_head(&SystemScope::collector_internal())?;
+            let resume_from = StreamCursor {
+                result_key: head.result_key.max(out.pos.result_key),
+                event_key: head.event_key.max(out.pos.event_key),
+            };
+            out.reset = Some(Reset {
+                after: out.pos,
+                resume_from,
+                replayed_rows: scanned,
+            });
+            out.pos = resume_from;
+            return Ok(out);
+        }
+    }
 }
 
 struct Client {

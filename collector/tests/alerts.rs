@@ -837,3 +837,255 @@ async fn transitions_reach_the_channel_and_only_the_owners_stream() {
     assert_eq!(firing["ruleName"], "dark");
     sd.cancel();
 }
+
+/// A minimal HTTP receiver on `addr`: answers every request 200 and keeps the bodies.
+fn http_sink(addr: &str) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let l = TcpListener::bind((addr, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let got = bodies.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            // Headers, then as much body as Content-Length says.
+            let split = |b: &[u8]| -> Option<usize> {
+                let text = String::from_utf8_lossy(b);
+                let end = text.find("\r\n\r\n")?;
+                let len = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                (b.len() >= end + 4 + len).then_some(end + 4)
+            };
+            while split(&buf).is_none() {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            if let Some(at) = split(&buf) {
+                let body = String::from_utf8_lossy(&buf[at..]).to_string();
+                got.lock().unwrap().push(body);
+            }
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, bodies)
+}
+
+/// With the API bound to 0.0.0.0 the collector answers on every interface address, so a
+/// notifier aimed at one (here the root end of a veth this test creates, 198.18.N.2) is refused as
+/// "the collector's own" even with `allow_private`; the operator's `allowed` lets it through.
+#[test]
+fn a_notifier_to_an_interface_address_is_refused_unless_allowed() {
+    const NET: u8 = 114;
+    let link = common::netns::VethNs::new("own", NET);
+    let (port, hits) = http_sink(&link.root());
+    let hits = || hits.lock().unwrap().len();
+    let rules = format!(
+        r#"
+[[notifier]]
+name = "hook"
+org = "acme"
+kind = "webhook"
+url = "http://{}:{port}/hook"
+
+[[rule]]
+name = "unseen prefix"
+org = "acme"
+notifiers = ["hook"]
+visibility = {{ prefix = "203.0.113.0/24", min_peers = 1 }}
+"#,
+        link.root()
+    );
+    // The visibility rule fires at once (no listener sees the prefix), and its notification goes
+    // to the interface address.
+    let run = |root: &Path, policy: &str| {
+        let data = root.join("data");
+        admin(&data, &["org", "create", "acme"]);
+        let file = root.join("rules.toml");
+        std::fs::write(&file, &rules).unwrap();
+        let file = file.to_str().unwrap().to_string();
+        Collector::start_args(
+            root,
+            0,
+            "0.0.0.0:0",
+            &format!("[notifier_policy]\nallow_private = true\n{policy}"),
+            &[],
+            &["--rules", &file],
+        )
+    };
+
+    let tmp = tempfile::tempdir().unwrap();
+    let c = run(tmp.path(), "");
+    let log = wait_until("the refused notification", Duration::from_secs(60), || {
+        let log = c.proc.log_text();
+        log.contains("notification failed").then_some(log)
+    });
+    assert!(log.contains("the collector's own"), "{log}");
+    assert_eq!(hits(), 0);
+    drop(c);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let c = run(tmp.path(), &format!("allowed = [\"{}/32\"]\n", link.root()));
+    wait_until("the allowed notification", Duration::from_secs(60), || {
+        (hits() > 0).then_some(())
+    });
+    let log = c.proc.log_text();
+    assert!(log.contains("notification sent"), "{log}");
+    assert!(!log.contains("the collector's own"), "{log}");
+}
+
+/// A duration hold fires when it is met, not at the engine's next one-second tick: rules whose
+/// holds start 200 ms apart (so a fixed tick would be up to 800 ms late for one of them) each fire
+/// `fire_after_seconds` after going pending, never before.
+#[test]
+fn duration_holds_fire_when_due() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = Collector::start(tmp.path(), 0, "", &[]);
+    let api = Api::new(&c.api, &c.tenant("acme", "noc"));
+    let ms = |v: &Value| {
+        let t = time::OffsetDateTime::parse(
+            v.as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        (t.unix_timestamp_nanos() / 1_000_000) as i64
+    };
+    // Visibility rules with no listener hold at once (nobody sees the prefix).
+    let mut rules = Vec::new();
+    for i in 0..5 {
+        let r = api.post(
+            "/api/v1/alert-rules",
+            json!({"name": format!("held {i}"), "fireAfterSeconds": 2,
+                   "visibility": {"prefix": format!("203.0.113.{}/32", i), "minPeers": 1}}),
+        );
+        rules.push(r["id"].as_str().unwrap().to_string());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut lags = Vec::new();
+    for r in &rules {
+        let a = wait_state(&api, r, "firing", "the held alert to fire");
+        let t = api.get(&format!(
+            "/api/v1/alerts/{}/transitions",
+            a["id"].as_str().unwrap()
+        ))["transitions"]
+            .as_array()
+            .cloned()
+            .unwrap();
+        let at = |to: &str| {
+            t.iter()
+                .find(|x| x["to"] == to)
+                .map(|x| ms(&x["at"]))
+                .unwrap_or_else(|| panic!("no {to} in {t:?}"))
+        };
+        lags.push(at("ALERT_STATE_FIRING") - at("ALERT_STATE_PENDING") - 2000);
+    }
+    println!("duration hold met -> firing: {lags:?} ms");
+    assert!(lags.iter().all(|l| *l >= 0), "fired early: {lags:?}");
+    // Generous for a loaded machine; a one-second tick would be 800 ms late for one of them.
+    assert!(lags.iter().all(|l| *l < 700), "late: {lags:?}");
+}
+
+/// Slack takes images only by URL: with `chart_base_url` set, a firing alert about a test reaches
+/// a real Slack-compatible receiver with an image block whose signed link serves the chart as a
+/// PNG without any credential; a changed signature or another alert's id gets 404.
+#[test]
+fn slack_gets_a_signed_chart_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = root.join("data");
+    admin(&data, &["org", "create", "acme"]);
+    admin(&data, &["team", "create", "acme", "noc"]);
+    let token = admin(
+        &data,
+        &["apitoken", "create", "--org", "acme", "--name", "t"],
+    );
+    let (sink, bodies) = http_sink("127.0.0.1");
+    std::fs::write(
+        root.join("slack.url"),
+        format!("http://127.0.0.1:{sink}/slack"),
+    )
+    .unwrap();
+    let rules = root.join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[notifier]]\nname = \"chat\"\norg = \"acme\"\nkind = \"slack\"\nurl_file = \"slack.url\"\n",
+    )
+    .unwrap();
+    let api_port = common::free_port();
+    let base = format!("http://127.0.0.1:{api_port}");
+    let c = Collector::start_args(
+        root,
+        0,
+        &format!("127.0.0.1:{api_port}"),
+        &format!("chart_base_url = \"{base}/\"\n[notifier_policy]\nallowed = [\"127.0.0.1/32\"]\n"),
+        &[],
+        &["--rules", rules.to_str().unwrap()],
+    );
+    let api = Api::new(&c.api, &token);
+    let mut gate = Gate::new();
+    gate.close();
+    let test = tcp_test(&api, gate.port);
+    let rule = api.post(
+        "/api/v1/alert-rules",
+        json!({"name": "gate down", "unreachable": {"testId": test, "windowSeconds": 2},
+               "notifiers": ["chat"]}),
+    );
+    let state = common::enroll_node(&c, root, "acme", "noc");
+    let _node = common::run_node(&state, root.join("node.log"));
+    let firing = wait_state(
+        &api,
+        rule["id"].as_str().unwrap(),
+        "firing",
+        "the alert to fire",
+    );
+    let body = wait_until("the Slack message", Duration::from_secs(60), || {
+        bodies.lock().unwrap().first().cloned()
+    });
+    let msg: Value = serde_json::from_str(&body).unwrap();
+    let url = msg["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "image")
+        .and_then(|b| b["image_url"].as_str())
+        .unwrap_or_else(|| panic!("no image block in {msg}"))
+        .to_string();
+    let alert_id = firing["id"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("{base}/charts/acme/{alert_id}.png?exp=")),
+        "{url}"
+    );
+    let get = |u: &str| match ureq::get(u).timeout(Duration::from_secs(30)).call() {
+        Ok(r) => {
+            let ct = r.header("content-type").unwrap_or("").to_string();
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut r.into_reader(), &mut b).unwrap();
+            (200, ct, b)
+        }
+        Err(ureq::Error::Status(s, _)) => (s, String::new(), Vec::new()),
+        Err(e) => panic!("{u}: {e}"),
+    };
+    let (s, ct, png) = get(&url);
+    assert_eq!(s, 200, "{url}");
+    assert_eq!(ct, "image/png");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    // Tampered: the last hex digit of the signature changed.
+    let mut bad = url.clone();
+    let last = bad.pop().unwrap();
+    bad.push(if last == '0' { '1' } else { '0' });
+    assert_eq!(get(&bad).0, 404);
+    // The same signature does not open another alert, nor the same alert in another org.
+    assert_eq!(get(&url.replace(alert_id, "a-0000000000000000")).0, 404);
+    assert_eq!(get(&url.replace("/charts/acme/", "/charts/other/")).0, 404);
+}

@@ -246,3 +246,99 @@ fn v0_fallback_and_the_table_outlives_the_cache_until_expire() {
     assert_eq!(metric(&m, "foureyes_rpki_table_loaded"), 0.0, "{m}");
     assert_eq!(metric(&m, "foureyes_rpki_expirations_total"), 1.0, "{m}");
 }
+
+fn rule_alerts(api: &Api, rule: &str, state: &str) -> Vec<Value> {
+    api.get(&format!(
+        "/api/v1/alerts?page_size=1000&rule_id={rule}&state={state}"
+    ))["alerts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn prefix_events(api: &Api, prefix: &str) -> usize {
+    api.get(&format!(
+        "/api/v1/route-events?page_size=1000&prefix={prefix}"
+    ))["events"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0)
+}
+
+/// An `rpki_invalid` rule follows the VRPs, not only the routes: a real BIRD peer announces
+/// 203.0.113.0/24 (origin AS 65001) that the cache's ROA makes valid; the ROA moves to another AS
+/// (a rewritten VRP file, Serial Notify, Serial Query) and the rule fires although no route
+/// changed; the ROA comes back and the alert resolves.
+#[test]
+fn rpki_invalid_follows_the_vrps_without_a_route_change() {
+    const NET: u8 = 113;
+    const PREFIX: &str = "203.0.113.0/24";
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut lab = common::bird::BirdLab::new(root, NET);
+    let port = free_port();
+    let file = root.join("vrps.json");
+    write_vrps(&file, &[(PREFIX, 24, 65001)]);
+    let _rtr = stayrtr(
+        root,
+        &file,
+        port,
+        &[
+            "-protocol",
+            "1",
+            "-rtr.refresh",
+            "3600",
+            "-rtr.expire",
+            "7200",
+        ],
+    );
+    let c = Collector::start(
+        root,
+        0,
+        &format!("[rpki]\nrtr_server = \"127.0.0.1:{port}\"\n"),
+        &[],
+    );
+    let api = Api::new(&c.api, &c.tenant("acme", "noc"));
+    let rule = api.post(
+        "/api/v1/alert-rules",
+        json!({"name": "roa", "rpkiInvalid": {"prefix": PREFIX}}),
+    );
+    let rule = rule["id"].as_str().unwrap().to_string();
+    let mut listener = common::bird::start_listener(&c, root, NET, "acme", "noc");
+    lab.write_conf(&format!("    route {PREFIX} blackhole;\n"), "");
+    lab.start();
+    wait_until("the route, valid", Duration::from_secs(60), || {
+        if !listener.is_running() {
+            panic!("listener exited:\n{}", listener.log_text());
+        }
+        let r = api.get(&format!("/api/v1/routes?prefix={PREFIX}&match=exact"));
+        (r["routes"][0]["rpkiState"] == VALID).then_some(())
+    });
+    let events = prefix_events(&api, PREFIX);
+    assert!(events >= 1);
+    assert!(rule_alerts(&api, &rule, "").is_empty());
+
+    // The ROA moves to another AS: the route is now invalid, and nothing about it changed.
+    write_vrps(&file, &[(PREFIX, 24, 64999)]);
+    let a = wait_until("the rpki_invalid alert", Duration::from_secs(60), || {
+        rule_alerts(&api, &rule, "firing").into_iter().next()
+    });
+    assert_eq!(a["subject"], PREFIX, "{a}");
+    assert!(
+        a["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{PREFIX} AS65001")),
+        "{a}"
+    );
+    assert_eq!(state(&api, PREFIX, "65001"), INVALID);
+
+    write_vrps(&file, &[(PREFIX, 24, 65001)]);
+    wait_until("the alert to resolve", Duration::from_secs(60), || {
+        rule_alerts(&api, &rule, "resolved").into_iter().next()
+    });
+    assert!(rule_alerts(&api, &rule, "firing").is_empty());
+    // Only the VRPs moved: the route feed had nothing new for the prefix.
+    assert_eq!(prefix_events(&api, PREFIX), events);
+    listener.kill9();
+}

@@ -301,8 +301,188 @@ fn stream_is_live_tenant_scoped_resumable_and_drops_slow_clients() {
     );
     assert!(metric(&text, "foureyes_ingest_rows_total").unwrap() > 0.0);
     assert!(!text.contains("org=\"other\""));
-    // The scrape token works too (the loopback rule would admit anyone here; the decision for
-    // remote peers is unit-tested in metrics.rs).
+    // The scrape token works too (the loopback rule would admit anyone here; remote peers are
+    // `metrics_for_a_remote_client_need_the_scrape_token`).
     let (s, _) = metrics(&c.api, Some("scrape-token-0123456789abcdef"));
     assert_eq!(s, 200);
+}
+
+/// `curl` run inside the namespace against `url` (the CA in `ca`); returns (HTTP status, body).
+fn curl_from(
+    ns: &common::netns::VethNs,
+    url: &str,
+    ca: &std::path::Path,
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut cmd = ns.command("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "20",
+        "-w",
+        "\n%{http_code}",
+        "--cacert",
+    ])
+    .arg(ca)
+    .arg(url);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = cmd
+        .output()
+        .expect("curl is installed (apt-get install -y curl)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "curl {url}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_string())
+}
+
+/// `/metrics` for a remote client over real HTTPS: the API is bound to a veth address (not
+/// loopback) and `curl` asks from inside a namespace. No credential is a 401, a tenant's API
+/// token a 403, the scrape token a 200 whose body passes `promtool check metrics`.
+#[test]
+fn metrics_for_a_remote_client_need_the_scrape_token() {
+    use base64::Engine;
+    const NET: u8 = 115;
+    const SCRAPE: &str = "scrape-token-remote-0123456789";
+    let link = common::netns::VethNs::new("met", NET);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let token_file = root.join("scrape.token");
+    std::fs::write(&token_file, format!("{SCRAPE}\n")).unwrap();
+    let c = Collector::start_api(
+        root,
+        0,
+        &format!("{}:0", link.root()),
+        &format!(
+            "metrics_token_file = \"{}\"\nserver_names = [\"{}\"]\n",
+            token_file.display(),
+            link.root()
+        ),
+        &[],
+    );
+    assert!(c.api.starts_with("https://"), "{}", c.api);
+    let tenant = c.tenant("acme", "noc");
+    // The collector's CA as PEM, for curl.
+    let der = std::fs::read(c.data_dir.join("ca.crt.der")).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let body: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|l| std::str::from_utf8(l).unwrap())
+        .collect();
+    let ca = root.join("ca.pem");
+    std::fs::write(
+        &ca,
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            body.join("\n")
+        ),
+    )
+    .unwrap();
+    let url = format!("{}/metrics", c.api);
+
+    let (s, text) = curl_from(&link, &url, &ca, None);
+    assert_eq!(s, 401, "{text}");
+    let (s, text) = curl_from(&link, &url, &ca, Some(&tenant));
+    assert_eq!(s, 403, "{text}");
+    let (s, text) = curl_from(&link, &url, &ca, Some("scrape-token-remote-wrong"));
+    assert_eq!(s, 403, "{text}");
+    let (s, text) = curl_from(&link, &url, &ca, Some(SCRAPE));
+    assert_eq!(s, 200, "{text}");
+    assert!(
+        metric(&text, "foureyes_ingest_rows_total").is_some(),
+        "{text}"
+    );
+    promtool_check(&text);
+    // The tenant's token still works where it belongs.
+    let (s, _) = curl_from(
+        &link,
+        &format!("{}/api/v1/tests", c.api),
+        &ca,
+        Some(&tenant),
+    );
+    assert_eq!(s, 200);
+}
+
+/// A resume that would replay more than `[stream] max_replay` rows replays that many, then says
+/// so with an `event: reset` naming the skipped range, and continues live after it: the gap is
+/// announced, never silent, and nothing is sent twice.
+#[test]
+fn a_resume_past_the_replay_limit_sends_reset() {
+    const CAP: usize = 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let c = Collector::start(
+        tmp.path(),
+        0,
+        &format!("[stream]\nmax_replay = {CAP}\n"),
+        &[],
+    );
+    let a = Api::new(&c.api, &c.tenant("acme", "noc"));
+    let api_port: u16 = c.api.rsplit(':').next().unwrap().parse().unwrap();
+    for i in 0..5 {
+        a.post(
+            "/api/v1/tests",
+            json!({"name": format!("tcp-{i}"), "intervalMs": 100,
+                   "config": {"tcp": {"host": "127.0.0.1", "port": api_port}}}),
+        );
+    }
+    let state = enroll_node(&c, tmp.path(), "acme", "noc");
+    let (s, live) = open_sse(&c.api, &a.token, "kinds=results", None, usize::MAX);
+    assert_eq!(s, 200);
+    let (_, first) = open_sse(&c.api, &a.token, "kinds=results", None, 5);
+    let _node = run_node(&state, tmp.path().join("node.log"));
+    wait_connected(&a);
+
+    let got = take(&first, 5, "first client");
+    let (last_id, last_seq) = (got[4].id.clone(), got[4].seq());
+    // Three times the cap stored after the client hung up.
+    let mut seen: Vec<SseEvent> = Vec::new();
+    while seen.iter().filter(|e| e.seq() > last_seq).count() < 3 * CAP {
+        seen.extend(take(&live, 1, "live results"));
+    }
+    let stored_max = seen.iter().map(SseEvent::seq).max().unwrap();
+    let want: Vec<u64> = seen
+        .iter()
+        .map(SseEvent::seq)
+        .filter(|s| *s > last_seq)
+        .take(CAP)
+        .collect();
+
+    let (s, resumed) = open_sse(
+        &c.api,
+        &a.token,
+        "kinds=results",
+        Some(&last_id),
+        usize::MAX,
+    );
+    assert_eq!(s, 200);
+    let replayed = take(&resumed, CAP, "the capped replay");
+    assert!(replayed.iter().all(|e| e.name == "result"), "{replayed:?}");
+    let got: Vec<u64> = replayed.iter().map(SseEvent::seq).collect();
+    assert_eq!(got, want, "the replay starts right after Last-Event-ID");
+    let reset = take(&resumed, 1, "the reset").remove(0);
+    assert_eq!(reset.name, "reset", "{reset:?}");
+    let r = reset.json();
+    assert_eq!(r["reason"], "replay_limit", "{r}");
+    assert_eq!(r["replayedRows"], CAP, "{r}");
+    assert_eq!(r["after"], replayed[CAP - 1].id.as_str(), "{r}");
+    assert_eq!(r["resumeFrom"], reset.id.as_str(), "{r}");
+    // Live after the announced gap: nothing stored before the resume comes again.
+    let after = take(&resumed, 5, "live after the reset");
+    for e in &after {
+        assert_eq!(e.name, "result", "{e:?}");
+        assert!(e.seq() > stored_max, "{} again after the reset", e.seq());
+    }
+    // Reconnecting from the reset's id continues from there, with no reset.
+    let (_, again) = open_sse(&c.api, &a.token, "kinds=results", Some(&reset.id), 3);
+    let next = take(&again, 3, "resume from the reset id");
+    assert!(
+        next.iter()
+            .all(|e| e.name == "result" && e.seq() > stored_max)
+    );
 }

@@ -22,7 +22,7 @@ pub use config::{NotifierConfig, PAGERDUTY_EVENTS_URL, SmtpConfig, SmtpSecurity}
 pub use error::NotifyError;
 pub use notification::{AlertState, Notification, Severity};
 pub use payload::{SIGNATURE_HEADER, TIMESTAMP_HEADER, webhook_signature};
-pub use policy::{PolicyError, ResolveError, TargetPolicy};
+pub use policy::{HostAddresses, PolicyError, ResolveError, TargetPolicy};
 pub use secret::{Secret, SecretError};
 pub use sender::{Delivery, Sender, SenderOptions, render_off_thread};
 pub use spec::{NotifierSpec, SpecError, TargetPolicySpec};

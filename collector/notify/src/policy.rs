@@ -8,6 +8,7 @@
 //! slip through. Redirects are never followed.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, RwLock};
 
 use ipnet::IpNet;
 
@@ -23,7 +24,49 @@ pub struct TargetPolicy {
     pub allowed: Vec<IpNet>,
     /// The collector's own addresses (its listening and interface addresses).
     pub own_addresses: Vec<IpAddr>,
+    /// The host's interface addresses, kept current by the caller: a collector bound to an
+    /// unspecified address (`0.0.0.0`, `::`) answers on every one of them, and interfaces come
+    /// and go while it runs, so this is shared and refreshed rather than fixed at start.
+    pub host_addresses: HostAddresses,
 }
+
+/// A shared, replaceable list of addresses; clones see the same list.
+#[derive(Clone, Default)]
+pub struct HostAddresses(Arc<RwLock<Arc<[IpAddr]>>>);
+
+impl HostAddresses {
+    /// Replaces the list (canonical forms, so IPv4-mapped addresses match their IPv4 address).
+    pub fn set<I: IntoIterator<Item = IpAddr>>(&self, addrs: I) {
+        let mut v: Vec<IpAddr> = addrs.into_iter().map(canonical).collect();
+        v.sort_unstable();
+        v.dedup();
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = v.into();
+    }
+
+    /// The current list.
+    pub fn get(&self) -> Arc<[IpAddr]> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn contains(&self, addr: IpAddr) -> bool {
+        self.get().binary_search(&addr).is_ok()
+    }
+}
+
+impl std::fmt::Debug for HostAddresses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.get().iter()).finish()
+    }
+}
+
+/// Equal when they hold the same addresses now.
+impl PartialEq for HostAddresses {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for HostAddresses {}
 
 /// Why an address was refused. It names the host and address so the operator can act, and it
 /// never holds a URL path or query (where webhook tokens live).
@@ -69,7 +112,9 @@ impl TargetPolicy {
                 reason,
             })
         };
-        if self.own_addresses.iter().any(|a| canonical(*a) == addr) {
+        if self.own_addresses.iter().any(|a| canonical(*a) == addr)
+            || self.host_addresses.contains(addr)
+        {
             return refuse("the collector's own");
         }
         if let Some(reason) = classify(addr) {
@@ -237,11 +282,34 @@ mod tests {
         let p = TargetPolicy {
             allow_private: true,
             allowed: vec!["127.0.0.1/32".parse().expect("net")],
-            own_addresses: vec![],
+            ..TargetPolicy::default()
         };
         assert!(p.check("h", ip("10.0.0.1")).is_ok());
         assert!(p.check("h", ip("127.0.0.1")).is_ok());
         assert!(p.check("h", ip("127.0.0.2")).is_err());
         assert!(p.check("h", ip("169.254.1.1")).is_err());
+    }
+
+    #[test]
+    fn host_addresses_are_shared_and_replaceable() {
+        let p = TargetPolicy {
+            allow_private: true,
+            ..TargetPolicy::default()
+        };
+        let clone = p.clone();
+        assert!(clone.check("h", ip("198.18.7.1")).is_ok());
+        p.host_addresses
+            .set([ip("::ffff:198.18.7.1"), ip("2001:db8::7")]);
+        let e = clone.check("h", ip("198.18.7.1")).expect_err("own");
+        assert_eq!(e.reason, "the collector's own");
+        assert!(clone.check("h", ip("2001:db8::7")).is_err());
+        // The operator's allowance still wins.
+        let allowed = TargetPolicy {
+            allowed: vec!["198.18.7.1/32".parse().expect("net")],
+            ..p.clone()
+        };
+        assert!(allowed.check("h", ip("198.18.7.1")).is_ok());
+        p.host_addresses.set([]);
+        assert!(clone.check("h", ip("198.18.7.1")).is_ok());
     }
 }

@@ -192,6 +192,7 @@ impl TargetPolicySpec {
             allow_private: self.allow_private,
             allowed: self.allowed.clone(),
             own_addresses,
+            host_addresses: Default::default(),
         }
     }
 }

@@ -399,6 +399,7 @@ async fn the_policy_refuses_internal_targets_without_the_allowance() {
             allow_private: true,
             allowed: vec![],
             own_addresses: vec!["10.9.9.9".parse().expect("ip")],
+            ..TargetPolicy::default()
         },
         ..SenderOptions::default()
     })

@@ -40,6 +40,8 @@ pub fn routes() -> Router<Arc<Collector>> {
             axum::routing::delete(delete_silence),
         )
         .route("/api/v1/notifiers", get(list_notifiers))
+        // No credential: the signed link is one (chart_link.rs).
+        .route("/charts/{org}/{file}", get(super::chart_link::handler))
 }
 
 pub const ROUTES: &[Route] = &[

@@ -202,7 +202,13 @@ async fn notification(
         },
         body: serde_json::to_value(&alert).unwrap_or(serde_json::Value::Null),
         chart,
-        chart_url: None,
+        // Slack and PagerDuty take the chart only as a link; there is one for alerts about a test.
+        chart_url: c
+            .alerts
+            .chart_links
+            .get()
+            .filter(|_| test_of(&alert).is_some())
+            .and_then(|l| l.url(&alert.org, &alert.id, now.unix_timestamp())),
     }
 }
 
@@ -214,7 +220,7 @@ fn test_of(alert: &pb::Alert) -> Option<String> {
 
 /// Latency and loss of the alert's test per agent, from before the alert until now, with the
 /// route changes correlated with the test as markers. `None` for alerts about no test.
-fn chart(c: &Collector, alert: &pb::Alert) -> Option<Chart> {
+pub(super) fn chart(c: &Collector, alert: &pb::Alert) -> Option<Chart> {
     let test_id = test_of(alert)?;
     let scope = Scope::Tenant(Tenant {
         org: alert.org.clone(),

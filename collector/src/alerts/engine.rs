@@ -2,7 +2,9 @@
 //! the system scope, like the stream hub), fold results into the in-memory windows of the tests
 //! that rules watch, then evaluate only the rules whose data moved: result rules when their test
 //! got results, BGP rules when their org got route events (routes are read back with the rule's
-//! tenant scope, bounded by the store's route cap), stale rules and duration holds on the tick.
+//! tenant scope, bounded by the store's route cap), `rpki_invalid` rules also when the RPKI
+//! table's generation moves, stale rules on the tick. Duration holds fire when due: the task
+//! sleeps until the earliest pending deadline or the tick, whichever comes first.
 //!
 //! State per (rule, subject) is a [`Track`]; an alert row is written on each transition only, with
 //! the transition, in one transaction. After a restart the pending and firing alerts are reloaded
@@ -67,6 +69,10 @@ pub(super) struct Engine {
     dirty_tests: HashSet<TestKey>,
     /// Orgs with new route events since their BGP rules were last evaluated.
     dirty_orgs: HashSet<String>,
+    /// The RPKI table generation `rpki_invalid` rules were last judged against.
+    rpki_seen: u64,
+    /// The VRPs changed since then: every org's `rpki_invalid` rules are judged again.
+    rpki_dirty: bool,
     /// (org, listener, peer address) → (down, team).
     sessions: BTreeMap<(String, String, String), (bool, String)>,
     session_orgs: HashSet<String>,
@@ -110,6 +116,14 @@ impl LastSeen {
             .entry(test.to_string())
             .or_default()
             .insert(agent.to_string(), ms);
+    }
+}
+
+/// Sleeps until `at`, or forever when `None`.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -165,9 +179,23 @@ pub fn spawn(c: Arc<Collector>, shutdown: CancellationToken) -> tokio::task::Joi
             }
         };
         let mut tick = tokio::time::interval(TICK);
+        // A new VRP table (each RTR End of Data, an expiry) starts a round: the round compares
+        // generations itself, this only wakes it.
+        let mut rpki = c.rpki.subscribe();
+        let mut rpki_live = true;
         loop {
+            // A duration hold fires when it is due, not at the next tick.
+            let due = e.next_due_ms().map(|at| {
+                let wait = u64::try_from(at - now_ms()).unwrap_or(0);
+                tokio::time::Instant::now() + Duration::from_millis(wait)
+            });
             let ticked = tokio::select! {
                 _ = c.alerts.wake.notified() => false,
+                _ = until(due) => false,
+                r = rpki.changed(), if rpki_live => {
+                    rpki_live = r.is_ok();
+                    false
+                }
                 _ = tick.tick() => true,
                 _ = shutdown.cancelled() => return,
             };
@@ -204,6 +232,8 @@ impl Engine {
             last_seen: LastSeen::default(),
             dirty_tests: HashSet::new(),
             dirty_orgs: HashSet::new(),
+            rpki_seen: 0,
+            rpki_dirty: false,
             sessions: BTreeMap::new(),
             session_orgs: HashSet::new(),
             peers_known: HashMap::new(),
@@ -255,6 +285,11 @@ impl Engine {
             self.load_silences(now);
         }
         self.pull();
+        let generation = self.c.rpki.generation();
+        if generation != self.rpki_seen {
+            self.rpki_seen = generation;
+            self.rpki_dirty = true;
+        }
         let rules = std::mem::take(&mut self.rules);
         for r in &rules {
             self.evaluate(r, now, ticked);
@@ -262,11 +297,34 @@ impl Engine {
         self.rules = rules;
         self.dirty_tests.clear();
         self.dirty_orgs.clear();
+        self.rpki_dirty = false;
         self.session_orgs.clear();
-        if ticked {
+        if ticked || self.next_due_ms().is_some_and(|at| at <= now) {
             self.tick(now);
         }
         self.count();
+    }
+
+    /// When the earliest pending alert's duration hold is met (collector clock, ms): one that
+    /// held for its `fire_after` evaluations and waits only for `fire_after_seconds`.
+    fn next_due_ms(&self) -> Option<i64> {
+        if self.active.is_empty() {
+            return None;
+        }
+        let holds: HashMap<&str, Hold> = self
+            .rules
+            .iter()
+            .filter(|r| r.fire_after_seconds > 0)
+            .map(|r| (r.id.as_str(), Hold::of(r)))
+            .collect();
+        self.active
+            .iter()
+            .filter(|(_, a)| a.track.state == pb::AlertState::Pending)
+            .filter_map(|(k, a)| {
+                let h = holds.get(k.0.as_str())?;
+                (a.track.holds >= h.fire_after).then_some(a.track.since_ms + h.fire_after_ms)
+            })
+            .min()
     }
 
     fn load_silences(&mut self, now: i64) {
@@ -597,7 +655,7 @@ impl Engine {
                 let o = rules::unexpected_as(k, &within);
                 self.apply(r, k.prefix.clone(), o, now);
             }
-            Kind::RpkiInvalid(k) if self.dirty_orgs.contains(&r.org) => {
+            Kind::RpkiInvalid(k) if self.rpki_dirty || self.dirty_orgs.contains(&r.org) => {
                 let Some(within) = self.routes(r, &k.prefix, PrefixMatch::Within) else {
                     return;
                 };

@@ -5,16 +5,22 @@
 //! - `rules.rs`: each rule kind's condition as a pure function, rule validation, and the
 //!   hysteresis ([`rules::Track`]).
 //! - `engine.rs`: the task. It follows committed rows by store key (woken by the stream hub after
-//!   each ingest flush, plus a one-second tick for stale and duration rules), keeps the recent
-//!   results of the tests that rules watch in memory, and re-evaluates only what new data touched:
-//!   no per-result table scans.
+//!   each ingest flush, by each new RPKI table, by the earliest duration-hold deadline, plus a
+//!   one-second tick for stale rules), keeps the recent results of the tests that rules watch in
+//!   memory, and re-evaluates only what new data touched: no per-result table scans.
 //! - `file.rs`: the rules file (`serve --rules FILE`), reloaded on SIGHUP.
+//! - `chart_link.rs`: signed `/charts/...png` links, the chart for notifiers that take images only
+//!   by URL (Slack, PagerDuty).
+//! - `host_addrs.rs`: the host's interface addresses for the notifier guard when the collector is
+//!   bound to an unspecified address.
 //! - `api.rs`: `/api/v1/alert-rules`, `/api/v1/alerts`, `/api/v1/silences`.
 
 pub mod api;
+pub mod chart_link;
 pub mod dispatch;
 mod engine;
 pub mod file;
+pub mod host_addrs;
 pub mod rules;
 
 use std::{
@@ -60,6 +66,8 @@ pub struct Alerts {
     pub counters: AlertCounters,
     /// The last rules-file load error (for tests and operators); empty when the last load worked.
     pub last_file_error: Mutex<String>,
+    /// Signed chart links for Slack and PagerDuty, when `chart_base_url` is configured.
+    pub chart_links: std::sync::OnceLock<chart_link::ChartLinks>,
 }
 
 #[derive(Default)]
@@ -90,6 +98,7 @@ impl Alerts {
             changes: AtomicU64::new(1),
             counters: AlertCounters::default(),
             last_file_error: Mutex::new(String::new()),
+            chart_links: std::sync::OnceLock::new(),
         }
     }
 

@@ -280,10 +280,23 @@ pub struct SyncStatus {
 }
 
 /// The collector's VRP table: `None` until the first full load, and again after expiry.
-#[derive(Default)]
 pub struct RpkiTable {
     set: RwLock<Option<Arc<VrpSet>>>,
     status: Mutex<SyncStatus>,
+    /// Bumped on every swap (each End of Data, a cache reset's reload, expiry): VRPs change
+    /// without any route changing, so whoever judges routes by them (the alert engine's
+    /// `rpki_invalid` rules) follows this instead of the route feed.
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for RpkiTable {
+    fn default() -> Self {
+        Self {
+            set: RwLock::default(),
+            status: Mutex::default(),
+            generation: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl RpkiTable {
@@ -291,6 +304,16 @@ impl RpkiTable {
         let t = Self::default();
         t.update_status(|s| s.configured = configured);
         t
+    }
+
+    /// The table's generation (0 before the first swap); see [`RpkiTable::subscribe`].
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
+    /// A receiver that sees each new generation: the table was swapped (or dropped).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// The current set, if one is loaded.
@@ -301,6 +324,8 @@ impl RpkiTable {
     /// Swaps the whole set (`None` drops it: validation says Unknown again).
     pub fn replace(&self, set: Option<Arc<VrpSet>>) {
         *self.set.write().unwrap_or_else(|e| e.into_inner()) = set;
+        // After the swap, so a reader woken by the new generation sees the new set.
+        self.generation.send_modify(|g| *g = g.wrapping_add(1));
     }
 
     pub fn status(&self) -> SyncStatus {
@@ -527,11 +552,17 @@ mod tests {
     #[test]
     fn the_table_is_unknown_until_loaded_and_after_a_drop() {
         let t = RpkiTable::new(true);
+        let mut rx = t.subscribe();
+        assert_eq!(t.generation(), 0);
         assert_eq!(t.validate(ip("192.0.2.0"), 24, 1), RpkiState::Unknown);
         t.replace(Some(Arc::new(VrpSet::new([vrp("192.0.2.0/24", 24, 1)]))));
         assert_eq!(t.validate(ip("192.0.2.0"), 24, 1), RpkiState::Valid);
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(*rx.borrow_and_update(), 1);
         t.replace(None);
         assert_eq!(t.validate(ip("192.0.2.0"), 24, 1), RpkiState::Unknown);
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(t.generation(), 2);
     }
 
     #[test]
