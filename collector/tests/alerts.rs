@@ -992,8 +992,12 @@ fn duration_holds_fire_when_due() {
     }
     println!("duration hold met -> firing: {lags:?} ms");
     assert!(lags.iter().all(|l| *l >= 0), "fired early: {lags:?}");
-    // Generous for a loaded machine; a one-second tick would be 800 ms late for one of them.
-    assert!(lags.iter().all(|l| *l < 700), "late: {lags:?}");
+    // Five holds 200 ms apart: an engine waiting for a one-second tick fires two or three of
+    // them 500 ms or more late, whatever the tick's phase. One late outlier is allowed, so a
+    // loaded machine's scheduling hiccup does not fail this.
+    let mut sorted = lags.clone();
+    sorted.sort_unstable();
+    assert!(sorted[3] < 500, "late: {lags:?}");
 }
 
 /// Slack takes images only by URL: with `chart_base_url` set, a firing alert about a test reaches
