@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::server::now_ms;
 use crate::state::Collector;
+use targets::{OrgTargets, Resolver, Target, TargetChanges, Wanted};
 
 #[derive(Clone, Debug)]
 pub struct CorrelationConfig {
@@ -84,13 +85,15 @@ impl Default for CorrelationConfig {
 const MAX_LISTED: usize = 100;
 /// At most one probe burst per test in this long (nodes enforce their own floor too).
 const BURST_EVERY_MS: i64 = 30_000;
-/// How often the correlator looks without being woken, and refreshes its targets.
+/// How often the correlator looks without being woken.
 const TICK: Duration = Duration::from_millis(500);
-const TARGET_REFRESH: Duration = Duration::from_secs(10);
+/// Every org's tests are reloaded this often besides the reloads a test change asks for (a
+/// safety net, and when stale names get looked up again).
+const TARGET_REFRESH: Duration = Duration::from_secs(30);
 
-#[derive(Clone, Debug)]
-struct Target {
-    addr: IpAddr,
+/// A test's target as configured (a name or an address).
+struct TestHost {
+    host: String,
     test_id: String,
     test_name: String,
     team: String,
@@ -138,8 +141,13 @@ pub struct Correlator {
     cfg: CorrelationConfig,
     cursor: Option<foureyes_store::ResultCursor>,
     start_ms: i64,
-    targets: HashMap<String, Vec<Target>>,
-    resolved: HashMap<String, (Vec<IpAddr>, i64)>,
+    /// Per org: its tests' targets as configured, and their addresses in a trie.
+    tests: HashMap<String, Vec<TestHost>>,
+    targets: HashMap<String, OrgTargets>,
+    changes: Arc<TargetChanges>,
+    resolver: Arc<Resolver>,
+    /// Names the last target build wanted looked up.
+    wanted: Wanted,
     targets_at_ms: i64,
     agents: HashMap<String, (String, String)>,
     transfers: HashMap<(String, String), Transfer>,
@@ -159,40 +167,79 @@ pub fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut k = Correlator::new(c, cfg);
+        let changes = k.changes.clone();
+        let resolver = k.resolver.clone();
         k.load_pending();
         loop {
             tokio::select! {
                 _ = wake.notified() => {}
+                _ = changes.changed() => {}
                 _ = tokio::time::sleep(TICK) => {}
                 _ = shutdown.cancelled() => return,
             }
-            // The store is synchronous; the correlator's work is short and bounded per round.
-            k = match tokio::task::spawn_blocking(move || {
-                k.round();
-                k
-            })
-            .await
-            {
-                Ok(k) => k,
-                Err(e) => {
-                    tracing::error!(error = %e, "correlator round panicked; correlator stopped");
-                    return;
-                }
+            // Targets first, so a test created just before a route change is in the set when
+            // the change is read. The store is synchronous; each step is short and bounded.
+            let Some(mut next) = blocking(k, |k| k.refresh_targets(now_ms())).await else {
+                return;
             };
+            let wanted = std::mem::take(&mut next.wanted);
+            if !wanted.stale.is_empty() {
+                let r = resolver.clone();
+                tokio::spawn(async move { r.resolve(wanted.stale).await });
+            }
+            if !wanted.fresh.is_empty() {
+                // A new name is worth waiting for (bounded by the lookup timeout): its test was
+                // just created, and the route change it is meant to see may be next.
+                tokio::select! {
+                    _ = resolver.resolve(wanted.fresh) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                let Some(n) = blocking(next, |k| k.refresh_targets(now_ms())).await else {
+                    return;
+                };
+                next = n;
+            }
+            let Some(n) = blocking(next, |k| k.process(now_ms())).await else {
+                return;
+            };
+            k = n;
         }
     })
 }
 
+/// Runs `f` on the blocking pool; `None` if it panicked (the correlator stops, logged).
+async fn blocking(
+    mut k: Correlator,
+    f: impl FnOnce(&mut Correlator) + Send + 'static,
+) -> Option<Correlator> {
+    match tokio::task::spawn_blocking(move || {
+        f(&mut k);
+        k
+    })
+    .await
+    {
+        Ok(k) => Some(k),
+        Err(e) => {
+            tracing::error!(error = %e, "correlator round panicked; correlator stopped");
+            None
+        }
+    }
+}
+
 impl Correlator {
     fn new(c: Arc<Collector>, cfg: CorrelationConfig) -> Self {
+        let changes = c.registry.targets.clone();
         Correlator {
+            resolver: Arc::new(Resolver::new(changes.clone(), targets::LOOKUP_TIMEOUT)),
+            changes,
             c,
             cfg,
             cursor: None,
             start_ms: now_ms(),
+            tests: HashMap::new(),
             targets: HashMap::new(),
-            resolved: HashMap::new(),
-            targets_at_ms: 0,
+            wanted: Wanted::default(),
+            targets_at_ms: i64::MIN / 2,
             agents: HashMap::new(),
             transfers: HashMap::new(),
             open: HashMap::new(),
@@ -228,80 +275,106 @@ impl Correlator {
         }
     }
 
-    fn round(&mut self) {
-        self.round_at(now_ms());
+    /// One round as of `now` (the golden test drives the clock; names are not looked up).
+    #[cfg(test)]
+    fn round_at(&mut self, now: i64) {
+        self.refresh_targets(now);
+        self.process(now);
     }
 
-    /// One round as of `now` (the golden test drives the clock).
-    fn round_at(&mut self, now: i64) {
-        if now - self.targets_at_ms >= TARGET_REFRESH.as_millis() as i64 {
-            self.refresh_targets(now);
-        }
+    fn process(&mut self, now: i64) {
         self.pull(now);
         self.close_idle(now);
         self.decide(now);
     }
 
+    /// Reloads the tests of orgs whose tests changed (all of them every [`TARGET_REFRESH`]) and
+    /// rebuilds the tries of those orgs and of orgs using a name whose addresses changed.
     fn refresh_targets(&mut self, now: i64) {
-        self.targets_at_ms = now;
-        let mut by_org: HashMap<String, Vec<Target>> = HashMap::new();
-        let orgs = self
-            .c
-            .store
-            .list_orgs(&SystemScope::collector_internal())
-            .unwrap_or_default();
-        for org in orgs {
-            let scope = Scope::Tenant(foureyes_store::Tenant {
-                org: org.clone(),
-                team: None,
-            });
-            let mut after: Option<String> = None;
-            loop {
-                let Ok(tests) = self.c.store.list_tests(&scope, after.as_deref(), 1000) else {
-                    break;
-                };
-                let n = tests.len();
-                for t in tests {
-                    after = Some(t.id.clone());
-                    let Some(host) = target_host(&t) else {
-                        continue;
-                    };
-                    for addr in self.resolve(&host, now) {
-                        by_org.entry(org.clone()).or_default().push(Target {
-                            addr,
-                            test_id: t.id.clone(),
-                            test_name: t.name.clone(),
-                            team: t.team.clone(),
-                        });
-                    }
+        let (mut orgs, hosts) = self.changes.take();
+        if now - self.targets_at_ms >= TARGET_REFRESH.as_millis() as i64 {
+            self.targets_at_ms = now;
+            match self.c.store.list_orgs(&SystemScope::collector_internal()) {
+                Ok(all) => {
+                    self.tests.retain(|o, _| all.contains(o));
+                    self.targets.retain(|o, _| all.contains(o));
+                    orgs.extend(all);
                 }
-                if n < 1000 {
-                    break;
+                Err(e) => tracing::warn!(error = %e, "correlator cannot list orgs"),
+            }
+        }
+        for org in &orgs {
+            match self.load_tests(org) {
+                Some(t) if !t.is_empty() => {
+                    self.tests.insert(org.clone(), t);
+                }
+                Some(_) => {
+                    self.tests.remove(org);
+                }
+                // A failed read keeps what the org had.
+                None => {}
+            }
+        }
+        if !hosts.is_empty() {
+            for (org, tests) in &self.tests {
+                if tests.iter().any(|t| hosts.contains(&t.host)) {
+                    orgs.insert(org.clone());
                 }
             }
         }
-        tracing::debug!(
-            orgs = by_org.len(),
-            targets = by_org.values().map(Vec::len).sum::<usize>(),
-            "correlator targets refreshed"
-        );
-        self.targets = by_org;
+        for org in orgs {
+            let Some(tests) = self.tests.get(&org) else {
+                self.targets.remove(&org);
+                continue;
+            };
+            let mut set = OrgTargets::default();
+            for t in tests {
+                for addr in self.resolver.addrs(&t.host, now, &mut self.wanted) {
+                    set.insert(Target {
+                        addr,
+                        test_id: t.test_id.clone(),
+                        test_name: t.test_name.clone(),
+                        team: t.team.clone(),
+                    });
+                }
+            }
+            tracing::debug!(org, targets = set.len(), "correlator targets rebuilt");
+            self.targets.insert(org, set);
+        }
     }
 
-    fn resolve(&mut self, host: &str, now: i64) -> Vec<IpAddr> {
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return vec![ip.to_canonical()];
+    /// The org's tests with a target, or `None` if the store could not say.
+    fn load_tests(&self, org: &str) -> Option<Vec<TestHost>> {
+        let scope = Scope::Tenant(foureyes_store::Tenant {
+            org: org.to_string(),
+            team: None,
+        });
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let tests = match self.c.store.list_tests(&scope, after.as_deref(), 1000) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(org, error = %e, "correlator cannot list tests");
+                    return None;
+                }
+            };
+            let n = tests.len();
+            for t in tests {
+                after = Some(t.id.clone());
+                if let Some(host) = target_host(&t) {
+                    out.push(TestHost {
+                        host,
+                        test_id: t.id,
+                        test_name: t.name,
+                        team: t.team,
+                    });
+                }
+            }
+            if n < 1000 {
+                return Some(out);
+            }
         }
-        if let Some((v, at)) = self.resolved.get(host)
-            && now - at < 300_000
-        {
-            return v.clone();
-        }
-        let v: Vec<IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, 0))
-            .map(|it| it.map(|a| a.ip().to_canonical()).collect())
-            .unwrap_or_default();
-        self.resolved.insert(host.to_string(), (v.clone(), now));
-        v
     }
 
     fn agent(&mut self, id: &str) -> Option<(String, String)> {
@@ -514,14 +587,14 @@ impl Correlator {
         let Some(targets) = self.targets.get(org) else {
             return Vec::new();
         };
-        let visible = |x: &Target| team.is_empty() || x.team.is_empty() || x.team == team;
+        let visible = |x: &&Target| team.is_empty() || x.team.is_empty() || x.team == team;
         let peer = ev.peer.clone().unwrap_or_default();
         let peer_addr: Option<IpAddr> = peer.address.parse().ok();
         let mut out = Vec::new();
         if t == pb::RouteEventType::SessionDown {
             // The peer's table is gone: the targets it routed are those an announcement from it
             // covered.
-            for x in targets.iter().filter(|x| visible(x)) {
+            for x in targets.all().filter(visible) {
                 let f = RouteEventFilter {
                     agent_id: Some(ev.agent_id.clone()),
                     peer: peer_addr,
@@ -540,14 +613,7 @@ impl Correlator {
         let Ok(prefix) = IpPrefix::parse(&ev.prefix) else {
             return out;
         };
-        let inside = |a: &IpAddr| IpPrefix::new(*a, prefix.len).addr == prefix.addr;
-        for x in targets
-            .iter()
-            .filter(|x| visible(x) && x.addr.is_ipv4() == prefix.addr.is_ipv4())
-        {
-            if !inside(&x.addr) {
-                continue;
-            }
+        for x in targets.within(&prefix).into_iter().filter(visible) {
             // Longest match: a more-specific route of the same peer covering the target governs
             // it, whatever happens to this prefix.
             let q = RouteQuery {
@@ -797,6 +863,7 @@ fn count_resync(h: &crate::stream::HubCounters, end: &pb::RouteEvent) {
 
 #[cfg(test)]
 mod golden;
+pub(crate) mod targets;
 mod window;
 
 #[cfg(test)]
