@@ -95,6 +95,8 @@ pub struct CorrelationFileConfig {
     pub after: Option<String>,
     /// Events of one peer closer than this fold into one incident, e.g. "10s".
     pub incident_gap: Option<String>,
+    /// Longest an incident stays open while its peer keeps changing, e.g. "10m" (the default).
+    pub max_incident: Option<String>,
     /// Longest a session's initial transfer is ignored when no End-of-RIB comes, e.g. "2m".
     pub transfer_cap: Option<String>,
     pub latency_factor: Option<f64>,
@@ -201,6 +203,11 @@ impl Config {
             "incident_gap",
             &fc.incident_gap,
             &mut correlation.incident_gap,
+        )?;
+        dur(
+            "max_incident",
+            &fc.max_incident,
+            &mut correlation.max_incident,
         )?;
         dur(
             "transfer_cap",

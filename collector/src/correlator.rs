@@ -6,7 +6,8 @@
 //! match for the target in that peer's table: a /8 flapping under a stable /24 moves no packet to
 //! the /24's addresses. Events of one listener peer that follow each other within
 //! `incident_gap` fold into one incident, so a session loss or a burst of thousands of updates is
-//! one record, not thousands. Events during a session's initial table transfer (Session Up until
+//! one record, not thousands; an incident open for `max_incident` (10 min by default) is closed
+//! even while its peer keeps changing, and the next event opens a new one. Events during a session's initial table transfer (Session Up until
 //! End-of-RIB for every family, or `transfer_cap`) are not correlated.
 //!
 //! The record is saved as soon as it touches a test (provisional, verdict pending), then once the
@@ -49,6 +50,9 @@ pub struct CorrelationConfig {
     pub before: Duration,
     pub after: Duration,
     pub incident_gap: Duration,
+    /// An incident this old is closed even while its peer keeps changing (a prefix that flaps
+    /// for hours gets a verdict every `max_incident`, not never); the next event opens another.
+    pub max_incident: Duration,
     pub transfer_cap: Duration,
     pub latency_factor: f64,
     pub latency_min_ms: f64,
@@ -69,6 +73,7 @@ impl Default for CorrelationConfig {
             before: Duration::from_secs(300),
             after: Duration::from_secs(120),
             incident_gap: Duration::from_secs(10),
+            max_incident: Duration::from_secs(600),
             transfer_cap: Duration::from_secs(120),
             latency_factor: 1.5,
             latency_min_ms: 5.0,
@@ -101,6 +106,7 @@ struct TestHost {
 
 struct Incident {
     corr: pb::Correlation,
+    opened_ms: i64,
     last_event_ms: i64,
     dirty: bool,
 }
@@ -482,6 +488,14 @@ impl Correlator {
         let touched = self.touched(&org, &team, &ev, t);
         tracing::debug!(agent = %ev.agent_id, seq = ev.seq, prefix = %ev.prefix, kind = ?t, touched = touched.len(), "route event");
         let cfg = self.cfg.clone();
+        if self
+            .open
+            .get(&key)
+            .is_some_and(|i| at - i.opened_ms >= cfg.max_incident.as_millis() as i64)
+            && let Some(inc) = self.open.remove(&key)
+        {
+            self.close(inc);
+        }
         let inc = self.open.entry(key).or_insert_with(|| Incident {
             corr: pb::Correlation {
                 id: format!("c-{}", uuid::Uuid::now_v7().simple()),
@@ -495,6 +509,7 @@ impl Correlator {
                 settle_ms: cfg.settle.min(cfg.after).as_millis() as u32,
                 ..Default::default()
             },
+            opened_ms: at,
             last_event_ms: at,
             dirty: false,
         });
@@ -641,17 +656,18 @@ impl Correlator {
     }
 
     fn flush_dirty(&mut self) {
-        for inc in self.open.values_mut() {
-            if inc.dirty {
-                inc.dirty = false;
-                match self.c.store.save_correlation(
-                    &SystemScope::collector_internal(),
-                    &inc.corr,
-                    false,
-                ) {
-                    Ok(()) => self.c.stream.publish_correlation(&inc.corr),
-                    Err(e) => tracing::warn!(error = %e, "cannot save a correlation"),
-                }
+        let dirty: Vec<_> = self
+            .open
+            .iter_mut()
+            .filter(|(_, i)| i.dirty)
+            .map(|(k, i)| {
+                i.dirty = false;
+                k.clone()
+            })
+            .collect();
+        for k in dirty {
+            if let Some(inc) = self.open.get(&k) {
+                self.save_provisional(&inc.corr);
             }
         }
         self.report_gauges();
@@ -670,21 +686,43 @@ impl Correlator {
         );
     }
 
+    /// Closes incidents idle for `incident_gap` or open for `max_incident`.
     fn close_idle(&mut self, now: i64) {
         let gap = self.cfg.incident_gap.as_millis() as i64;
-        let after = self.cfg.after.as_millis() as i64;
-        let idle: Vec<_> = self
+        let max = self.cfg.max_incident.as_millis() as i64;
+        let done: Vec<_> = self
             .open
             .iter()
-            .filter(|(_, i)| now - i.last_event_ms >= gap)
+            .filter(|(_, i)| now - i.last_event_ms >= gap || now - i.opened_ms >= max)
             .map(|(k, _)| k.clone())
             .collect();
-        for k in idle {
-            if let Some(inc) = self.open.remove(&k)
-                && !inc.corr.tests.is_empty()
-            {
-                self.waiting.push((inc.last_event_ms + after, inc.corr));
+        for k in done {
+            if let Some(inc) = self.open.remove(&k) {
+                self.close(inc);
             }
+        }
+    }
+
+    /// An incident takes no more events; its verdict comes once its after-window has passed.
+    fn close(&mut self, inc: Incident) {
+        if inc.corr.tests.is_empty() {
+            return;
+        }
+        if inc.dirty {
+            self.save_provisional(&inc.corr);
+        }
+        let after = self.cfg.after.as_millis() as i64;
+        self.waiting.push((inc.last_event_ms + after, inc.corr));
+    }
+
+    fn save_provisional(&self, corr: &pb::Correlation) {
+        match self
+            .c
+            .store
+            .save_correlation(&SystemScope::collector_internal(), corr, false)
+        {
+            Ok(()) => self.c.stream.publish_correlation(corr),
+            Err(e) => tracing::warn!(error = %e, "cannot save a correlation"),
         }
     }
 
