@@ -18,15 +18,8 @@
 //! that). The window statistics (p50/p95 latency, loss, reachability per test and agent) are
 //! computed with polars in `foureyes-analysis` (a collector-only crate), through `window.rs`.
 //!
-//! Verdict rules (per test and agent, thresholds in [`CorrelationConfig`]):
-//! - no results in either window: `NO_DATA` (a node that stopped reporting is not 100 % loss);
-//! - reachable before (some OK run) and no OK run after: `UNREACHABLE`;
-//! - loss up by `loss_delta` or more, or reachability down by that much, or median latency up by
-//!   `latency_factor` and at least `latency_min_ms`: `DEGRADED`;
-//! - the same the other way round: `IMPROVED`; otherwise `NO_EFFECT`.
-//!
-//! A test's verdict is the worst over its agents; the incident's the worst over its tests
-//! (unreachable > degraded > improved > no effect > no data).
+//! The verdict rules and their thresholds ([`CorrelationConfig`], `[correlation]` in the config)
+//! are in `docs/correlation.md`; [`judge`] is their one implementation.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -56,6 +49,10 @@ pub struct CorrelationConfig {
     pub transfer_cap: Duration,
     pub latency_factor: f64,
     pub latency_min_ms: f64,
+    /// The same test on the 95th percentile: a path whose tail got worse (queues, a lossy
+    /// detour with retransmits) while its median held.
+    pub latency_p95_factor: f64,
+    pub latency_p95_min_ms: f64,
     pub loss_delta: f64,
     /// Results this soon after the last event are not part of the after window (see
     /// `Correlation.settle_ms` in correlation.proto for why).
@@ -77,6 +74,8 @@ impl Default for CorrelationConfig {
             transfer_cap: Duration::from_secs(120),
             latency_factor: 1.5,
             latency_min_ms: 5.0,
+            latency_p95_factor: 2.0,
+            latency_p95_min_ms: 10.0,
             loss_delta: 0.05,
             settle: Duration::from_secs(2),
             burst_runs: 5,
@@ -86,6 +85,64 @@ impl Default for CorrelationConfig {
     }
 }
 
+impl CorrelationConfig {
+    /// Refuses values the verdict rules cannot mean (NaN, negative, a factor below 1, a zero
+    /// window), with the `[correlation]` key in the message.
+    pub fn check(&self) -> Result<(), String> {
+        let key = |k: &str| format!("correlation.{k}");
+        for (k, v) in [
+            ("latency_factor", self.latency_factor),
+            ("latency_p95_factor", self.latency_p95_factor),
+        ] {
+            if !v.is_finite() || v < 1.0 {
+                return Err(format!(
+                    "{} must be a number of at least 1 (a ratio of latencies), not {v}",
+                    key(k)
+                ));
+            }
+        }
+        for (k, v) in [
+            ("latency_min_ms", self.latency_min_ms),
+            ("latency_p95_min_ms", self.latency_p95_min_ms),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!(
+                    "{} must be 0 or more milliseconds, not {v}",
+                    key(k)
+                ));
+            }
+        }
+        let v = self.loss_delta;
+        if !v.is_finite() || v <= 0.0 || v > 1.0 {
+            return Err(format!(
+                "{} must be more than 0 and at most 1 (a share of runs), not {v}",
+                key("loss_delta")
+            ));
+        }
+        for (k, d) in [
+            ("before", self.before),
+            ("after", self.after),
+            ("incident_gap", self.incident_gap),
+            ("max_incident", self.max_incident),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{} must be longer than 0", key(k)));
+            }
+        }
+        if self.max_incident < self.incident_gap {
+            return Err(format!(
+                "{} must be at least incident_gap ({:?})",
+                key("max_incident"),
+                self.incident_gap
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The tail rule needs this many OK runs in each window: below 20, the nearest-rank 95th
+/// percentile is the slowest run, and one slow reply on a busy host would decide the verdict.
+const P95_MIN_OK: u32 = 20;
 /// Prefixes listed in one record, at most (the counts keep the whole story).
 const MAX_LISTED: usize = 100;
 /// At most one probe burst per test in this long (nodes enforce their own floor too).
@@ -836,10 +893,33 @@ pub fn judge(cfg: &CorrelationConfig, b: &pb::WindowStats, a: &pb::WindowStats) 
     if b.ok > 0 && a.ok == 0 {
         return pb::Verdict::Unreachable;
     }
-    let slower = a.latency_p50_ms > b.latency_p50_ms * cfg.latency_factor
-        && a.latency_p50_ms - b.latency_p50_ms >= cfg.latency_min_ms;
-    let faster = b.latency_p50_ms > a.latency_p50_ms * cfg.latency_factor
-        && b.latency_p50_ms - a.latency_p50_ms >= cfg.latency_min_ms;
+    // `x` is worse than `y` by the factor and by at least the minimum.
+    let up = |x: f64, y: f64, factor: f64, min: f64| x > y * factor && x - y >= min;
+    let tails = a.ok >= P95_MIN_OK && b.ok >= P95_MIN_OK;
+    let slower = up(
+        a.latency_p50_ms,
+        b.latency_p50_ms,
+        cfg.latency_factor,
+        cfg.latency_min_ms,
+    ) || tails
+        && up(
+            a.latency_p95_ms,
+            b.latency_p95_ms,
+            cfg.latency_p95_factor,
+            cfg.latency_p95_min_ms,
+        );
+    let faster = up(
+        b.latency_p50_ms,
+        a.latency_p50_ms,
+        cfg.latency_factor,
+        cfg.latency_min_ms,
+    ) || tails
+        && up(
+            b.latency_p95_ms,
+            a.latency_p95_ms,
+            cfg.latency_p95_factor,
+            cfg.latency_p95_min_ms,
+        );
     if a.loss - b.loss >= cfg.loss_delta
         || b.reachability - a.reachability >= cfg.loss_delta
         || (slower && a.ok > 0 && b.ok > 0)
@@ -909,11 +989,15 @@ mod tests {
     use super::*;
 
     fn w(runs: u32, ok: u32, p50: f64, loss: f64) -> pb::WindowStats {
+        w95(runs, ok, p50, p50, loss)
+    }
+
+    fn w95(runs: u32, ok: u32, p50: f64, p95: f64, loss: f64) -> pb::WindowStats {
         pb::WindowStats {
             runs,
             ok,
             latency_p50_ms: p50,
-            latency_p95_ms: p50,
+            latency_p95_ms: p95,
             loss,
             reachability: if runs > 0 {
                 f64::from(ok) / f64::from(runs)
@@ -952,6 +1036,45 @@ mod tests {
         );
         assert_eq!(
             judge(&c, &w(5, 5, 10.0, 0.01), &w(5, 5, 11.0, 0.02)),
+            V::NoEffect
+        );
+        // The tail alone: the median held, the 95th percentile went from 12 to 60 ms.
+        assert_eq!(
+            judge(
+                &c,
+                &w95(40, 40, 10.0, 12.0, 0.0),
+                &w95(40, 40, 10.5, 60.0, 0.0)
+            ),
+            V::Degraded
+        );
+        assert_eq!(
+            judge(
+                &c,
+                &w95(40, 40, 10.5, 60.0, 0.0),
+                &w95(40, 40, 10.0, 12.0, 0.0)
+            ),
+            V::Improved
+        );
+        // Twice the tail but under the 10 ms minimum, or +20 ms but under 2x: noise.
+        assert_eq!(
+            judge(&c, &w95(40, 40, 1.0, 2.0, 0.0), &w95(40, 40, 1.0, 9.0, 0.0)),
+            V::NoEffect
+        );
+        assert_eq!(
+            judge(
+                &c,
+                &w95(40, 40, 10.0, 30.0, 0.0),
+                &w95(40, 40, 10.0, 50.0, 0.0)
+            ),
+            V::NoEffect
+        );
+        // Too few runs for a 95th percentile: one slow reply is not a tail.
+        assert_eq!(
+            judge(
+                &c,
+                &w95(40, 40, 10.0, 12.0, 0.0),
+                &w95(8, 8, 10.5, 60.0, 0.0)
+            ),
             V::NoEffect
         );
         assert_eq!(worse(V::Degraded, V::NoData), V::Degraded);
