@@ -111,6 +111,8 @@ pub struct CorrelationFileConfig {
     pub burst_runs: Option<u32>,
     /// Spacing of those runs, e.g. "1s".
     pub burst_spacing: Option<String>,
+    /// A node gets at most one burst in this long, e.g. "5s" (the default; "0s": no cap).
+    pub burst_node_interval: Option<String>,
     /// Whether a burst also traces the route toward each touched test's target (default true).
     pub burst_traceroute: Option<bool>,
 }
@@ -240,6 +242,11 @@ impl Config {
             "burst_spacing",
             &fc.burst_spacing,
             &mut correlation.burst_spacing,
+        )?;
+        dur(
+            "burst_node_interval",
+            &fc.burst_node_interval,
+            &mut correlation.burst_node_interval,
         )?;
         if let Some(v) = fc.burst_traceroute {
             correlation.burst_traceroute = v;

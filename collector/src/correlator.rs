@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::server::now_ms;
 use crate::state::Collector;
+use bursts::BurstGate;
 use targets::{OrgTargets, Resolver, Target, TargetChanges, Wanted};
 
 #[derive(Clone, Debug)]
@@ -60,6 +61,9 @@ pub struct CorrelationConfig {
     /// Runs of a probe burst when a change touches a test (0: no bursts), and their spacing.
     pub burst_runs: u32,
     pub burst_spacing: Duration,
+    /// A node gets at most one burst message in this long (tests asked for meanwhile wait and go
+    /// together); besides each test's own 30 s.
+    pub burst_node_interval: Duration,
     /// Bursts also trace the route toward the tests' targets (see `pathcheck.rs`).
     pub burst_traceroute: bool,
 }
@@ -80,6 +84,7 @@ impl Default for CorrelationConfig {
             settle: Duration::from_secs(2),
             burst_runs: 5,
             burst_spacing: Duration::from_secs(1),
+            burst_node_interval: Duration::from_secs(5),
             burst_traceroute: true,
         }
     }
@@ -217,8 +222,7 @@ pub struct Correlator {
     open: HashMap<(String, String), Incident>,
     /// Closed incidents waiting for their after-window: (decide at ms, record).
     waiting: Vec<(i64, pb::Correlation)>,
-    /// When each test last got a probe burst.
-    bursts: HashMap<String, i64>,
+    bursts: BurstGate,
 }
 
 /// Starts the correlator; it runs until `shutdown`.
@@ -292,6 +296,7 @@ async fn blocking(
 impl Correlator {
     fn new(c: Arc<Collector>, cfg: CorrelationConfig) -> Self {
         let changes = c.registry.targets.clone();
+        let bursts = BurstGate::new(BURST_EVERY_MS, cfg.burst_node_interval.as_millis() as i64);
         Correlator {
             resolver: Arc::new(Resolver::new(changes.clone(), targets::LOOKUP_TIMEOUT)),
             changes,
@@ -307,7 +312,7 @@ impl Correlator {
             transfers: HashMap::new(),
             open: HashMap::new(),
             waiting: Vec::new(),
-            bursts: HashMap::new(),
+            bursts,
         }
     }
 
@@ -347,6 +352,7 @@ impl Correlator {
 
     fn process(&mut self, now: i64) {
         self.pull(now);
+        self.send_bursts(now);
         self.close_idle(now);
         self.decide(now);
     }
@@ -616,36 +622,29 @@ impl Correlator {
         self.burst(&org, fresh, &id, now);
     }
 
-    /// Asks the org's nodes to run the touched tests now, so the after-window fills in seconds.
+    /// Asks the org's nodes to run the touched tests now, so the after-window fills in seconds
+    /// (within the limits of `bursts.rs`).
     fn burst(&mut self, org: &str, tests: Vec<String>, reason: &str, now: i64) {
-        if self.cfg.burst_runs == 0 {
+        if self.cfg.burst_runs == 0 || tests.is_empty() {
             return;
         }
-        let due: Vec<String> = tests
-            .into_iter()
-            .filter(|t| {
-                self.bursts
-                    .get(t)
-                    .is_none_or(|at| now - at >= BURST_EVERY_MS)
-            })
-            .collect();
-        if due.is_empty() {
-            return;
+        self.bursts.request(org, tests, reason, now);
+    }
+
+    fn send_bursts(&mut self, now: i64) {
+        for due in self.bursts.due(now) {
+            let n = self.c.registry.burst(
+                &due.org,
+                &pb::ProbeBurst {
+                    test_ids: due.tests,
+                    runs: self.cfg.burst_runs,
+                    spacing_ms: self.cfg.burst_spacing.as_millis() as u32,
+                    reason: due.reason,
+                    traceroute: self.cfg.burst_traceroute,
+                },
+            );
+            tracing::debug!(org = %due.org, nodes = n, "probe burst requested");
         }
-        for t in &due {
-            self.bursts.insert(t.clone(), now);
-        }
-        let n = self.c.registry.burst(
-            org,
-            &pb::ProbeBurst {
-                test_ids: due,
-                runs: self.cfg.burst_runs,
-                spacing_ms: self.cfg.burst_spacing.as_millis() as u32,
-                reason: reason.to_string(),
-                traceroute: self.cfg.burst_traceroute,
-            },
-        );
-        tracing::debug!(org, nodes = n, "probe burst requested");
     }
 
     /// The targets (with the covering prefix) this event touches.
@@ -979,6 +978,7 @@ fn count_resync(h: &crate::stream::HubCounters, end: &pb::RouteEvent) {
     }
 }
 
+mod bursts;
 #[cfg(test)]
 mod golden;
 pub(crate) mod targets;
