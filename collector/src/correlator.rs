@@ -361,6 +361,7 @@ impl Correlator {
     /// rebuilds the tries of those orgs and of orgs using a name whose addresses changed.
     fn refresh_targets(&mut self, now: i64) {
         let (mut orgs, hosts) = self.changes.take();
+        let mut full = false;
         if now - self.targets_at_ms >= TARGET_REFRESH.as_millis() as i64 {
             self.targets_at_ms = now;
             match self.c.store.list_orgs(&SystemScope::collector_internal()) {
@@ -368,6 +369,7 @@ impl Correlator {
                     self.tests.retain(|o, _| all.contains(o));
                     self.targets.retain(|o, _| all.contains(o));
                     orgs.extend(all);
+                    full = true;
                 }
                 Err(e) => tracing::warn!(error = %e, "correlator cannot list orgs"),
             }
@@ -383,6 +385,15 @@ impl Correlator {
                 // A failed read keeps what the org had.
                 None => {}
             }
+        }
+        if full {
+            let used: HashSet<&str> = self
+                .tests
+                .values()
+                .flatten()
+                .map(|t| t.host.as_str())
+                .collect();
+            self.resolver.retain(&used);
         }
         if !hosts.is_empty() {
             for (org, tests) in &self.tests {

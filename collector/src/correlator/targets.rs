@@ -177,6 +177,11 @@ impl Resolver {
         }
     }
 
+    /// Forgets names no test uses any more (called after every org was reloaded).
+    pub fn retain(&self, used: &HashSet<&str>) {
+        lock(&self.cache).retain(|h, e| e.in_flight || used.contains(h.as_str()));
+    }
+
     /// Looks the names up (at most [`LOOKUPS_IN_FLIGHT`] at once, each bounded by the timeout)
     /// and records the answers; a name whose addresses changed is reported to the correlator.
     /// A failed lookup keeps the last good addresses (a DNS hiccup does not drop targets) and is
@@ -327,5 +332,9 @@ mod tests {
         // Same answer again: no change reported.
         r.resolve(std::mem::take(&mut w.stale)).await;
         assert!(changes.take().1.is_empty());
+        // A name no test uses is forgotten: wanted afresh if a test names it again.
+        r.retain(&HashSet::new());
+        r.addrs("localhost", t0, &mut w);
+        assert_eq!(w.fresh, ["localhost"]);
     }
 }
