@@ -7,8 +7,9 @@
 //! the /24's addresses. Events of one listener peer that follow each other within
 //! `incident_gap` fold into one incident, so a session loss or a burst of thousands of updates is
 //! one record, not thousands; an incident open for `max_incident` (10 min by default) is closed
-//! even while its peer keeps changing, and the next event opens a new one. Events during a session's initial table transfer (Session Up until
-//! End-of-RIB for every family, or `transfer_cap`) are not correlated.
+//! even while its peer keeps changing, and the next event opens a new one. Events during a
+//! session's initial table transfer (Session Up until End-of-RIB for every family, or
+//! `transfer_cap`) are not correlated.
 //!
 //! The record is saved as soon as it touches a test (provisional, verdict pending), then once the
 //! after-window has closed the verdict is decided from the tests' results in the window before

@@ -55,7 +55,8 @@ fn config() -> CorrelationConfig {
         before: std::time::Duration::from_secs(20),
         after: std::time::Duration::from_secs(6),
         incident_gap: std::time::Duration::from_secs(2),
-        // Shorter than the default so `long-flap` crosses it; longer than any other case's incident.
+        // Shorter than the default so `long-flap` crosses it; longer than any other case's
+        // incident.
         max_incident: std::time::Duration::from_secs(20),
         burst_runs: 0,
         ..Default::default()
