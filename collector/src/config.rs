@@ -101,10 +101,15 @@ pub struct CorrelationFileConfig {
     pub after: Option<String>,
     /// Events of one peer closer than this fold into one incident, e.g. "10s".
     pub incident_gap: Option<String>,
+    /// Longest an incident stays open while its peer keeps changing, e.g. "10m" (the default).
+    pub max_incident: Option<String>,
     /// Longest a session's initial transfer is ignored when no End-of-RIB comes, e.g. "2m".
     pub transfer_cap: Option<String>,
+    /// Verdict thresholds (docs/correlation.md); checked at load.
     pub latency_factor: Option<f64>,
     pub latency_min_ms: Option<f64>,
+    pub latency_p95_factor: Option<f64>,
+    pub latency_p95_min_ms: Option<f64>,
     pub loss_delta: Option<f64>,
     /// Results this soon after the last event are left out of the after window, e.g. "2s".
     pub settle: Option<String>,
@@ -112,6 +117,8 @@ pub struct CorrelationFileConfig {
     pub burst_runs: Option<u32>,
     /// Spacing of those runs, e.g. "1s".
     pub burst_spacing: Option<String>,
+    /// A node gets at most one burst in this long, e.g. "5s" (the default; "0s": no cap).
+    pub burst_node_interval: Option<String>,
     /// Whether a burst also traces the route toward each touched test's target (default true).
     pub burst_traceroute: Option<bool>,
 }
@@ -211,6 +218,11 @@ impl Config {
             &mut correlation.incident_gap,
         )?;
         dur(
+            "max_incident",
+            &fc.max_incident,
+            &mut correlation.max_incident,
+        )?;
+        dur(
             "transfer_cap",
             &fc.transfer_cap,
             &mut correlation.transfer_cap,
@@ -220,6 +232,12 @@ impl Config {
         }
         if let Some(v) = fc.latency_min_ms {
             correlation.latency_min_ms = v;
+        }
+        if let Some(v) = fc.latency_p95_factor {
+            correlation.latency_p95_factor = v;
+        }
+        if let Some(v) = fc.latency_p95_min_ms {
+            correlation.latency_p95_min_ms = v;
         }
         if let Some(v) = fc.loss_delta {
             correlation.loss_delta = v;
@@ -233,9 +251,15 @@ impl Config {
             &fc.burst_spacing,
             &mut correlation.burst_spacing,
         )?;
+        dur(
+            "burst_node_interval",
+            &fc.burst_node_interval,
+            &mut correlation.burst_node_interval,
+        )?;
         if let Some(v) = fc.burst_traceroute {
             correlation.burst_traceroute = v;
         }
+        correlation.check()?;
         let stream_client_buffer = file.stream.client_buffer.unwrap_or(1024);
         if stream_client_buffer == 0 {
             return Err("stream.client_buffer must be at least 1".into());
@@ -387,6 +411,33 @@ mod tests {
         let o = c.otlp.expect("configured");
         assert_eq!(o.interval, Duration::from_secs(10));
         assert_eq!(o.header_files.len(), 1);
+    }
+
+    #[test]
+    fn correlation_thresholds_are_checked_at_load() {
+        let c = resolve(
+            "[correlation]\nlatency_p95_factor = 3.0\nlatency_p95_min_ms = 0\nmax_incident = \"1h\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.correlation.latency_p95_factor, 3.0);
+        assert_eq!(c.correlation.max_incident, Duration::from_secs(3600));
+        for (bad, key) in [
+            ("loss_delta = -0.1", "loss_delta"),
+            ("loss_delta = 0.0", "loss_delta"),
+            ("loss_delta = 1.5", "loss_delta"),
+            ("loss_delta = nan", "loss_delta"),
+            ("latency_factor = nan", "latency_factor"),
+            ("latency_factor = 0.5", "latency_factor"),
+            ("latency_p95_factor = inf", "latency_p95_factor"),
+            ("latency_min_ms = -1.0", "latency_min_ms"),
+            ("latency_p95_min_ms = -inf", "latency_p95_min_ms"),
+            ("after = \"0s\"", "after"),
+            ("max_incident = \"0s\"", "max_incident"),
+            ("max_incident = \"5s\"", "max_incident"),
+        ] {
+            let e = resolve(&format!("[correlation]\n{bad}\n")).expect_err(bad);
+            assert!(e.contains(&format!("correlation.{key}")), "{bad}: {e}");
+        }
     }
 
     #[test]

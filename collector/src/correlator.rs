@@ -6,8 +6,10 @@
 //! match for the target in that peer's table: a /8 flapping under a stable /24 moves no packet to
 //! the /24's addresses. Events of one listener peer that follow each other within
 //! `incident_gap` fold into one incident, so a session loss or a burst of thousands of updates is
-//! one record, not thousands. Events during a session's initial table transfer (Session Up until
-//! End-of-RIB for every family, or `transfer_cap`) are not correlated.
+//! one record, not thousands; an incident open for `max_incident` (10 min by default) is closed
+//! even while its peer keeps changing, and the next event opens a new one. Events during a
+//! session's initial table transfer (Session Up until End-of-RIB for every family, or
+//! `transfer_cap`) are not correlated.
 //!
 //! The record is saved as soon as it touches a test (provisional, verdict pending), then once the
 //! after-window has closed the verdict is decided from the tests' results in the window before
@@ -17,15 +19,8 @@
 //! that). The window statistics (p50/p95 latency, loss, reachability per test and agent) are
 //! computed with polars in `foureyes-analysis` (a collector-only crate), through `window.rs`.
 //!
-//! Verdict rules (per test and agent, thresholds in [`CorrelationConfig`]):
-//! - no results in either window: `NO_DATA` (a node that stopped reporting is not 100 % loss);
-//! - reachable before (some OK run) and no OK run after: `UNREACHABLE`;
-//! - loss up by `loss_delta` or more, or reachability down by that much, or median latency up by
-//!   `latency_factor` and at least `latency_min_ms`: `DEGRADED`;
-//! - the same the other way round: `IMPROVED`; otherwise `NO_EFFECT`.
-//!
-//! A test's verdict is the worst over its agents; the incident's the worst over its tests
-//! (unreachable > degraded > improved > no effect > no data).
+//! The verdict rules and their thresholds ([`CorrelationConfig`], `[correlation]` in the config)
+//! are in `docs/correlation.md`; [`judge`] is their one implementation.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -42,15 +37,24 @@ use tokio_util::sync::CancellationToken;
 
 use crate::server::now_ms;
 use crate::state::Collector;
+use bursts::BurstGate;
+use targets::{OrgTargets, Resolver, Target, TargetChanges, Wanted};
 
 #[derive(Clone, Debug)]
 pub struct CorrelationConfig {
     pub before: Duration,
     pub after: Duration,
     pub incident_gap: Duration,
+    /// An incident this old is closed even while its peer keeps changing (a prefix that flaps
+    /// for hours gets a verdict every `max_incident`, not never); the next event opens another.
+    pub max_incident: Duration,
     pub transfer_cap: Duration,
     pub latency_factor: f64,
     pub latency_min_ms: f64,
+    /// The same test on the 95th percentile: a path whose tail got worse (queues, a lossy
+    /// detour with retransmits) while its median held.
+    pub latency_p95_factor: f64,
+    pub latency_p95_min_ms: f64,
     pub loss_delta: f64,
     /// Results this soon after the last event are not part of the after window (see
     /// `Correlation.settle_ms` in correlation.proto for why).
@@ -58,6 +62,9 @@ pub struct CorrelationConfig {
     /// Runs of a probe burst when a change touches a test (0: no bursts), and their spacing.
     pub burst_runs: u32,
     pub burst_spacing: Duration,
+    /// A node gets at most one burst message in this long (tests asked for meanwhile wait and go
+    /// together); besides each test's own 30 s.
+    pub burst_node_interval: Duration,
     /// Bursts also trace the route toward the tests' targets (see `pathcheck.rs`).
     pub burst_traceroute: bool,
 }
@@ -68,29 +75,93 @@ impl Default for CorrelationConfig {
             before: Duration::from_secs(300),
             after: Duration::from_secs(120),
             incident_gap: Duration::from_secs(10),
+            max_incident: Duration::from_secs(600),
             transfer_cap: Duration::from_secs(120),
             latency_factor: 1.5,
             latency_min_ms: 5.0,
+            latency_p95_factor: 2.0,
+            latency_p95_min_ms: 10.0,
             loss_delta: 0.05,
             settle: Duration::from_secs(2),
             burst_runs: 5,
             burst_spacing: Duration::from_secs(1),
+            burst_node_interval: Duration::from_secs(5),
             burst_traceroute: true,
         }
     }
 }
 
+impl CorrelationConfig {
+    /// Refuses values the verdict rules cannot mean (NaN, negative, a factor below 1, a zero
+    /// window), with the `[correlation]` key in the message.
+    pub fn check(&self) -> Result<(), String> {
+        let key = |k: &str| format!("correlation.{k}");
+        for (k, v) in [
+            ("latency_factor", self.latency_factor),
+            ("latency_p95_factor", self.latency_p95_factor),
+        ] {
+            if !v.is_finite() || v < 1.0 {
+                return Err(format!(
+                    "{} must be a number of at least 1 (a ratio of latencies), not {v}",
+                    key(k)
+                ));
+            }
+        }
+        for (k, v) in [
+            ("latency_min_ms", self.latency_min_ms),
+            ("latency_p95_min_ms", self.latency_p95_min_ms),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!(
+                    "{} must be 0 or more milliseconds, not {v}",
+                    key(k)
+                ));
+            }
+        }
+        let v = self.loss_delta;
+        if !v.is_finite() || v <= 0.0 || v > 1.0 {
+            return Err(format!(
+                "{} must be more than 0 and at most 1 (a share of runs), not {v}",
+                key("loss_delta")
+            ));
+        }
+        for (k, d) in [
+            ("before", self.before),
+            ("after", self.after),
+            ("incident_gap", self.incident_gap),
+            ("max_incident", self.max_incident),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{} must be longer than 0", key(k)));
+            }
+        }
+        if self.max_incident < self.incident_gap {
+            return Err(format!(
+                "{} must be at least incident_gap ({:?})",
+                key("max_incident"),
+                self.incident_gap
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The tail rule needs this many OK runs in each window: below 20, the nearest-rank 95th
+/// percentile is the slowest run, and one slow reply on a busy host would decide the verdict.
+const P95_MIN_OK: u32 = 20;
 /// Prefixes listed in one record, at most (the counts keep the whole story).
 const MAX_LISTED: usize = 100;
 /// At most one probe burst per test in this long (nodes enforce their own floor too).
 const BURST_EVERY_MS: i64 = 30_000;
-/// How often the correlator looks without being woken, and refreshes its targets.
+/// How often the correlator looks without being woken.
 const TICK: Duration = Duration::from_millis(500);
-const TARGET_REFRESH: Duration = Duration::from_secs(10);
+/// Every org's tests are reloaded this often besides the reloads a test change asks for (a
+/// safety net, and when stale names get looked up again).
+const TARGET_REFRESH: Duration = Duration::from_secs(30);
 
-#[derive(Clone, Debug)]
-struct Target {
-    addr: IpAddr,
+/// A test's target as configured (a name or an address).
+struct TestHost {
+    host: String,
     test_id: String,
     test_name: String,
     team: String,
@@ -98,6 +169,7 @@ struct Target {
 
 struct Incident {
     corr: pb::Correlation,
+    opened_ms: i64,
     last_event_ms: i64,
     dirty: bool,
 }
@@ -138,16 +210,20 @@ pub struct Correlator {
     cfg: CorrelationConfig,
     cursor: Option<foureyes_store::ResultCursor>,
     start_ms: i64,
-    targets: HashMap<String, Vec<Target>>,
-    resolved: HashMap<String, (Vec<IpAddr>, i64)>,
+    /// Per org: its tests' targets as configured, and their addresses in a trie.
+    tests: HashMap<String, Vec<TestHost>>,
+    targets: HashMap<String, OrgTargets>,
+    changes: Arc<TargetChanges>,
+    resolver: Arc<Resolver>,
+    /// Names the last target build wanted looked up.
+    wanted: Wanted,
     targets_at_ms: i64,
     agents: HashMap<String, (String, String)>,
     transfers: HashMap<(String, String), Transfer>,
     open: HashMap<(String, String), Incident>,
     /// Closed incidents waiting for their after-window: (decide at ms, record).
     waiting: Vec<(i64, pb::Correlation)>,
-    /// When each test last got a probe burst.
-    bursts: HashMap<String, i64>,
+    bursts: BurstGate,
 }
 
 /// Starts the correlator; it runs until `shutdown`.
@@ -159,45 +235,85 @@ pub fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut k = Correlator::new(c, cfg);
+        let changes = k.changes.clone();
+        let resolver = k.resolver.clone();
         k.load_pending();
         loop {
             tokio::select! {
                 _ = wake.notified() => {}
+                _ = changes.changed() => {}
                 _ = tokio::time::sleep(TICK) => {}
                 _ = shutdown.cancelled() => return,
             }
-            // The store is synchronous; the correlator's work is short and bounded per round.
-            k = match tokio::task::spawn_blocking(move || {
-                k.round();
-                k
-            })
-            .await
-            {
-                Ok(k) => k,
-                Err(e) => {
-                    tracing::error!(error = %e, "correlator round panicked; correlator stopped");
-                    return;
-                }
+            // Targets first, so a test created just before a route change is in the set when
+            // the change is read. The store is synchronous; each step is short and bounded.
+            let Some(mut next) = blocking(k, |k| k.refresh_targets(now_ms())).await else {
+                return;
             };
+            let wanted = std::mem::take(&mut next.wanted);
+            if !wanted.stale.is_empty() {
+                let r = resolver.clone();
+                tokio::spawn(async move { r.resolve(wanted.stale).await });
+            }
+            if !wanted.fresh.is_empty() {
+                // A new name is worth waiting for (bounded by the lookup timeout): its test was
+                // just created, and the route change it is meant to see may be next.
+                tokio::select! {
+                    _ = resolver.resolve(wanted.fresh) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                let Some(n) = blocking(next, |k| k.refresh_targets(now_ms())).await else {
+                    return;
+                };
+                next = n;
+            }
+            let Some(n) = blocking(next, |k| k.process(now_ms())).await else {
+                return;
+            };
+            k = n;
         }
     })
 }
 
+/// Runs `f` on the blocking pool; `None` if it panicked (the correlator stops, logged).
+async fn blocking(
+    mut k: Correlator,
+    f: impl FnOnce(&mut Correlator) + Send + 'static,
+) -> Option<Correlator> {
+    match tokio::task::spawn_blocking(move || {
+        f(&mut k);
+        k
+    })
+    .await
+    {
+        Ok(k) => Some(k),
+        Err(e) => {
+            tracing::error!(error = %e, "correlator round panicked; correlator stopped");
+            None
+        }
+    }
+}
+
 impl Correlator {
     fn new(c: Arc<Collector>, cfg: CorrelationConfig) -> Self {
+        let changes = c.registry.targets.clone();
+        let bursts = BurstGate::new(BURST_EVERY_MS, cfg.burst_node_interval.as_millis() as i64);
         Correlator {
+            resolver: Arc::new(Resolver::new(changes.clone(), targets::LOOKUP_TIMEOUT)),
+            changes,
             c,
             cfg,
             cursor: None,
             start_ms: now_ms(),
+            tests: HashMap::new(),
             targets: HashMap::new(),
-            resolved: HashMap::new(),
-            targets_at_ms: 0,
+            wanted: Wanted::default(),
+            targets_at_ms: i64::MIN / 2,
             agents: HashMap::new(),
             transfers: HashMap::new(),
             open: HashMap::new(),
             waiting: Vec::new(),
-            bursts: HashMap::new(),
+            bursts,
         }
     }
 
@@ -228,80 +344,118 @@ impl Correlator {
         }
     }
 
-    fn round(&mut self) {
-        self.round_at(now_ms());
+    /// One round as of `now` (the golden test drives the clock; names are not looked up).
+    #[cfg(test)]
+    fn round_at(&mut self, now: i64) {
+        self.refresh_targets(now);
+        self.process(now);
     }
 
-    /// One round as of `now` (the golden test drives the clock).
-    fn round_at(&mut self, now: i64) {
-        if now - self.targets_at_ms >= TARGET_REFRESH.as_millis() as i64 {
-            self.refresh_targets(now);
-        }
+    fn process(&mut self, now: i64) {
         self.pull(now);
+        self.send_bursts(now);
         self.close_idle(now);
         self.decide(now);
     }
 
+    /// Reloads the tests of orgs whose tests changed (all of them every [`TARGET_REFRESH`]) and
+    /// rebuilds the tries of those orgs and of orgs using a name whose addresses changed.
     fn refresh_targets(&mut self, now: i64) {
-        self.targets_at_ms = now;
-        let mut by_org: HashMap<String, Vec<Target>> = HashMap::new();
-        let orgs = self
-            .c
-            .store
-            .list_orgs(&SystemScope::collector_internal())
-            .unwrap_or_default();
-        for org in orgs {
-            let scope = Scope::Tenant(foureyes_store::Tenant {
-                org: org.clone(),
-                team: None,
-            });
-            let mut after: Option<String> = None;
-            loop {
-                let Ok(tests) = self.c.store.list_tests(&scope, after.as_deref(), 1000) else {
-                    break;
-                };
-                let n = tests.len();
-                for t in tests {
-                    after = Some(t.id.clone());
-                    let Some(host) = target_host(&t) else {
-                        continue;
-                    };
-                    for addr in self.resolve(&host, now) {
-                        by_org.entry(org.clone()).or_default().push(Target {
-                            addr,
-                            test_id: t.id.clone(),
-                            test_name: t.name.clone(),
-                            team: t.team.clone(),
-                        });
-                    }
+        let (mut orgs, hosts) = self.changes.take();
+        let mut full = false;
+        if now - self.targets_at_ms >= TARGET_REFRESH.as_millis() as i64 {
+            self.targets_at_ms = now;
+            match self.c.store.list_orgs(&SystemScope::collector_internal()) {
+                Ok(all) => {
+                    self.tests.retain(|o, _| all.contains(o));
+                    self.targets.retain(|o, _| all.contains(o));
+                    orgs.extend(all);
+                    full = true;
                 }
-                if n < 1000 {
-                    break;
+                Err(e) => tracing::warn!(error = %e, "correlator cannot list orgs"),
+            }
+        }
+        for org in &orgs {
+            match self.load_tests(org) {
+                Some(t) if !t.is_empty() => {
+                    self.tests.insert(org.clone(), t);
+                }
+                Some(_) => {
+                    self.tests.remove(org);
+                }
+                // A failed read keeps what the org had.
+                None => {}
+            }
+        }
+        if full {
+            let used: HashSet<&str> = self
+                .tests
+                .values()
+                .flatten()
+                .map(|t| t.host.as_str())
+                .collect();
+            self.resolver.retain(&used);
+        }
+        if !hosts.is_empty() {
+            for (org, tests) in &self.tests {
+                if tests.iter().any(|t| hosts.contains(&t.host)) {
+                    orgs.insert(org.clone());
                 }
             }
         }
-        tracing::debug!(
-            orgs = by_org.len(),
-            targets = by_org.values().map(Vec::len).sum::<usize>(),
-            "correlator targets refreshed"
-        );
-        self.targets = by_org;
+        for org in orgs {
+            let Some(tests) = self.tests.get(&org) else {
+                self.targets.remove(&org);
+                continue;
+            };
+            let mut set = OrgTargets::default();
+            for t in tests {
+                for addr in self.resolver.addrs(&t.host, now, &mut self.wanted) {
+                    set.insert(Target {
+                        addr,
+                        test_id: t.test_id.clone(),
+                        test_name: t.test_name.clone(),
+                        team: t.team.clone(),
+                    });
+                }
+            }
+            tracing::debug!(org, targets = set.len(), "correlator targets rebuilt");
+            self.targets.insert(org, set);
+        }
     }
 
-    fn resolve(&mut self, host: &str, now: i64) -> Vec<IpAddr> {
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return vec![ip.to_canonical()];
+    /// The org's tests with a target, or `None` if the store could not say.
+    fn load_tests(&self, org: &str) -> Option<Vec<TestHost>> {
+        let scope = Scope::Tenant(foureyes_store::Tenant {
+            org: org.to_string(),
+            team: None,
+        });
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let tests = match self.c.store.list_tests(&scope, after.as_deref(), 1000) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(org, error = %e, "correlator cannot list tests");
+                    return None;
+                }
+            };
+            let n = tests.len();
+            for t in tests {
+                after = Some(t.id.clone());
+                if let Some(host) = target_host(&t) {
+                    out.push(TestHost {
+                        host,
+                        test_id: t.id,
+                        test_name: t.name,
+                        team: t.team,
+                    });
+                }
+            }
+            if n < 1000 {
+                return Some(out);
+            }
         }
-        if let Some((v, at)) = self.resolved.get(host)
-            && now - at < 300_000
-        {
-            return v.clone();
-        }
-        let v: Vec<IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, 0))
-            .map(|it| it.map(|a| a.ip().to_canonical()).collect())
-            .unwrap_or_default();
-        self.resolved.insert(host.to_string(), (v.clone(), now));
-        v
     }
 
     fn agent(&mut self, id: &str) -> Option<(String, String)> {
@@ -409,6 +563,14 @@ impl Correlator {
         let touched = self.touched(&org, &team, &ev, t);
         tracing::debug!(agent = %ev.agent_id, seq = ev.seq, prefix = %ev.prefix, kind = ?t, touched = touched.len(), "route event");
         let cfg = self.cfg.clone();
+        if self
+            .open
+            .get(&key)
+            .is_some_and(|i| at - i.opened_ms >= cfg.max_incident.as_millis() as i64)
+            && let Some(inc) = self.open.remove(&key)
+        {
+            self.close(inc);
+        }
         let inc = self.open.entry(key).or_insert_with(|| Incident {
             corr: pb::Correlation {
                 id: format!("c-{}", uuid::Uuid::now_v7().simple()),
@@ -422,6 +584,7 @@ impl Correlator {
                 settle_ms: cfg.settle.min(cfg.after).as_millis() as u32,
                 ..Default::default()
             },
+            opened_ms: at,
             last_event_ms: at,
             dirty: false,
         });
@@ -471,36 +634,29 @@ impl Correlator {
         self.burst(&org, fresh, &id, now);
     }
 
-    /// Asks the org's nodes to run the touched tests now, so the after-window fills in seconds.
+    /// Asks the org's nodes to run the touched tests now, so the after-window fills in seconds
+    /// (within the limits of `bursts.rs`).
     fn burst(&mut self, org: &str, tests: Vec<String>, reason: &str, now: i64) {
-        if self.cfg.burst_runs == 0 {
+        if self.cfg.burst_runs == 0 || tests.is_empty() {
             return;
         }
-        let due: Vec<String> = tests
-            .into_iter()
-            .filter(|t| {
-                self.bursts
-                    .get(t)
-                    .is_none_or(|at| now - at >= BURST_EVERY_MS)
-            })
-            .collect();
-        if due.is_empty() {
-            return;
+        self.bursts.request(org, tests, reason, now);
+    }
+
+    fn send_bursts(&mut self, now: i64) {
+        for due in self.bursts.due(now) {
+            let n = self.c.registry.burst(
+                &due.org,
+                &pb::ProbeBurst {
+                    test_ids: due.tests,
+                    runs: self.cfg.burst_runs,
+                    spacing_ms: self.cfg.burst_spacing.as_millis() as u32,
+                    reason: due.reason,
+                    traceroute: self.cfg.burst_traceroute,
+                },
+            );
+            tracing::debug!(org = %due.org, nodes = n, "probe burst requested");
         }
-        for t in &due {
-            self.bursts.insert(t.clone(), now);
-        }
-        let n = self.c.registry.burst(
-            org,
-            &pb::ProbeBurst {
-                test_ids: due,
-                runs: self.cfg.burst_runs,
-                spacing_ms: self.cfg.burst_spacing.as_millis() as u32,
-                reason: reason.to_string(),
-                traceroute: self.cfg.burst_traceroute,
-            },
-        );
-        tracing::debug!(org, nodes = n, "probe burst requested");
     }
 
     /// The targets (with the covering prefix) this event touches.
@@ -514,14 +670,14 @@ impl Correlator {
         let Some(targets) = self.targets.get(org) else {
             return Vec::new();
         };
-        let visible = |x: &Target| team.is_empty() || x.team.is_empty() || x.team == team;
+        let visible = |x: &&Target| team.is_empty() || x.team.is_empty() || x.team == team;
         let peer = ev.peer.clone().unwrap_or_default();
         let peer_addr: Option<IpAddr> = peer.address.parse().ok();
         let mut out = Vec::new();
         if t == pb::RouteEventType::SessionDown {
             // The peer's table is gone: the targets it routed are those an announcement from it
             // covered.
-            for x in targets.iter().filter(|x| visible(x)) {
+            for x in targets.all().filter(visible) {
                 let f = RouteEventFilter {
                     agent_id: Some(ev.agent_id.clone()),
                     peer: peer_addr,
@@ -540,14 +696,7 @@ impl Correlator {
         let Ok(prefix) = IpPrefix::parse(&ev.prefix) else {
             return out;
         };
-        let inside = |a: &IpAddr| IpPrefix::new(*a, prefix.len).addr == prefix.addr;
-        for x in targets
-            .iter()
-            .filter(|x| visible(x) && x.addr.is_ipv4() == prefix.addr.is_ipv4())
-        {
-            if !inside(&x.addr) {
-                continue;
-            }
+        for x in targets.within(&prefix).into_iter().filter(visible) {
             // Longest match: a more-specific route of the same peer covering the target governs
             // it, whatever happens to this prefix.
             let q = RouteQuery {
@@ -575,17 +724,18 @@ impl Correlator {
     }
 
     fn flush_dirty(&mut self) {
-        for inc in self.open.values_mut() {
-            if inc.dirty {
-                inc.dirty = false;
-                match self.c.store.save_correlation(
-                    &SystemScope::collector_internal(),
-                    &inc.corr,
-                    false,
-                ) {
-                    Ok(()) => self.c.stream.publish_correlation(&inc.corr),
-                    Err(e) => tracing::warn!(error = %e, "cannot save a correlation"),
-                }
+        let dirty: Vec<_> = self
+            .open
+            .iter_mut()
+            .filter(|(_, i)| i.dirty)
+            .map(|(k, i)| {
+                i.dirty = false;
+                k.clone()
+            })
+            .collect();
+        for k in dirty {
+            if let Some(inc) = self.open.get(&k) {
+                self.save_provisional(&inc.corr);
             }
         }
         self.report_gauges();
@@ -604,21 +754,43 @@ impl Correlator {
         );
     }
 
+    /// Closes incidents idle for `incident_gap` or open for `max_incident`.
     fn close_idle(&mut self, now: i64) {
         let gap = self.cfg.incident_gap.as_millis() as i64;
-        let after = self.cfg.after.as_millis() as i64;
-        let idle: Vec<_> = self
+        let max = self.cfg.max_incident.as_millis() as i64;
+        let done: Vec<_> = self
             .open
             .iter()
-            .filter(|(_, i)| now - i.last_event_ms >= gap)
+            .filter(|(_, i)| now - i.last_event_ms >= gap || now - i.opened_ms >= max)
             .map(|(k, _)| k.clone())
             .collect();
-        for k in idle {
-            if let Some(inc) = self.open.remove(&k)
-                && !inc.corr.tests.is_empty()
-            {
-                self.waiting.push((inc.last_event_ms + after, inc.corr));
+        for k in done {
+            if let Some(inc) = self.open.remove(&k) {
+                self.close(inc);
             }
+        }
+    }
+
+    /// An incident takes no more events; its verdict comes once its after-window has passed.
+    fn close(&mut self, inc: Incident) {
+        if inc.corr.tests.is_empty() {
+            return;
+        }
+        if inc.dirty {
+            self.save_provisional(&inc.corr);
+        }
+        let after = self.cfg.after.as_millis() as i64;
+        self.waiting.push((inc.last_event_ms + after, inc.corr));
+    }
+
+    fn save_provisional(&self, corr: &pb::Correlation) {
+        match self
+            .c
+            .store
+            .save_correlation(&SystemScope::collector_internal(), corr, false)
+        {
+            Ok(()) => self.c.stream.publish_correlation(corr),
+            Err(e) => tracing::warn!(error = %e, "cannot save a correlation"),
         }
     }
 
@@ -732,10 +904,33 @@ pub fn judge(cfg: &CorrelationConfig, b: &pb::WindowStats, a: &pb::WindowStats) 
     if b.ok > 0 && a.ok == 0 {
         return pb::Verdict::Unreachable;
     }
-    let slower = a.latency_p50_ms > b.latency_p50_ms * cfg.latency_factor
-        && a.latency_p50_ms - b.latency_p50_ms >= cfg.latency_min_ms;
-    let faster = b.latency_p50_ms > a.latency_p50_ms * cfg.latency_factor
-        && b.latency_p50_ms - a.latency_p50_ms >= cfg.latency_min_ms;
+    // `x` is worse than `y` by the factor and by at least the minimum.
+    let up = |x: f64, y: f64, factor: f64, min: f64| x > y * factor && x - y >= min;
+    let tails = a.ok >= P95_MIN_OK && b.ok >= P95_MIN_OK;
+    let slower = up(
+        a.latency_p50_ms,
+        b.latency_p50_ms,
+        cfg.latency_factor,
+        cfg.latency_min_ms,
+    ) || tails
+        && up(
+            a.latency_p95_ms,
+            b.latency_p95_ms,
+            cfg.latency_p95_factor,
+            cfg.latency_p95_min_ms,
+        );
+    let faster = up(
+        b.latency_p50_ms,
+        a.latency_p50_ms,
+        cfg.latency_factor,
+        cfg.latency_min_ms,
+    ) || tails
+        && up(
+            b.latency_p95_ms,
+            a.latency_p95_ms,
+            cfg.latency_p95_factor,
+            cfg.latency_p95_min_ms,
+        );
     if a.loss - b.loss >= cfg.loss_delta
         || b.reachability - a.reachability >= cfg.loss_delta
         || (slower && a.ok > 0 && b.ok > 0)
@@ -795,8 +990,10 @@ fn count_resync(h: &crate::stream::HubCounters, end: &pb::RouteEvent) {
     }
 }
 
+mod bursts;
 #[cfg(test)]
 mod golden;
+pub(crate) mod targets;
 mod window;
 
 #[cfg(test)]
@@ -804,11 +1001,15 @@ mod tests {
     use super::*;
 
     fn w(runs: u32, ok: u32, p50: f64, loss: f64) -> pb::WindowStats {
+        w95(runs, ok, p50, p50, loss)
+    }
+
+    fn w95(runs: u32, ok: u32, p50: f64, p95: f64, loss: f64) -> pb::WindowStats {
         pb::WindowStats {
             runs,
             ok,
             latency_p50_ms: p50,
-            latency_p95_ms: p50,
+            latency_p95_ms: p95,
             loss,
             reachability: if runs > 0 {
                 f64::from(ok) / f64::from(runs)
@@ -847,6 +1048,45 @@ mod tests {
         );
         assert_eq!(
             judge(&c, &w(5, 5, 10.0, 0.01), &w(5, 5, 11.0, 0.02)),
+            V::NoEffect
+        );
+        // The tail alone: the median held, the 95th percentile went from 12 to 60 ms.
+        assert_eq!(
+            judge(
+                &c,
+                &w95(40, 40, 10.0, 12.0, 0.0),
+                &w95(40, 40, 10.5, 60.0, 0.0)
+            ),
+            V::Degraded
+        );
+        assert_eq!(
+            judge(
+                &c,
+                &w95(40, 40, 10.5, 60.0, 0.0),
+                &w95(40, 40, 10.0, 12.0, 0.0)
+            ),
+            V::Improved
+        );
+        // Twice the tail but under the 10 ms minimum, or +20 ms but under 2x: noise.
+        assert_eq!(
+            judge(&c, &w95(40, 40, 1.0, 2.0, 0.0), &w95(40, 40, 1.0, 9.0, 0.0)),
+            V::NoEffect
+        );
+        assert_eq!(
+            judge(
+                &c,
+                &w95(40, 40, 10.0, 30.0, 0.0),
+                &w95(40, 40, 10.0, 50.0, 0.0)
+            ),
+            V::NoEffect
+        );
+        // Too few runs for a 95th percentile: one slow reply is not a tail.
+        assert_eq!(
+            judge(
+                &c,
+                &w95(40, 40, 10.0, 12.0, 0.0),
+                &w95(8, 8, 10.5, 60.0, 0.0)
+            ),
             V::NoEffect
         );
         assert_eq!(worse(V::Degraded, V::NoData), V::Degraded);

@@ -31,6 +31,8 @@ use crate::{server::now_ms, state::Collector};
 pub struct Registry {
     inner: Mutex<HashMap<String, Entry>>,
     next_conn: std::sync::atomic::AtomicU64,
+    /// Tells the correlator which orgs' tests changed (see `correlator/targets.rs`).
+    pub targets: Arc<crate::correlator::targets::TargetChanges>,
 }
 
 struct Entry {
@@ -122,6 +124,7 @@ impl Registry {
 
     /// Tells every connected agent of `org` to recompute its assignments.
     pub fn tests_changed(&self, org: &str) {
+        self.targets.org_changed(org);
         for e in self.lock().values().filter(|e| e.org == org) {
             e.tests_changed.notify_one();
         }

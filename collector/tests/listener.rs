@@ -17,6 +17,8 @@ use serde_json::Value;
 const BIRD_V4: &str = "198.19.77.1";
 const LST_V4: &str = "198.19.77.2";
 const NET: u8 = 77;
+/// A host name only the collector's own `/etc/hosts` knows (see `Collector::start_with_hosts`).
+const HOST_H: &str = "target-h.listener.test";
 
 const ROUTES4: &str = "
     route 203.0.113.0/24 blackhole { bgp_community.add((65001,100)); };
@@ -251,8 +253,8 @@ fn route_changes_are_correlated_with_the_tests_they_cover() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let mut lab = BirdLab::new(root, N);
-    // Two targets behind BIRD's namespace: 198.19.90.1 (a) and 198.19.90.2 (b).
-    for a in ["198.19.90.1/32", "198.19.90.2/32"] {
+    // Targets behind BIRD's namespace: 198.19.90.1 (a), 198.19.90.2 (b) and 198.19.90.3 (h).
+    for a in ["198.19.90.1/32", "198.19.90.2/32", "198.19.90.3/32"] {
         sh(&["ip", "-n", &lab.ns, "addr", "add", a, "dev", "lo"]);
     }
     sh(&[
@@ -263,11 +265,11 @@ fn route_changes_are_correlated_with_the_tests_they_cover() {
         "via",
         &format!("198.19.{N}.1"),
     ]);
-    let c = Collector::start(
+    let c = Collector::start_with_hosts(
         root,
-        0,
         "[correlation]\nbefore = \"20s\"\nafter = \"6s\"\nincident_gap = \"2s\"\n",
         &[("RUST_LOG", "info,foureyes_collector::correlator=debug")],
+        &format!("127.0.0.1 localhost\n198.19.90.3 {HOST_H}\n"),
     );
     let api = Api::new(&c.api, &c.tenant("acme", "noc"));
     let other = Api::new(&c.api, &c.tenant("other", "ops"));
@@ -461,6 +463,67 @@ fn route_changes_are_correlated_with_the_tests_they_cover() {
         None,
     );
     assert_eq!(s, 404);
+
+    // A test created right before a route change is matched (the API wakes the correlator; no
+    // poll to wait for), and a target named by a host name is matched by its address (the
+    // collector's own /etc/hosts names 198.19.90.3, on BIRD's loopback).
+    let h = api.post(
+        "/api/v1/tests",
+        serde_json::json!({"name": "h", "intervalMs": 60_000, "timeoutMs": 400, "count": 1,
+                           "config": {"icmp": {"host": HOST_H}}}),
+    );
+    let with_h = format!(
+        "{}    route 198.19.90.3/32 blackhole;\n",
+        with24.replace("    route 198.19.90.1/32 blackhole;\n", "")
+    );
+    reconfigure(&with_h);
+    let named = wait_until(
+        "a correlation for the name's address",
+        Duration::from_secs(30),
+        || {
+            correlations(&api)
+                .into_iter()
+                .find(|c| c["prefixes"][0] == "198.19.90.3/32")
+        },
+    );
+    assert_eq!(tests_of(&named), vec!["h"], "{named}");
+    assert_eq!(named["tests"][0]["testId"], h["id"], "{named}");
+    assert_eq!(named["tests"][0]["target"], "198.19.90.3", "{named}");
+
+    // Pagination: one record a page, in a stable order, every record once, then no token.
+    let all: std::collections::BTreeSet<String> = correlations(&api)
+        .iter()
+        .filter_map(|c| c["id"].as_str().map(String::from))
+        .collect();
+    assert_eq!(all.len(), 3, "{all:?}");
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = api.get(&format!(
+            "/api/v1/correlations?page_size=1&page_token={token}"
+        ));
+        let cs = page["correlations"].as_array().cloned().unwrap_or_default();
+        assert!(cs.len() <= 1, "{page}");
+        paged.extend(cs.iter().filter_map(|c| c["id"].as_str().map(String::from)));
+        token = page["nextPageToken"].as_str().unwrap_or("").to_string();
+        if token.is_empty() {
+            break;
+        }
+        assert!(
+            paged.len() <= all.len(),
+            "pagination does not end: {paged:?}"
+        );
+    }
+    assert_eq!(paged.len(), all.len(), "{paged:?}");
+    assert_eq!(
+        paged
+            .iter()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        all
+    );
+    let (s, body) = api.call("GET", "/api/v1/correlations?page_token=%21%21", None);
+    assert_eq!(s, 400, "{body}");
     let _ = Command::new("ip")
         .args(["route", "del", "198.19.90.0/24"])
         .output();

@@ -185,17 +185,20 @@ fn a_withdraw_upstream_breaks_forwarding_and_is_correlated_as_unreachable() {
     // keeps its /32. Nothing is removed by hand.
     std::thread::sleep(Duration::from_secs(3));
     lab.reconfigure(&with_b32.replace(&base, ""));
-    wait_until(
-        "the router to drop the /24",
-        Duration::from_secs(30),
-        || (!lab.router_fib().contains(&t24)).then_some(()),
-    );
+    // The record is stored as soon as it touches a test, before its verdict (which cannot come
+    // before after + incident_gap, 8 s, have passed): the first sight of it is provisional.
     let gone = wait_until("a provisional correlation", Duration::from_secs(30), || {
         correlations(&api)
             .into_iter()
             .find(|c| c["prefixes"][0] == t24.as_str() && c["withdraws"] == "1")
     });
+    assert_eq!(gone["verdict"], "VERDICT_PENDING", "{gone}");
     assert_eq!(tests_of(&gone), vec!["a"], "{gone}");
+    wait_until(
+        "the router to drop the /24",
+        Duration::from_secs(30),
+        || (!lab.router_fib().contains(&t24)).then_some(()),
+    );
     let id = gone["id"].as_str().unwrap().to_string();
     let decided = wait_until("the withdraw's verdict", Duration::from_secs(60), || {
         api.get(&format!("/api/v1/correlations/{id}"))

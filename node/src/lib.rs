@@ -1,6 +1,9 @@
 //! The probe node: runs its assigned tests on schedule, spools signed results, and keeps going
 //! through a partition with the last assignment set it stored.
 
+mod burst_limit;
+pub use burst_limit::{BurstLimiter, BurstLimits};
+
 use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
 use foureyes_agent::{
@@ -28,8 +31,6 @@ const BURST_QUEUE: usize = 16;
 /// Caps on what one burst can ask of the node, whatever the collector says.
 const BURST_MAX_RUNS: u32 = 10;
 const BURST_MIN_SPACING: Duration = Duration::from_millis(100);
-/// At most one burst per test in this long.
-const BURST_MIN_INTERVAL: Duration = Duration::from_secs(10);
 /// At most one burst traceroute per test in this long: a traceroute sends up to
 /// `max_hops * probes_per_hop` packets, and routers rate-limit their ICMP answers.
 const TRACE_MIN_INTERVAL: Duration = Duration::from_secs(30);
@@ -147,8 +148,8 @@ fn rand_offset(max: u64) -> u64 {
 
 /// Runs probe bursts: extra runs of assigned tests right after a route change covered their
 /// targets. Only tests in the current assignment set run (a burst cannot add work the node was
-/// not given), runs and spacing are capped, and one test bursts at most once per
-/// [`BURST_MIN_INTERVAL`]. A burst that asks for a traceroute also traces toward each test's own
+/// not given), runs and spacing are capped, and [`BurstLimiter`] bounds how often a test and how
+/// many tests in all may burst ([`BurstLimits`]). A burst that asks for a traceroute also traces toward each test's own
 /// target ([`foureyes_probes::burst_traceroute`]), at most once per test per
 /// [`TRACE_MIN_INTERVAL`] and [`TRACES_IN_FLIGHT`] at a time on the node.
 async fn bursts(
@@ -157,7 +158,7 @@ async fn bursts(
     results: mpsc::Sender<ProbeResult>,
     shutdown: CancellationToken,
 ) {
-    let mut last: HashMap<String, tokio::time::Instant> = HashMap::new();
+    let mut limiter = BurstLimiter::new(BurstLimits::default());
     let mut last_trace: HashMap<String, tokio::time::Instant> = HashMap::new();
     let traces = Arc::new(tokio::sync::Semaphore::new(TRACES_IN_FLIGHT));
     loop {
@@ -175,14 +176,8 @@ async fn bursts(
             .filter(|t| b.test_ids.contains(&t.id))
             .cloned()
             .collect();
-        for t in tests {
-            if last
-                .get(&t.id)
-                .is_some_and(|at| now.duration_since(*at) < BURST_MIN_INTERVAL)
-            {
-                continue;
-            }
-            last.insert(t.id.clone(), now);
+        let admitted = limiter.admit(now, tests.iter().map(|t| t.id.as_str()));
+        for t in tests.into_iter().filter(|t| admitted.contains(&t.id)) {
             tracing::info!(test = %t.id, runs, reason = %b.reason, traceroute = b.traceroute, "probe burst");
             if b.traceroute {
                 trace(&t, &traces, &mut last_trace, now, &results);
@@ -231,4 +226,83 @@ fn trace(
         drop(permit);
         let _ = results.send(r).await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use foureyes_proto::v1 as pb;
+
+    fn tcp_test(id: &str, port: u16) -> Test {
+        Test {
+            id: id.into(),
+            name: id.into(),
+            interval_ms: 3_600_000,
+            timeout_ms: 2_000,
+            count: 1,
+            config: Some(pb::ProbeConfig {
+                kind: Some(pb::probe_config::Kind::Tcp(pb::TcpConfig {
+                    host: "127.0.0.1".into(),
+                    port: u32::from(port),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Two bursts of one test within the node's interval run it once; a later burst of another
+    /// test still runs (so the first's refusal was decided by then).
+    #[tokio::test]
+    // The listener is the probes' target in this test, not a socket of the node.
+    #[allow(clippy::disallowed_methods)]
+    async fn a_second_burst_within_the_interval_does_not_run() {
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let port = server.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = server.accept().await {
+                drop(s);
+            }
+        });
+        let (_assign_tx, assign_rx) = tokio::sync::watch::channel(AssignmentSet {
+            tests: vec![tcp_test("a", port), tcp_test("b", port)],
+            ..Default::default()
+        });
+        let (burst_tx, burst_rx) = mpsc::channel(BURST_QUEUE);
+        let (result_tx, mut result_rx) = mpsc::channel(100);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(bursts(burst_rx, assign_rx, result_tx, shutdown.clone()));
+        let burst = |id: &str| pb::ProbeBurst {
+            test_ids: vec![id.into()],
+            runs: 1,
+            spacing_ms: 100,
+            reason: "test".into(),
+            traceroute: false,
+        };
+        for id in ["a", "a", "b"] {
+            burst_tx
+                .send(burst(id))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let mut got: Vec<String> = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !(got.iter().any(|t| t == "a") && got.iter().any(|t| t == "b")) {
+            match tokio::time::timeout_at(deadline, result_rx.recv()).await {
+                Ok(Some(r)) => got.push(r.test_id),
+                _ => panic!("burst results did not come: {got:?}"),
+            }
+        }
+        // A second run of a, had it been started, would be done well within this.
+        while let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(2), result_rx.recv()).await
+        {
+            got.push(r.test_id);
+        }
+        got.sort();
+        assert_eq!(got, ["a", "b"]);
+        shutdown.cancel();
+        let _ = task.await;
+    }
 }

@@ -8,8 +8,8 @@
 //! into a real SQLite store one at a time at their recorded receive time, and the correlator runs
 //! a round every 500 ms of simulated time in between, as it does live, so the routes table it
 //! consults is the one of that moment. Random ids are normalised (correlations `c-1`, `c-2`...,
-//! tests back to their recorded ids, in that order). `session-down`, `flap` and `origin-change`
-//! are written by `hand_cases.py` beside them, on a simulated timeline.
+//! tests back to their recorded ids, in that order). `session-down`, `flap`, `long-flap` and
+//! `origin-change` are written by `hand_cases.py` beside them, on a simulated timeline.
 //!
 //! `FOUREYES_BLESS=1 cargo test -p foureyes-collector --lib golden` rewrites the expected files;
 //! review the diff before committing it.
@@ -55,6 +55,9 @@ fn config() -> CorrelationConfig {
         before: std::time::Duration::from_secs(20),
         after: std::time::Duration::from_secs(6),
         incident_gap: std::time::Duration::from_secs(2),
+        // Shorter than the default so `long-flap` crosses it; longer than any other case's
+        // incident.
+        max_incident: std::time::Duration::from_secs(20),
         burst_runs: 0,
         ..Default::default()
     }

@@ -129,11 +129,48 @@ impl Collector {
         env: &[(&str, &str)],
         serve_args: &[&str],
     ) -> Self {
+        Self::start_in(root, node_port, api_addr, config, env, serve_args, None)
+    }
+
+    /// Like [`Collector::start`], in a mount namespace of its own where `/etc/hosts` is `hosts`
+    /// (host names for tests' targets without touching the machine's resolver; needs root and
+    /// util-linux's `unshare`).
+    pub fn start_with_hosts(root: &Path, config: &str, env: &[(&str, &str)], hosts: &str) -> Self {
+        Self::start_in(root, 0, "127.0.0.1:0", config, env, &[], Some(hosts))
+    }
+
+    fn start_in(
+        root: &Path,
+        node_port: u16,
+        api_addr: &str,
+        config: &str,
+        env: &[(&str, &str)],
+        serve_args: &[&str],
+        hosts: Option<&str>,
+    ) -> Self {
         let data_dir = root.join("data");
         std::fs::create_dir_all(&data_dir).unwrap();
         let _ = std::fs::remove_file(data_dir.join("collector.addr.json"));
         let cfg = Self::config(root, config);
-        let mut cmd = Command::new(bin("foureyes-collector"));
+        let mut cmd = match hosts {
+            None => Command::new(bin("foureyes-collector")),
+            Some(text) => {
+                let file = root.join("hosts");
+                std::fs::write(&file, text).unwrap();
+                // `unshare` makes mounts private by default: the bind mount stays in there.
+                let mut c = Command::new("unshare");
+                c.args([
+                    "-m",
+                    "--",
+                    "sh",
+                    "-c",
+                    "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+                ])
+                .arg(&file)
+                .arg(bin("foureyes-collector"));
+                c
+            }
+        };
         cmd.arg("--data-dir")
             .arg(&data_dir)
             .arg("--config")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the hand-made golden inputs (session-down, flap, origin-change).
+"""Writes the hand-made golden inputs (session-down, flap, long-flap, origin-change).
 
 Recorded cases come from the routed end-to-end test (FOUREYES_RECORD=FILE); these three describe
 shapes that test does not produce, on the same timeline: a listener session comes up at 14:00:01,
@@ -35,7 +35,8 @@ def attrs(*asns):
 
 
 class Case:
-    def __init__(self):
+    def __init__(self, end=END):
+        self.end = end
         self.lines = []
         self.event_seq = 0
         self.result_seq = {}
@@ -66,7 +67,7 @@ class Case:
     def results(self, node, state):
         """`state(sec, test) -> latency ms, or None for unreachable`, every 500 ms."""
         i = 0
-        while i * 0.5 <= END:
+        while i * 0.5 <= self.end:
             sec = i * 0.5
             for name, (tid, _) in TESTS.items():
                 at = sec + (0.11 if name == "a" else 0.13) + (0.02 if node.endswith("2") else 0)
@@ -116,6 +117,24 @@ def flap():
     c.write("flap")
 
 
+def long_flap():
+    # The /24 flaps every second from :30 to :79, longer than max_incident (20 s in the golden
+    # config): the incident is closed at 20 s and the next event opens another, three in all
+    # (:30-:49, :50-:69, :70-:79), each with a verdict. The target is unreachable while the
+    # prefix is withdrawn; after :80 it stays up.
+    c = Case(end=100.0)
+    c.session(1.0)
+    for k in range(50):
+        sec = 30.0 + k
+        if k % 2 == 0:
+            c.event(sec, "WITHDRAW", prefix=PREFIX, previous=attrs(65001, 65010))
+        else:
+            c.event(sec, "ANNOUNCE", prefix=PREFIX, attributes=attrs(65001, 65010))
+    c.results("n-golden00000000000000000000000n1",
+              lambda s, t: None if 30.0 <= s < 80.0 and int(s) % 2 == 0 else 1.0)
+    c.write("long-flap")
+
+
 def origin_change():
     # The /24's origin changes from AS65010 to AS65666 (a possible hijack). One node's path now
     # goes the long way (1 ms → 41 ms: degraded); the other's does not (no effect). The tests'
@@ -132,4 +151,5 @@ def origin_change():
 if __name__ == "__main__":
     session_down()
     flap()
+    long_flap()
     origin_change()
