@@ -49,8 +49,8 @@ use crate::wire::Family;
 /// enough that the B-tree seek per chunk costs nothing.
 pub const CHUNK: usize = 4096;
 
-/// Markers per peer in a snapshot: Begin and End for each family.
-pub const MARKERS_PER_PEER: u64 = 2 * Family::ALL.len() as u64;
+/// Markers per peer in a snapshot: its session state, and Begin and End for each family.
+pub const MARKERS_PER_PEER: u64 = 2 * Family::ALL.len() as u64 + 1;
 
 /// One piece of a snapshot as an event.
 pub fn mark(
@@ -266,7 +266,10 @@ impl Trigger {
         if !connected {
             return Decision::Wait("the link to the collector is down");
         }
-        let needed = routes.saturating_add(peers.saturating_mul(MARKERS_PER_PEER));
+        // One more record: the listener's peer set.
+        let needed = routes
+            .saturating_add(peers.saturating_mul(MARKERS_PER_PEER))
+            .saturating_add(1);
         let room = self.room();
         if needed > room {
             return Decision::TooLarge { needed, room };
@@ -498,9 +501,9 @@ mod tests {
         assert_eq!(t.poll(0, true, 0, 100, 2), Decision::Idle);
         // Dropped while the link is down: wait.
         assert!(matches!(t.poll(50, false, 1000, 100, 2), Decision::Wait(_)));
-        // Up, but the backlog leaves no room for 100 routes + 8 markers.
-        assert!(matches!(t.poll(50, true, 800, 100, 2), Decision::Wait(_)));
-        assert_eq!(t.poll(50, true, 792, 100, 2), Decision::Start);
+        // Up, but the backlog leaves no room for 100 routes + 10 markers + the peer set.
+        assert!(matches!(t.poll(50, true, 790, 100, 2), Decision::Wait(_)));
+        assert_eq!(t.poll(50, true, 789, 100, 2), Decision::Start);
         assert_eq!(t.started, 1);
         // Done: nothing more until the next drop.
         assert_eq!(t.poll(50, true, 0, 100, 2), Decision::Idle);
@@ -510,7 +513,7 @@ mod tests {
         assert_eq!(
             t.poll(70, true, 0, 5000, 1),
             Decision::TooLarge {
-                needed: 5004,
+                needed: 5006,
                 room: 900
             }
         );

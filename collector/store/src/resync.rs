@@ -37,7 +37,7 @@ pub(crate) fn is_resync(t: i32) -> bool {
     use pb::RouteEventType as T;
     matches!(
         T::try_from(t),
-        Ok(T::ResyncBegin | T::ResyncRoute | T::ResyncEnd)
+        Ok(T::ResyncBegin | T::ResyncRoute | T::ResyncEnd | T::ResyncSession | T::ResyncPeers)
     )
 }
 
@@ -96,6 +96,23 @@ pub(crate) fn write(
     buf: &mut Vec<u8>,
 ) -> Result<u64, StoreError> {
     use pb::RouteEventType as T;
+    if matches!(
+        T::try_from(ev.r#type),
+        Ok(T::ResyncSession | T::ResyncPeers)
+    ) {
+        return crate::resync_state::write(
+            tx,
+            last_key,
+            &next_key,
+            org,
+            team,
+            agent_id,
+            seq,
+            received_ms,
+            ev,
+            buf,
+        );
+    }
     let (peer, _) = crate::routes::peer_key(ev.peer.as_ref());
     let Some(afi) = family_afi(ev.afi_safi) else {
         tracing::warn!(agent = %agent_id, seq, "resync record without a family dropped");
