@@ -305,6 +305,12 @@ fn session_events_lost_in_a_spool_overflow_are_repaired_by_the_resync() {
     let c = Collector::start(root, node_port, "", &[]);
     let token = c.tenant("acme", "noc");
     let api = Api::new(&c.api, &token);
+    // A state-based session_down rule: it must fire for the peer the resync finds down.
+    let rule = api.post(
+        "/api/v1/alert-rules",
+        json!({"name": "session", "sessionDown": {}}),
+    );
+    let rule = rule["id"].as_str().unwrap().to_string();
     let peer_conf = |net: u8| {
         format!(
             "[[peer]]\naddress = \"198.19.{net}.1\"\nremote_as = 65001\nlisten = \"198.19.{net}.2\"\n"
@@ -445,6 +451,35 @@ fn session_events_lost_in_a_spool_overflow_are_repaired_by_the_resync() {
             count("peer_gone"),
         )
     };
+    // The session_down rule fires for A, saying a resync found it; B (up again) does not.
+    let firing = |addr: &str| {
+        api.get(&format!(
+            "/api/v1/alerts?page_size=100&rule_id={rule}&state=firing"
+        ))["alerts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|x| {
+                x["subject"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .ends_with(&format!("/{addr}"))
+            })
+    };
+    let alert = wait_until(
+        "the session_down alert for A",
+        Duration::from_secs(60),
+        || firing(&a),
+    );
+    assert!(
+        alert["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("found by a listener resync"),
+        "{alert}"
+    );
+    assert!(firing(&b).is_none(), "{:?}", firing(&b));
     // The correlator counts them as it reads the stored events: poll.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while counts() != (2, 1, 0) {
