@@ -12,7 +12,12 @@
 //!    level (90 % of `[spool] max_records`), so the snapshot cannot overflow the spool again and
 //!    start another round; then it asks every session for a snapshot (a generation number on a
 //!    `watch` channel).
-//! 2. Each session's driver ([`crate::driver`]) emits, per family, `ResyncMark::Begin`, one
+//!    Before the request, it sends the listener's peer set (`ResyncMark::Peers`: every configured
+//!    session and the BMP routers connected), so the collector can tell a peer stored as up that
+//!    no longer exists (removed by SIGHUP while the events saying so were dropped).
+//! 2. Each session's driver ([`crate::driver`]) emits its session state (`ResyncMark::Session`:
+//!    up with what was negotiated or down, and since when, from the last session event it sent:
+//!    [`LastState`]), then, per family, `ResyncMark::Begin`, one
 //!    `ResyncMark::Route` per route it holds (stale ones too, the collector holds them as well),
 //!    and `ResyncMark::End` with the count, into the same event channel as its live events and
 //!    without handling peer input in between: the snapshot sits at one point of that peer's event
@@ -23,10 +28,14 @@
 //! 3. The collector stages the routes and, at `End`, replaces its copy of that peer's family with
 //!    them, storing the differences as events with reason "resync" (see the store's
 //!    `resync.rs`). An interrupted snapshot (no `End`, or fewer routes than `End` says) is
-//!    discarded without touching the table.
+//!    discarded without touching the table. Where the session state disagrees with the last
+//!    session event it stored, it stores the missing `session_down` / `session_up` (the store's
+//!    `resync_state.rs`), before the routes.
 //!
 //! The BMP station keeps an Adj-RIB-In per monitored peer and view, so each router connection
-//! answers the same request with a snapshot of every table it holds ([`send_table`]); the
+//! answers the same request with its own peer set (the peers and views it monitors, all up) and
+//! a snapshot of every table it holds ([`send_table`], each after an up state without a
+//! since-time: the station does not keep when a view came up); the
 //! collector keys them by peer, view and router like their live events. Nothing is sent to the
 //! router (BMP is one-way, and closing its connection to make it resend would report every peer
 //! down and up).

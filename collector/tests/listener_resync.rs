@@ -10,6 +10,10 @@
 //! `session_down` and no correlation from the resync (while a live withdraw afterwards is
 //! correlated, so the correlator is awake), and `/metrics` counts the applied resync.
 //!
+//! The second test repairs session events the overflow swallowed (one BIRD disabled for good,
+//! another disabled and enabled again): `/api/v1/peers`, the session_down rule and `/metrics`
+//! show the listener's real state afterwards.
+//!
 //! Needs root (namespaces), `bird2` and `iproute2`, and the built binaries (`cargo build --bins`).
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 

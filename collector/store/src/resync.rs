@@ -15,7 +15,9 @@
 //!   are changes the spool's gap swallowed, found later, and when they really happened is
 //!   unknown. They go through [`crate::routes::write_event`] like any event, so the routes table
 //!   ends up equal to the snapshot. The correlator does not correlate them (they are not fresh
-//!   changes) and the alert engine's session rules see no session event from a resync.
+//!   changes). Session state is `resync_state.rs`: a snapshot's `RESYNC_SESSION` and
+//!   `RESYNC_PEERS` records, which come before the routes, may store `session_down` /
+//!   `session_up` events the gap swallowed; identical state stores nothing.
 //! - the `RESYNC_END` event itself is stored with a [`pb::ResyncOutcome`] (applied or discarded,
 //!   and the counts), which is what `/api/v1/route-events` shows and `/metrics` counts.
 //!

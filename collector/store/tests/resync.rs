@@ -1,6 +1,7 @@
 //! Resync snapshots: ingest replaces a listener peer's table in one family by the snapshot at its
 //! end marker, stores only the differences (reason "resync"), and leaves the table alone when a
-//! snapshot is incomplete or interrupted.
+//! snapshot is incomplete or interrupted; and stores the session events a snapshot's session state
+//! and peer set show missing (nothing when they agree).
 #![allow(clippy::unwrap_used)]
 
 mod common;
