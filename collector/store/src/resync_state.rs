@@ -94,7 +94,9 @@ pub fn decide(stored: Option<&Stored>, up: bool, since: Option<&foureyes_proto::
     }
 }
 
-/// The last stored session_up / session_down of one peer of the agent.
+/// The last stored session_up / session_down of one peer of the agent, among the tenant's
+/// newest [`MAX_SESSION_EVENTS`] of them: what `/api/v1/peers` reads, and a bound on the walk
+/// for a peer that has none (the index is by org and key, not by peer).
 fn last_session(
     tx: &Connection,
     org: &str,
@@ -107,13 +109,24 @@ fn last_session(
     );
     let body: Option<Vec<u8>> = tx
         .prepare_cached(
-            "SELECT body FROM route_events
-             WHERE org = ?1 AND afi = ?2 AND net = ?3 AND len = 0 AND agent_id = ?4 AND peer = ?5
-                 AND type IN (?6, ?7)
-             ORDER BY key DESC LIMIT 1",
+            "SELECT body FROM route_events WHERE key = (
+                 SELECT MAX(key) FROM (
+                     SELECT key, agent_id, peer FROM route_events
+                     WHERE org = ?1 AND afi = ?2 AND net = ?3 AND len = 0 AND type IN (?6, ?7)
+                     ORDER BY key DESC LIMIT ?8)
+                 WHERE agent_id = ?4 AND peer = ?5)",
         )?
         .query_row(
-            params![org, AFI_NONE, Vec::<u8>::new(), agent_id, peer, up, down],
+            params![
+                org,
+                AFI_NONE,
+                Vec::<u8>::new(),
+                agent_id,
+                peer,
+                up,
+                down,
+                MAX_SESSION_EVENTS
+            ],
             |r| r.get(0),
         )
         .optional()?;
