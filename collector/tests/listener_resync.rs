@@ -11,8 +11,8 @@
 //! correlated, so the correlator is awake), and `/metrics` counts the applied resync.
 //!
 //! The second test repairs session events the overflow swallowed (one BIRD disabled for good,
-//! another disabled and enabled again): `/api/v1/peers`, the session_down rule and `/metrics`
-//! show the listener's real state afterwards.
+//! another disabled and enabled again, a third peer removed by SIGHUP): `/api/v1/peers`, the
+//! session_down rule and `/metrics` show the listener's real state afterwards.
 //!
 //! Needs root (namespaces), `bird2` and `iproute2`, and the built binaries (`cargo build --bins`).
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
@@ -289,22 +289,27 @@ fn wait_bird(lab: &BirdLab, what: &str) {
 }
 
 /// Session events lost in a spool overflow are repaired by the resync: one BIRD's session is
-/// taken down (`birdc disable`) and stays down, another goes down and comes back, both while the
-/// collector is away and then the spool overflows (churn through the second), so the collector
-/// never hears of either. When it returns, `/api/v1/peers` shows the first down and the second up
-/// with reason "resync" (a session_down and a session_up from the resync, in that order), the
-/// routes table is the second BIRD's alone, and `/metrics` counts the repaired events.
+/// taken down (`birdc disable`) and stays down, another goes down and comes back, and a third
+/// peer is removed from listener.toml (SIGHUP), all while the collector is away, and then the
+/// spool overflows (churn through the second), so the collector never hears of any of it. When
+/// it returns, `/api/v1/peers` shows the first down and the second up with reason "resync" (a
+/// session_down and a session_up from the resync, in that order) and the third down as no longer
+/// configured, the routes table is the second BIRD's alone, the session_down rule fires for the
+/// first, and `/metrics` counts the repaired events.
 #[test]
 fn session_events_lost_in_a_spool_overflow_are_repaired_by_the_resync() {
     const NET_A: u8 = 95;
     const NET_B: u8 = 96;
+    const NET_C: u8 = 94;
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let (dir_a, dir_b) = (root.join("a"), root.join("b"));
-    std::fs::create_dir_all(&dir_a).unwrap();
-    std::fs::create_dir_all(&dir_b).unwrap();
+    let (dir_a, dir_b, dir_c) = (root.join("a"), root.join("b"), root.join("c"));
+    for d in [&dir_a, &dir_b, &dir_c] {
+        std::fs::create_dir_all(d).unwrap();
+    }
     let mut lab_a = BirdLab::new(&dir_a, NET_A);
     let mut lab_b = BirdLab::new(&dir_b, NET_B);
+    let mut lab_c = BirdLab::new(&dir_c, NET_C);
     let node_port = free_port();
     let c = Collector::start(root, node_port, "", &[]);
     let token = c.tenant("acme", "noc");
@@ -320,32 +325,38 @@ fn session_events_lost_in_a_spool_overflow_are_repaired_by_the_resync() {
             "[[peer]]\naddress = \"198.19.{net}.1\"\nremote_as = 65001\nlisten = \"198.19.{net}.2\"\n"
         )
     };
-    let mut listener = common::start_listener(
-        &c,
-        root,
-        "acme",
-        "noc",
-        &format!(
-            "local_as = 65002\nrouter_id = \"198.19.{NET_A}.2\"\nhold_time = 30\n{}{}[spool]\nmax_records = {MAX_RECORDS}\n",
-            peer_conf(NET_A),
-            peer_conf(NET_B)
-        ),
-    );
+    let config = |peers: &[u8]| {
+        format!(
+            "local_as = 65002\nrouter_id = \"198.19.{NET_A}.2\"\nhold_time = 30\n{}[spool]\nmax_records = {MAX_RECORDS}\n",
+            peers.iter().map(|n| peer_conf(*n)).collect::<String>()
+        )
+    };
+    let mut listener =
+        common::start_listener(&c, root, "acme", "noc", &config(&[NET_A, NET_B, NET_C]));
     let (a, b) = (format!("198.19.{NET_A}.1"), format!("198.19.{NET_B}.1"));
+    let c_addr = format!("198.19.{NET_C}.1");
     lab_a.write_conf("    route 198.51.110.0/24 blackhole;\n", "");
     lab_a.start();
+    lab_c.write_conf("    route 198.51.120.0/24 blackhole;\n", "");
+    lab_c.start();
     let (conf_b, want_b) = routes(true, 1, "");
     lab_b.write_conf(&conf_b, ROUTES6);
     lab_b.start();
     let want_b = with6(want_b);
     let mut want = want_b.clone();
     want.insert("198.51.110.0/24 0".into());
+    want.insert("198.51.120.0/24 0".into());
     wait_until(
-        "both sessions up with their tables",
+        "the sessions up with their tables",
         Duration::from_secs(90),
         || {
             assert!(listener.is_running(), "{}", listener.log_text());
-            let up: BTreeSet<String> = [format!("{a} up "), format!("{b} up ")].into();
+            let up: BTreeSet<String> = [
+                format!("{a} up "),
+                format!("{b} up "),
+                format!("{c_addr} up "),
+            ]
+            .into();
             (table(&api) == want && peer_states(&api) == up).then_some(())
         },
     );
@@ -364,6 +375,20 @@ fn session_events_lost_in_a_spool_overflow_are_repaired_by_the_resync() {
     let reply = lab_b.birdc(&["enable", "fe"]);
     assert!(reply.contains("enabled"), "{reply}");
     wait_bird(&lab_b, "Established");
+    // C is removed from the config: the listener stops its session (its session_down is spooled,
+    // and dropped with the rest).
+    std::fs::write(root.join("listener.toml"), config(&[NET_A, NET_B])).unwrap();
+    let st = std::process::Command::new("kill")
+        .args(["-HUP", &listener.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    wait_until("C's session stopped", Duration::from_secs(60), || {
+        listener
+            .log_text()
+            .contains("stopping the session (removed or changed)")
+            .then_some(())
+    });
     std::thread::sleep(Duration::from_secs(2));
     let reconfigure = |routes: &str| {
         lab_b.write_conf(routes, ROUTES6);
@@ -389,8 +414,12 @@ fn session_events_lost_in_a_spool_overflow_are_repaired_by_the_resync() {
     // The collector comes back: the resync repairs both peers' state.
     let c2 = Collector::start(root, node_port, "", &[]);
     let api = Api::new(&c2.api, &token);
-    let want_states: BTreeSet<String> =
-        [format!("{a} down resync"), format!("{b} up resync")].into();
+    let want_states: BTreeSet<String> = [
+        format!("{a} down resync"),
+        format!("{b} up resync"),
+        format!("{c_addr} down resync: peer no longer configured on the listener"),
+    ]
+    .into();
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
     while peer_states(&api) != want_states || table(&api) != want_b {
         assert!(listener.is_running(), "{}", listener.log_text());
@@ -486,7 +515,7 @@ fn session_events_lost_in_a_spool_overflow_are_repaired_by_the_resync() {
     assert!(firing(&b).is_none(), "{:?}", firing(&b));
     // The correlator counts them as it reads the stored events: poll.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while counts() != (2, 1, 0) {
+    while counts() != (2, 1, 1) {
         assert!(
             std::time::Instant::now() < deadline,
             "foureyes_session_resyncs_total: {:?}",
