@@ -172,6 +172,31 @@ fn peers_up(tx: &Connection, org: &str, agent_id: &str) -> Result<Vec<pb::RouteE
     Ok(out)
 }
 
+/// A peer's key for comparing peer sets: [`peer_key`] with the addresses in canonical form
+/// (an IPv4-mapped IPv6 address written either way is one peer), so a spelling difference can
+/// never make a peer look gone.
+fn set_key(p: &pb::BgpPeer) -> String {
+    let canon = |s: &str| {
+        s.parse::<std::net::IpAddr>()
+            .map(|a| a.to_canonical().to_string())
+            .unwrap_or_else(|_| s.to_string())
+    };
+    let p = pb::BgpPeer {
+        address: canon(&p.address),
+        bmp_router: canon(&p.bmp_router),
+        ..p.clone()
+    };
+    peer_key(Some(&p)).0
+}
+
+/// Whether two address strings name the same address (canonical form), or are equal text.
+fn same_ip(a: &str, b: &str) -> bool {
+    match (a.parse::<std::net::IpAddr>(), b.parse::<std::net::IpAddr>()) {
+        (Ok(x), Ok(y)) => x.to_canonical() == y.to_canonical(),
+        _ => a == b,
+    }
+}
+
 /// A derived session event from a marker (the collector's fields already set on it).
 fn derived(
     marker: &pb::RouteEvent,
@@ -244,21 +269,21 @@ pub(crate) fn write(
             }
         }
         Ok(T::ResyncPeers) => {
-            let listed: HashSet<String> = state.peers.iter().map(|p| peer_key(Some(p)).0).collect();
-            let routers: HashSet<&str> = state.bmp_routers.iter().map(String::as_str).collect();
+            let listed: HashSet<String> = state.peers.iter().map(set_key).collect();
+            let routers = &state.bmp_routers;
             let router_scope = (!state.bmp_router.is_empty()).then_some(state.bmp_router.as_str());
             let mut gone: HashMap<String, pb::RouteEvent> = HashMap::new();
             for up in peers_up(tx, org, agent_id)? {
                 let Some(p) = up.peer.as_ref() else { continue };
-                let (key, _) = peer_key(Some(p));
+                let key = set_key(p);
                 let bmp = !p.bmp_router.is_empty();
                 let why = match router_scope {
                     // One BMP router's monitored peers: only that router's are judged.
-                    Some(r) if bmp && p.bmp_router == r && !listed.contains(&key) => {
+                    Some(r) if bmp && same_ip(&p.bmp_router, r) && !listed.contains(&key) => {
                         format!("resync: peer no longer monitored by BMP router {r}")
                     }
                     Some(_) => continue,
-                    None if bmp && !routers.contains(p.bmp_router.as_str()) => format!(
+                    None if bmp && !routers.iter().any(|r| same_ip(r, &p.bmp_router)) => format!(
                         "resync: BMP router {} no longer connected to the listener",
                         p.bmp_router
                     ),
@@ -328,5 +353,28 @@ mod tests {
         ));
         assert!(!is_resync_reason("resynchronised"));
         assert!(!is_resync_reason("received NOTIFICATION 6/2"));
+    }
+
+    #[test]
+    fn peer_sets_compare_addresses_in_canonical_form() {
+        let p = |a: &str, r: &str| pb::BgpPeer {
+            address: a.into(),
+            bmp_router: r.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            set_key(&p("::ffff:192.0.2.1", "")),
+            set_key(&p("192.0.2.1", ""))
+        );
+        assert_eq!(
+            set_key(&p("2001:db8::1", "::ffff:192.0.2.9")),
+            set_key(&p("2001:db8:0::1", "192.0.2.9"))
+        );
+        assert_ne!(set_key(&p("192.0.2.1", "")), set_key(&p("192.0.2.2", "")));
+        // Not an address: compared as text, never a panic.
+        assert_eq!(set_key(&p("x", "")), set_key(&p("x", "")));
+        assert!(same_ip("::ffff:192.0.2.9", "192.0.2.9"));
+        assert!(!same_ip("192.0.2.9", "192.0.2.10"));
+        assert!(same_ip("junk", "junk"));
     }
 }
