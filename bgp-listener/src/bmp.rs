@@ -419,19 +419,24 @@ impl Station {
             .sum()
     }
 
-    /// Every table the station holds (one per monitored peer and view), for a resync snapshot,
-    /// in a stable order.
-    pub fn tables(&self) -> Vec<(Peer, &AdjRibIn)> {
-        let mut v: Vec<(Peer, &AdjRibIn)> = self
+    /// Every table the station holds (one per monitored peer and view, all up: a peer that went
+    /// down is forgotten) with what its Peer Up said was negotiated, for a resync snapshot, in a
+    /// stable order.
+    pub fn tables(&self) -> Vec<(Peer, &Negotiated, &AdjRibIn)> {
+        let mut v: Vec<(Peer, &Negotiated, &AdjRibIn)> = self
             .peers
             .iter()
             .flat_map(|(k, st)| {
-                st.views
-                    .iter()
-                    .map(move |(view, rib)| (bmp_peer(self.router, *k, st.asn, *view), rib))
+                st.views.iter().map(move |(view, rib)| {
+                    (
+                        bmp_peer(self.router, *k, st.asn, *view),
+                        &st.negotiated,
+                        rib,
+                    )
+                })
             })
             .collect();
-        v.sort_by_key(|(p, _)| *p);
+        v.sort_by_key(|(p, _, _)| *p);
         v
     }
 

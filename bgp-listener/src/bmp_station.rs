@@ -246,9 +246,24 @@ async fn serve_inner(
                 }
                 // No router input is read until the snapshot is out: it sits at one point of
                 // this router's events.
+                let tables = station.tables();
+                // Which peers this router monitors now, then each one's state and table: every
+                // peer the station holds is up (a peer that went down is forgotten). When each
+                // came up is not kept, so the collector checks up or down only.
+                let peers = tables.iter().map(|(p, _, _)| *p).collect();
+                let set = crate::event::PeerSet::BmpRouter { router, peers };
+                events
+                    .send(crate::resync::peers_mark(set, SystemTime::now()))
+                    .await
+                    .map_err(|_| StationError::EventsClosed)?;
                 let mut routes = 0;
-                for (peer, rib) in station.tables() {
-                    routes += crate::resync::send_table(rib, peer, &events)
+                for (peer, negotiated, rib) in tables {
+                    let state = crate::event::SessionMark {
+                        up: Some(negotiated.clone()),
+                        since: None,
+                        routes: rib.len() as u64,
+                    };
+                    routes += crate::resync::send_table(rib, peer, state, &events)
                         .await
                         .map_err(|_| StationError::EventsClosed)?;
                 }

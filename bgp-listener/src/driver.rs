@@ -215,10 +215,13 @@ struct Driver {
     timers: Timers,
     primary: Option<Link>,
     contender: Option<Link>,
+    /// The last session state emitted, for a resync snapshot's session marker.
+    last_state: resync::LastState,
 }
 
 impl Driver {
     async fn emit(&mut self, ev: Event) -> Result<(), DriverError> {
+        self.last_state.on_event(&ev);
         match &self.events {
             EventSink::Each(tx) => send_or_wait(tx, ev).await,
             EventSink::Batches(_) => {
@@ -305,6 +308,15 @@ impl Driver {
         let peer = self.session.config().peer_id();
         let started = Instant::now();
         let mut total = 0u64;
+        // The session's state first: a session event the spool dropped is repaired before the
+        // table (the collector's repair may empty its copy, which the routes then refill).
+        let state = self
+            .last_state
+            .mark(self.session.negotiated(), self.session.rib().len());
+        let m = ResyncMark::Session(Box::new(state));
+        let at = SystemTime::now();
+        self.emit(resync::mark(peer, Family::Ipv4Unicast, None, at, m))
+            .await?;
         for family in Family::ALL {
             let at = SystemTime::now();
             self.emit(resync::mark(peer, family, None, at, ResyncMark::Begin))
@@ -440,6 +452,7 @@ pub async fn run_resyncing(
         timers: Timers::default(),
         primary: None,
         contender: None,
+        last_state: resync::LastState::default(),
     };
     let mut buf = vec![0u8; 64 * 1024];
     let mut cbuf = vec![0u8; 4096];

@@ -183,6 +183,35 @@ pub enum ResyncMark {
     End {
         routes: u64,
     },
+    /// The peer's session state, sent before its `Begin`s, so the collector can repair a
+    /// session event the spool dropped (boxed: rare, and larger than a route).
+    Session(Box<SessionMark>),
+    /// Which peers exist now, so the collector can tell one that no longer does.
+    Peers(Box<PeerSet>),
+}
+
+/// A session's state in a resync snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionMark {
+    /// What was negotiated, when the session is established now.
+    pub up: Option<Negotiated>,
+    /// When it entered this state: the time of the `Established` or `Down` event the listener
+    /// sent then (the collector compares it with the one it stored). `None` when unknown.
+    pub since: Option<SystemTime>,
+    /// Routes held for the peer (stale ones too).
+    pub routes: u64,
+}
+
+/// The peers a resync snapshot covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerSet {
+    /// The listener's configured sessions (whatever their state) and the BMP routers connected.
+    Listener {
+        sessions: Vec<Peer>,
+        bmp_routers: Vec<IpAddr>,
+    },
+    /// The peers (one per view) a BMP router monitors now.
+    BmpRouter { router: IpAddr, peers: Vec<Peer> },
 }
 
 /// Which view of a BMP-monitored peer an event comes from (RFC 7854 §4.2 peer flags, RFC 9069).

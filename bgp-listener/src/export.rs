@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use foureyes_proto::v1 as pb;
 
 use crate::event::{
-    BmpView, DownReason, Event, Negotiated, Peer, ResyncMark, Route, RouteChange, RouteEvent,
-    SessionEvent, Source,
+    BmpView, DownReason, Event, Negotiated, Peer, PeerSet, ResyncMark, Route, RouteChange,
+    RouteEvent, SessionEvent, Source,
 };
 use crate::update::{PathAttributes, Rfc7606Action};
 use crate::wire::Family;
@@ -186,6 +186,38 @@ fn route_event(e: &RouteEvent) -> pb::RouteEvent {
         RouteChange::Resync(ResyncMark::End { routes }) => {
             out.prefix_count = *routes;
             pb::RouteEventType::ResyncEnd
+        }
+        RouteChange::Resync(ResyncMark::Session(m)) => {
+            out.afi_safi = pb::AfiSafi::Unspecified as i32;
+            out.prefix_count = m.routes;
+            out.session = m.up.as_ref().map(session_info);
+            out.resync_state = Some(pb::ResyncState {
+                up: m.up.is_some(),
+                since: m.since.map(foureyes_proto::timestamp),
+                ..Default::default()
+            });
+            pb::RouteEventType::ResyncSession
+        }
+        RouteChange::Resync(ResyncMark::Peers(set)) => {
+            out.afi_safi = pb::AfiSafi::Unspecified as i32;
+            // The set names its peers itself; the event's own peer is a placeholder.
+            out.peer = None;
+            out.resync_state = Some(match &**set {
+                PeerSet::Listener {
+                    sessions,
+                    bmp_routers,
+                } => pb::ResyncState {
+                    peers: sessions.iter().map(peer).collect(),
+                    bmp_routers: bmp_routers.iter().map(|r| r.to_string()).collect(),
+                    ..Default::default()
+                },
+                PeerSet::BmpRouter { router, peers } => pb::ResyncState {
+                    peers: peers.iter().map(peer).collect(),
+                    bmp_router: router.to_string(),
+                    ..Default::default()
+                },
+            });
+            pb::RouteEventType::ResyncPeers
         }
     };
     out.r#type = t as i32;

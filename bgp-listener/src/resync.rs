@@ -12,7 +12,12 @@
 //!    level (90 % of `[spool] max_records`), so the snapshot cannot overflow the spool again and
 //!    start another round; then it asks every session for a snapshot (a generation number on a
 //!    `watch` channel).
-//! 2. Each session's driver ([`crate::driver`]) emits, per family, `ResyncMark::Begin`, one
+//!    Before the request, it sends the listener's peer set (`ResyncMark::Peers`: every configured
+//!    session and the BMP routers connected), so the collector can tell a peer stored as up that
+//!    no longer exists (removed by SIGHUP while the events saying so were dropped).
+//! 2. Each session's driver ([`crate::driver`]) emits its session state (`ResyncMark::Session`:
+//!    up with what was negotiated or down, and since when, from the last session event it sent:
+//!    [`LastState`]), then, per family, `ResyncMark::Begin`, one
 //!    `ResyncMark::Route` per route it holds (stale ones too, the collector holds them as well),
 //!    and `ResyncMark::End` with the count, into the same event channel as its live events and
 //!    without handling peer input in between: the snapshot sits at one point of that peer's event
@@ -23,10 +28,14 @@
 //! 3. The collector stages the routes and, at `End`, replaces its copy of that peer's family with
 //!    them, storing the differences as events with reason "resync" (see the store's
 //!    `resync.rs`). An interrupted snapshot (no `End`, or fewer routes than `End` says) is
-//!    discarded without touching the table.
+//!    discarded without touching the table. Where the session state disagrees with the last
+//!    session event it stored, it stores the missing `session_down` / `session_up` (the store's
+//!    `resync_state.rs`), before the routes.
 //!
 //! The BMP station keeps an Adj-RIB-In per monitored peer and view, so each router connection
-//! answers the same request with a snapshot of every table it holds ([`send_table`]); the
+//! answers the same request with its own peer set (the peers and views it monitors, all up) and
+//! a snapshot of every table it holds ([`send_table`], each after an up state without a
+//! since-time: the station does not keep when a view came up); the
 //! collector keys them by peer, view and router like their live events. Nothing is sent to the
 //! router (BMP is one-way, and closing its connection to make it resend would report every peer
 //! down and up).
@@ -38,7 +47,10 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
-use crate::event::{Event, Peer, ResyncMark, RouteChange, RouteEvent};
+use crate::event::{
+    Event, Negotiated, Peer, PeerSet, ResyncMark, RouteChange, RouteEvent, SessionEvent,
+    SessionMark,
+};
 use crate::rib::AdjRibIn;
 use crate::wire::Family;
 
@@ -46,8 +58,8 @@ use crate::wire::Family;
 /// enough that the B-tree seek per chunk costs nothing.
 pub const CHUNK: usize = 4096;
 
-/// Markers per peer in a snapshot: Begin and End for each family.
-pub const MARKERS_PER_PEER: u64 = 2 * Family::ALL.len() as u64;
+/// Markers per peer in a snapshot: its session state, and Begin and End for each family.
+pub const MARKERS_PER_PEER: u64 = 2 * Family::ALL.len() as u64 + 1;
 
 /// One piece of a snapshot as an event.
 pub fn mark(
@@ -67,15 +79,93 @@ pub fn mark(
     })
 }
 
+/// The last session state a driver reported (`Established` = up), and when: what the collector
+/// was told, or should have been, about this session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LastState {
+    pub up: bool,
+    pub since: Option<SystemTime>,
+}
+
+impl LastState {
+    /// Follows the session events a driver emits (other events leave it alone).
+    pub fn on_event(&mut self, ev: &Event) {
+        match ev {
+            Event::Session(SessionEvent::Established { at, .. }) => {
+                *self = LastState {
+                    up: true,
+                    since: Some(*at),
+                }
+            }
+            Event::Session(SessionEvent::Down { at, .. }) => {
+                *self = LastState {
+                    up: false,
+                    since: Some(*at),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The session marker of a snapshot: up (with what was negotiated) only when the last event
+    /// said so and the session still holds its parameters.
+    pub fn mark(&self, negotiated: Option<&Negotiated>, routes: usize) -> SessionMark {
+        SessionMark {
+            up: negotiated.filter(|_| self.up).cloned(),
+            since: self.since,
+            routes: routes as u64,
+        }
+    }
+}
+
+/// The listener's own peer set for a snapshot, from the names in [`Held`] (`session <addr>`,
+/// `bmp <router>`); anything else is ignored. The AS is left 0: the collector keys peers by
+/// source, BMP router, distinguisher and address, not by AS.
+pub fn listener_peers<'a>(names: impl IntoIterator<Item = &'a str>) -> PeerSet {
+    let mut sessions = Vec::new();
+    let mut bmp_routers = Vec::new();
+    for name in names {
+        if let Some(addr) = name.strip_prefix("session ").and_then(|a| a.parse().ok()) {
+            sessions.push(Peer::session(addr, 0));
+        } else if let Some(router) = name.strip_prefix("bmp ").and_then(|a| a.parse().ok()) {
+            bmp_routers.push(router);
+        }
+    }
+    sessions.sort();
+    sessions.dedup();
+    bmp_routers.sort();
+    bmp_routers.dedup();
+    PeerSet::Listener {
+        sessions,
+        bmp_routers,
+    }
+}
+
+/// A peer-set marker (its event's peer and family are placeholders; see `export.rs`).
+pub fn peers_mark(set: PeerSet, at: SystemTime) -> Event {
+    let placeholder = Peer::session(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+    mark(
+        placeholder,
+        Family::Ipv4Unicast,
+        None,
+        at,
+        ResyncMark::Peers(Box::new(set)),
+    )
+}
+
 /// Sends one table's snapshot (every family) into `events`, waiting for room as live events
-/// do. For the BMP station, which has no session timers to keep; a session's driver has its
-/// own loop (it sends KEEPALIVEs between chunks). Returns the routes sent, or `Err` when the
-/// receiver is gone.
+/// do, after the session marker `state`. For the BMP station, which has no session timers to
+/// keep; a session's driver has its own loop (it sends KEEPALIVEs between chunks). Returns the
+/// routes sent, or `Err` when the receiver is gone.
 pub async fn send_table(
     rib: &AdjRibIn,
     peer: Peer,
+    state: SessionMark,
     events: &mpsc::Sender<Event>,
 ) -> Result<u64, ()> {
+    let m = ResyncMark::Session(Box::new(state));
+    let ev = mark(peer, Family::Ipv4Unicast, None, SystemTime::now(), m);
+    events.send(ev).await.map_err(|_| ())?;
     let mut total = 0;
     for family in Family::ALL {
         let at = SystemTime::now();
@@ -185,7 +275,10 @@ impl Trigger {
         if !connected {
             return Decision::Wait("the link to the collector is down");
         }
-        let needed = routes.saturating_add(peers.saturating_mul(MARKERS_PER_PEER));
+        // One more record: the listener's peer set.
+        let needed = routes
+            .saturating_add(peers.saturating_mul(MARKERS_PER_PEER))
+            .saturating_add(1);
         let room = self.room();
         if needed > room {
             return Decision::TooLarge { needed, room };
@@ -214,15 +307,18 @@ mod task {
     use tokio_util::sync::CancellationToken;
 
     use super::{Decision, Held, POLL, Trigger};
+    use crate::event::Event;
 
     /// Watches the spool and asks the sessions for snapshots (a new generation on `requests`)
-    /// when [`Trigger`] says so. Runs until `stop`.
+    /// when [`Trigger`] says so, after sending the listener's peer set into `events`. Runs
+    /// until `stop`.
     pub async fn run(
         shared: Shared,
         connected: watch::Receiver<bool>,
         max_records: u64,
         held: Held,
         requests: watch::Sender<u64>,
+        events: tokio::sync::mpsc::Sender<Event>,
         stop: CancellationToken,
     ) {
         let mut trigger = Trigger::new(max_records);
@@ -279,6 +375,17 @@ mod task {
                         spooled,
                         "spool dropped events: sending every session's table to the collector (resync)"
                     );
+                    // The peer set goes first: a peer that is gone has no session to send
+                    // its own state.
+                    let set = {
+                        let h = lock(&held);
+                        super::listener_peers(h.keys().map(String::as_str))
+                    };
+                    let mark = super::peers_mark(set, std::time::SystemTime::now());
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        r = events.send(mark) => if r.is_err() { return },
+                    }
                     let _ = requests.send(trigger.started);
                 }
             }
@@ -289,6 +396,112 @@ mod task {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::DownReason;
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn the_session_marker_follows_the_last_session_event() {
+        let peer = Peer::session(ip("198.18.0.1"), 65001);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let t1 = t0 + Duration::from_secs(60);
+        let negotiated = Negotiated {
+            peer_as: 65001,
+            peer_router_id: "198.18.0.1".parse().expect("id"),
+            hold_time: 90,
+            keepalive: 30,
+            four_octet_as: true,
+            families: vec![Family::Ipv4Unicast],
+            graceful_restart: false,
+            add_path: vec![],
+            extended_messages: false,
+        };
+        let mut last = LastState::default();
+        // Never up: down, since unknown, even if parameters linger.
+        let m = last.mark(Some(&negotiated), 0);
+        assert_eq!((m.up.is_some(), m.since, m.routes), (false, None, 0));
+        let up = Event::Session(SessionEvent::Established {
+            peer,
+            at: t0,
+            negotiated: negotiated.clone(),
+        });
+        last.on_event(&up);
+        // A route event changes nothing.
+        last.on_event(&mark(
+            peer,
+            Family::Ipv4Unicast,
+            None,
+            t1,
+            ResyncMark::Begin,
+        ));
+        let m = last.mark(Some(&negotiated), 7);
+        assert_eq!(m.up.as_ref(), Some(&negotiated));
+        assert_eq!((m.since, m.routes), (Some(t0), 7));
+        // Up per the last event but no parameters held: not claimed up.
+        assert!(last.mark(None, 7).up.is_none());
+        last.on_event(&Event::Session(SessionEvent::Down {
+            peer,
+            at: t1,
+            reason: DownReason::ConnectionClosed,
+            routes_lost: 7,
+            routes_stale: 0,
+            stale_families: vec![],
+        }));
+        let m = last.mark(Some(&negotiated), 0);
+        assert_eq!((m.up.is_some(), m.since), (false, Some(t1)));
+        // A new session: a new since, which is how the collector tells it from the old one.
+        last.on_event(&Event::Session(SessionEvent::Established {
+            peer,
+            at: t1 + Duration::from_secs(1),
+            negotiated: negotiated.clone(),
+        }));
+        assert_eq!(
+            last.mark(Some(&negotiated), 0).since,
+            Some(t1 + Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn the_listener_peer_set_comes_from_the_held_names() {
+        let set = listener_peers([
+            "session 198.18.0.3",
+            "bmp 192.0.2.1",
+            "session 198.18.0.1",
+            "session 198.18.0.1",
+            "session not-an-address",
+            "something else",
+            "bmp 2001:db8::1",
+        ]);
+        assert_eq!(
+            set,
+            PeerSet::Listener {
+                sessions: vec![
+                    Peer::session(ip("198.18.0.1"), 0),
+                    Peer::session(ip("198.18.0.3"), 0)
+                ],
+                bmp_routers: vec![ip("192.0.2.1"), ip("2001:db8::1")],
+            }
+        );
+        assert_eq!(
+            listener_peers([]),
+            PeerSet::Listener {
+                sessions: vec![],
+                bmp_routers: vec![]
+            }
+        );
+        // The marker's own peer is a placeholder; export drops it (the set names its peers).
+        let ev = peers_mark(set, SystemTime::UNIX_EPOCH);
+        let Event::Route(r) = &ev else {
+            panic!("a route event")
+        };
+        assert!(matches!(
+            r.change,
+            RouteChange::Resync(ResyncMark::Peers(_))
+        ));
+    }
 
     #[test]
     fn waits_for_a_drop_the_link_and_room() {
@@ -297,9 +510,9 @@ mod tests {
         assert_eq!(t.poll(0, true, 0, 100, 2), Decision::Idle);
         // Dropped while the link is down: wait.
         assert!(matches!(t.poll(50, false, 1000, 100, 2), Decision::Wait(_)));
-        // Up, but the backlog leaves no room for 100 routes + 8 markers.
-        assert!(matches!(t.poll(50, true, 800, 100, 2), Decision::Wait(_)));
-        assert_eq!(t.poll(50, true, 792, 100, 2), Decision::Start);
+        // Up, but the backlog leaves no room for 100 routes + 10 markers + the peer set.
+        assert!(matches!(t.poll(50, true, 790, 100, 2), Decision::Wait(_)));
+        assert_eq!(t.poll(50, true, 789, 100, 2), Decision::Start);
         assert_eq!(t.started, 1);
         // Done: nothing more until the next drop.
         assert_eq!(t.poll(50, true, 0, 100, 2), Decision::Idle);
@@ -309,7 +522,7 @@ mod tests {
         assert_eq!(
             t.poll(70, true, 0, 5000, 1),
             Decision::TooLarge {
-                needed: 5004,
+                needed: 5006,
                 room: 900
             }
         );

@@ -114,6 +114,7 @@ pub async fn run(
         cfg.spool.max_records,
         peers_running.held.clone(),
         resync_tx,
+        ev_tx.clone(),
         resync_stop.clone(),
     ));
 

@@ -1030,8 +1030,24 @@ async fn a_resync_request_snapshots_every_bmp_table() {
     assert!(held.lock().expect("lock").contains_key("bmp 127.0.0.1"));
 
     req_tx.send(1).expect("request");
+    // First the router's peer set: the one peer (pre-policy view) it monitors.
+    let Event::Route(r) = recv(&mut rx).await else {
+        panic!("the peer set first");
+    };
+    let RouteChange::Resync(ResyncMark::Peers(set)) = r.change else {
+        panic!("{r:?}");
+    };
+    let foureyes_bgp_listener::event::PeerSet::BmpRouter {
+        router: r_addr,
+        peers,
+    } = *set
+    else {
+        panic!("{set:?}");
+    };
+    assert_eq!(r_addr, ip("127.0.0.1"));
+    assert_eq!(peers.len(), 1, "{peers:?}");
     let mut got = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..7 {
         let Event::Route(r) = recv(&mut rx).await else {
             panic!("only snapshot events expected");
         };
@@ -1054,11 +1070,14 @@ async fn a_resync_request_snapshots_every_bmp_table() {
             ResyncMark::Begin => format!("{f} begin"),
             ResyncMark::Route { prefix, .. } => format!("{f} {prefix} {id:?}"),
             ResyncMark::End { routes } => format!("{f} end {routes}"),
+            ResyncMark::Session(s) => format!("session up {} routes {}", s.up.is_some(), s.routes),
+            ResyncMark::Peers(_) => "peers".into(),
         })
         .collect();
     assert_eq!(
         marks,
         vec![
+            "session up true routes 2",
             "ipv4-unicast begin",
             "ipv4-unicast 198.19.1.0/24 Some(1)",
             "ipv4-unicast 198.19.2.0/24 Some(2)",

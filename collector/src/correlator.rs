@@ -505,7 +505,8 @@ impl Correlator {
             count_resync(&self.c.stream.counters, &ev);
             return;
         }
-        if ev.reason == foureyes_store::RESYNC_REASON {
+        if foureyes_store::is_resync_reason(&ev.reason) {
+            count_session_resync(&self.c.stream.counters, &ev);
             return;
         }
         let Some((org, team)) = self.agent(&ev.agent_id) else {
@@ -991,6 +992,20 @@ fn count_resync(h: &crate::stream::HubCounters, end: &pb::RouteEvent) {
 }
 
 mod bursts;
+
+/// `/metrics` counts of the session events resyncs stored (see the store's `resync_state.rs`).
+fn count_session_resync(h: &crate::stream::HubCounters, ev: &pb::RouteEvent) {
+    use pb::RouteEventType as T;
+    use std::sync::atomic::Ordering::Relaxed;
+    let counter = match T::try_from(ev.r#type) {
+        Ok(T::SessionUp) => &h.session_resyncs_up,
+        Ok(T::SessionDown) if ev.reason == foureyes_store::RESYNC_REASON => &h.session_resyncs_down,
+        Ok(T::SessionDown) => &h.session_resyncs_gone,
+        _ => return,
+    };
+    counter.fetch_add(1, Relaxed);
+}
+
 #[cfg(test)]
 mod golden;
 pub(crate) mod targets;

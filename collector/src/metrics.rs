@@ -245,6 +245,22 @@ pub fn render(c: &Collector) -> String {
         "Route changes applied resync snapshots found (stored as events with reason resync).",
         h.route_resync_changes.load(Ordering::Relaxed),
     );
+    family(
+        &mut o,
+        "foureyes_session_resyncs_total",
+        k,
+        "Session events listener resyncs stored (reason resync) where the stored session state was wrong: a missed session_down or session_up, or a peer the listener no longer has.",
+    );
+    for (event, n) in [
+        (
+            "session_down",
+            h.session_resyncs_down.load(Ordering::Relaxed),
+        ),
+        ("session_up", h.session_resyncs_up.load(Ordering::Relaxed)),
+        ("peer_gone", h.session_resyncs_gone.load(Ordering::Relaxed)),
+    ] {
+        let _ = writeln!(o, "foureyes_session_resyncs_total{{event=\"{event}\"}} {n}");
+    }
     let al = &c.alerts.counters;
     family(&mut o, "foureyes_alerts", g, "Active alerts by state.");
     for (state, n) in [

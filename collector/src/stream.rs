@@ -263,6 +263,11 @@ pub struct HubCounters {
     pub route_resyncs_applied: AtomicU64,
     pub route_resyncs_discarded: AtomicU64,
     pub route_resync_changes: AtomicU64,
+    /// Session events listener resyncs stored because the stored state disagreed: a missed
+    /// session_down, a missed session_up, a peer the listener no longer has.
+    pub session_resyncs_down: AtomicU64,
+    pub session_resyncs_up: AtomicU64,
+    pub session_resyncs_gone: AtomicU64,
 }
 
 pub struct Hub {

@@ -38,6 +38,10 @@ const MAX_LAST_SEEN: usize = 1_000_000;
 
 type TestKey = (String, String);
 
+/// What the engine knows of one listener peer's session: down, team, and the reason when a
+/// listener resync found the state.
+type SessionSeen = (bool, String, Option<String>);
+
 struct Active {
     track: Track,
     alert: pb::Alert,
@@ -73,8 +77,9 @@ pub(super) struct Engine {
     rpki_seen: u64,
     /// The VRPs changed since then: every org's `rpki_invalid` rules are judged again.
     rpki_dirty: bool,
-    /// (org, listener, peer address) → (down, team).
-    sessions: BTreeMap<(String, String, String), (bool, String)>,
+    /// (org, listener, peer address) → (down, team, the reason when a listener resync found the
+    /// state: its session event was lost in a spool overflow).
+    sessions: BTreeMap<(String, String, String), SessionSeen>,
     session_orgs: HashSet<String>,
     peers_known: HashMap<String, BTreeSet<String>>,
     origin_baseline: HashMap<String, Option<BTreeSet<u32>>>,
@@ -501,9 +506,11 @@ impl Engine {
                             .as_ref()
                             .map(|p| p.address.clone())
                             .unwrap_or_default();
+                        let resync =
+                            foureyes_store::is_resync_reason(&e.reason).then(|| e.reason.clone());
                         self.sessions.insert(
                             (row.org.clone(), e.agent_id.clone(), peer),
-                            (down, row.team.clone()),
+                            (down, row.team.clone(), resync),
                         );
                         self.session_orgs.insert(row.org.clone());
                     }
@@ -598,20 +605,27 @@ impl Engine {
             Kind::Stale(k) if ticked => self.evaluate_stale(r, k, now),
             Kind::SessionDown(k) if self.session_orgs.contains(&r.org) => {
                 let t = tenant_of(r);
-                let subjects: Vec<(String, bool)> = self
+                let subjects: Vec<(String, bool, Option<String>)> = self
                     .sessions
                     .iter()
-                    .filter(|((org, _, peer), (_, team))| {
+                    .filter(|((org, _, peer), (_, team, _))| {
                         visible(&t, org, team) && (k.peer.is_empty() || *peer == k.peer)
                     })
-                    .map(|((_, agent, peer), (down, _))| (format!("{agent}/{peer}"), *down))
+                    .map(|((_, agent, peer), (down, _, resync))| {
+                        (format!("{agent}/{peer}"), *down, resync.clone())
+                    })
                     .collect();
-                for (subject, down) in subjects {
+                for (subject, down, resync) in subjects {
                     let v = if down { Verdict::Holds } else { Verdict::Clear };
+                    // A state a resync found: the real change was lost with the listener's
+                    // spool overflow, so when it happened is unknown.
+                    let found = resync
+                        .map(|why| format!(" (found by a listener resync: {why})"))
+                        .unwrap_or_default();
                     let o = Outcome {
                         verdict: v,
                         summary: format!(
-                            "BGP session {subject} is {}",
+                            "BGP session {subject} is {}{found}",
                             if down { "down" } else { "up" }
                         ),
                         values: BTreeMap::new(),

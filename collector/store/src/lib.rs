@@ -22,6 +22,7 @@ pub mod alerts;
 pub mod ingest;
 pub mod prefix;
 mod resync;
+mod resync_state;
 mod routes;
 mod schema;
 mod sqlite;
@@ -32,6 +33,7 @@ pub use alerts::{AlertFilter, AlertPage, AlertStore, NotifierRow};
 pub use ingest::IngestBatch;
 pub use prefix::IpPrefix;
 pub use resync::RESYNC_REASON;
+pub use resync_state::is_resync_reason;
 pub use routes::peer_key;
 pub use sqlite::{FAILPOINT_ENV, SqliteStore};
 

@@ -15,7 +15,9 @@
 //!   are changes the spool's gap swallowed, found later, and when they really happened is
 //!   unknown. They go through [`crate::routes::write_event`] like any event, so the routes table
 //!   ends up equal to the snapshot. The correlator does not correlate them (they are not fresh
-//!   changes) and the alert engine's session rules see no session event from a resync.
+//!   changes). Session state is `resync_state.rs`: a snapshot's `RESYNC_SESSION` and
+//!   `RESYNC_PEERS` records, which come before the routes, may store `session_down` /
+//!   `session_up` events the gap swallowed; identical state stores nothing.
 //! - the `RESYNC_END` event itself is stored with a [`pb::ResyncOutcome`] (applied or discarded,
 //!   and the counts), which is what `/api/v1/route-events` shows and `/metrics` counts.
 //!
@@ -37,7 +39,7 @@ pub(crate) fn is_resync(t: i32) -> bool {
     use pb::RouteEventType as T;
     matches!(
         T::try_from(t),
-        Ok(T::ResyncBegin | T::ResyncRoute | T::ResyncEnd)
+        Ok(T::ResyncBegin | T::ResyncRoute | T::ResyncEnd | T::ResyncSession | T::ResyncPeers)
     )
 }
 
@@ -96,6 +98,23 @@ pub(crate) fn write(
     buf: &mut Vec<u8>,
 ) -> Result<u64, StoreError> {
     use pb::RouteEventType as T;
+    if matches!(
+        T::try_from(ev.r#type),
+        Ok(T::ResyncSession | T::ResyncPeers)
+    ) {
+        return crate::resync_state::write(
+            tx,
+            last_key,
+            &next_key,
+            org,
+            team,
+            agent_id,
+            seq,
+            received_ms,
+            ev,
+            buf,
+        );
+    }
     let (peer, _) = crate::routes::peer_key(ev.peer.as_ref());
     let Some(afi) = family_afi(ev.afi_safi) else {
         tracing::warn!(agent = %agent_id, seq, "resync record without a family dropped");
