@@ -164,6 +164,26 @@ pub fn render(c: &Collector) -> String {
         "Duration of the last committed flush.",
         m.last_flush_us as f64 / 1e6,
     );
+    {
+        let name = "foureyes_ingest_flush_duration_seconds";
+        family(
+            &mut o,
+            name,
+            "histogram",
+            "Duration of committed flush transactions.",
+        );
+        // A flush counted between the reads of `flushes` and the buckets: keep +Inf the largest.
+        let count = m.flushes.max(m.flush_buckets.last().copied().unwrap_or(0));
+        for (le, n) in foureyes_store::ingest::FLUSH_BUCKETS_US
+            .iter()
+            .zip(m.flush_buckets)
+        {
+            let _ = writeln!(o, "{name}_bucket{{le=\"{}\"}} {n}", *le as f64 / 1e6);
+        }
+        let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(o, "{name}_sum {}", m.flush_us_sum as f64 / 1e6);
+        let _ = writeln!(o, "{name}_count {count}");
+    }
     one(
         &mut o,
         "foureyes_ingest_last_flush_timestamp_seconds",

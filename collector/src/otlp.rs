@@ -39,8 +39,8 @@ use opentelemetry_proto::tonic::{
     collector::{metrics::v1::ExportMetricsServiceRequest, trace::v1::ExportTraceServiceRequest},
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value},
     metrics::v1::{
-        AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
-        metric, number_data_point,
+        AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+        ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
     },
     resource::v1::Resource,
     trace::v1::{ResourceSpans, ScopeSpans, Span, span},
@@ -244,6 +244,45 @@ struct Family {
     help: String,
     counter: bool,
     points: Vec<(Vec<(String, String)>, f64)>,
+    /// For a `histogram` family (ours have no labels): its `_bucket`, `_sum` and `_count` lines.
+    histogram: Option<Hist>,
+}
+
+/// A Prometheus histogram as exposed: cumulative buckets by upper bound (`+Inf` last).
+#[derive(Debug, Default, PartialEq)]
+struct Hist {
+    buckets: Vec<(f64, f64)>,
+    sum: f64,
+    count: f64,
+}
+
+impl Hist {
+    /// The OTLP form: per-bucket (not cumulative) counts, one more than the finite bounds.
+    fn data_point(&self, start_ns: u64, now_ns: u64) -> HistogramDataPoint {
+        let mut bounds = Vec::new();
+        let mut counts = Vec::new();
+        let mut below = 0.0;
+        for (le, cumulative) in &self.buckets {
+            if le.is_finite() {
+                bounds.push(*le);
+            }
+            counts.push((cumulative - below).max(0.0) as u64);
+            below = *cumulative;
+        }
+        if self.buckets.last().is_none_or(|(le, _)| le.is_finite()) {
+            // No `+Inf` line: the rest of the count is above the last bound.
+            counts.push((self.count - below).max(0.0) as u64);
+        }
+        HistogramDataPoint {
+            start_time_unix_nano: start_ns,
+            time_unix_nano: now_ns,
+            count: self.count as u64,
+            sum: Some(self.sum),
+            bucket_counts: counts,
+            explicit_bounds: bounds,
+            ..Default::default()
+        }
+    }
 }
 
 /// Reads `name{k="v",...} value` label sets with the format's escapes (`\\`, `\"`, `\n`).
@@ -290,6 +329,49 @@ fn parse_exposition(text: &str) -> Vec<Family> {
                 && f.name == name
             {
                 f.counter = kind == "counter";
+                if kind == "histogram" {
+                    f.histogram = Some(Hist::default());
+                }
+            }
+        } else if let Some((h, part, labels, v)) = out
+            .last_mut()
+            .and_then(|f| Some((f.name.clone(), f.histogram.as_mut()?)))
+            .and_then(|(name, h)| {
+                // `_bucket{le="0.001"} 3`, `_sum 0.5`, `_count 7`.
+                let rest = line.strip_prefix(name.as_str())?;
+                let (part, labels, value) = match rest.split_once('{') {
+                    Some((part, r)) if !part.contains(' ') => {
+                        let (labels, value) = parse_labels(r)?;
+                        (part, labels, value)
+                    }
+                    _ => {
+                        let (part, value) = rest.split_once(' ')?;
+                        (part, Vec::new(), value)
+                    }
+                };
+                Some((
+                    h,
+                    part.to_string(),
+                    labels,
+                    value.trim().parse::<f64>().ok()?,
+                ))
+            })
+        {
+            match part.as_str() {
+                "_bucket" => {
+                    let le = labels.iter().find(|(k, _)| k == "le").and_then(|(_, v)| {
+                        match v.as_str() {
+                            "+Inf" => Some(f64::INFINITY),
+                            v => v.parse().ok(),
+                        }
+                    });
+                    if let Some(le) = le {
+                        h.buckets.push((le, v));
+                    }
+                }
+                "_sum" => h.sum = v,
+                "_count" => h.count = v,
+                _ => {}
             }
         } else if !line.starts_with('#') && !line.is_empty() {
             let (name, labels, value) = match line.split_once('{') {
@@ -341,6 +423,17 @@ fn metrics_request(text: &str, start_ns: u64, now_ns: u64) -> ExportMetricsServi
     let metrics = parse_exposition(text)
         .into_iter()
         .map(|f| {
+            if let Some(h) = &f.histogram {
+                return Metric {
+                    name: f.name,
+                    description: f.help,
+                    data: Some(metric::Data::Histogram(Histogram {
+                        data_points: vec![h.data_point(start_ns, now_ns)],
+                        aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                    })),
+                    ..Default::default()
+                };
+            }
             let data_points = f
                 .points
                 .iter()
@@ -613,6 +706,30 @@ mod tests {
         );
         assert!(matches!(m[1].data, Some(metric::Data::Gauge(ref g)) if g.data_points.len() == 2));
         assert!(matches!(m[2].data, Some(metric::Data::Gauge(ref g)) if g.data_points.is_empty()));
+    }
+
+    #[test]
+    fn a_histogram_becomes_an_otlp_histogram() {
+        let text = "# HELP d Durations.\n# TYPE d histogram\n\
+                    d_bucket{le=\"0.01\"} 2\nd_bucket{le=\"0.1\"} 5\nd_bucket{le=\"+Inf\"} 6\n\
+                    d_sum 0.75\nd_count 6\n# HELP after_total After.\n# TYPE after_total counter\n\
+                    after_total 1\n";
+        let req = metrics_request(text, 1, 2);
+        let m = &req.resource_metrics[0].scope_metrics[0].metrics;
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert_eq!(m[0].name, "d");
+        let Some(metric::Data::Histogram(h)) = &m[0].data else {
+            panic!("{:?}", m[0].data)
+        };
+        let p = &h.data_points[0];
+        assert_eq!(p.explicit_bounds, vec![0.01, 0.1]);
+        assert_eq!(p.bucket_counts, vec![2, 3, 1]);
+        assert_eq!((p.count, p.sum, p.start_time_unix_nano), (6, Some(0.75), 1));
+        assert_eq!(
+            h.aggregation_temporality,
+            AggregationTemporality::Cumulative as i32
+        );
+        assert!(matches!(m[1].data, Some(metric::Data::Sum(_))));
     }
 
     #[test]

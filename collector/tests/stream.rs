@@ -300,6 +300,23 @@ fn stream_is_live_tenant_scoped_resumable_and_drops_slow_clients() {
         "{text}"
     );
     assert!(metric(&text, "foureyes_ingest_rows_total").unwrap() > 0.0);
+    // The flush-duration histogram counts every committed flush (a scrape may fall between the
+    // two reads, so the histogram may be one ahead), with non-decreasing buckets.
+    let flushes = metric(&text, "foureyes_ingest_flushes_total").unwrap();
+    let count = metric(&text, "foureyes_ingest_flush_duration_seconds_count").unwrap();
+    assert!(
+        count >= flushes && count >= 1.0,
+        "{count} vs {flushes}:\n{text}"
+    );
+    let buckets: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("foureyes_ingest_flush_duration_seconds_bucket{le=\""))
+        .filter_map(|l| l.split_once("} ")?.1.parse().ok())
+        .collect();
+    assert_eq!(buckets.len(), 13, "{text}");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    assert_eq!(buckets.last(), Some(&count));
+    assert!(metric(&text, "foureyes_ingest_flush_duration_seconds_sum").unwrap() > 0.0);
     assert!(!text.contains("org=\"other\""));
     // The scrape token works too (the loopback rule would admit anyone here; remote peers are
     // `metrics_for_a_remote_client_need_the_scrape_token`).

@@ -93,7 +93,20 @@ pub struct IngestMetrics {
     pub last_flush_at_ms: i64,
     /// Duration of the last committed flush, in microseconds.
     pub last_flush_us: u64,
+    /// Committed flushes by duration: `flush_buckets[i]` counts those that took at most
+    /// `FLUSH_BUCKETS_US[i]` (cumulative, as Prometheus histograms are); the count is `flushes`.
+    pub flush_buckets: [u64; FLUSH_BUCKETS_US.len()],
+    /// Sum of the committed flushes' durations, in microseconds.
+    pub flush_us_sum: u64,
 }
+
+/// Upper bounds of the flush-duration histogram, in microseconds (1 ms to 5 s). Why a histogram
+/// and not only the last flush: an operator alerting on ingest latency needs the slow tail
+/// (p99 over a scrape interval), which one sample every scrape cannot show.
+pub const FLUSH_BUCKETS_US: [u64; 12] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000,
+];
 
 #[derive(Default)]
 struct Counters {
@@ -104,6 +117,9 @@ struct Counters {
     failed_flushes: AtomicU64,
     last_flush_at_ms: AtomicI64,
     last_flush_us: AtomicU64,
+    /// Per bucket of `FLUSH_BUCKETS_US`, the flushes that fell in it (not cumulative here).
+    flush_buckets: [AtomicU64; FLUSH_BUCKETS_US.len()],
+    flush_us_sum: AtomicU64,
 }
 
 /// What the flusher sends a submitter: the outcome, and the spent batch, so that the submitter's
@@ -273,6 +289,17 @@ impl Ingest {
             failed_flushes: c.failed_flushes.load(Ordering::Relaxed),
             last_flush_at_ms: c.last_flush_at_ms.load(Ordering::Relaxed),
             last_flush_us: c.last_flush_us.load(Ordering::Relaxed),
+            flush_buckets: {
+                let mut acc = 0;
+                std::array::from_fn(|i| {
+                    acc += c
+                        .flush_buckets
+                        .get(i)
+                        .map_or(0, |b| b.load(Ordering::Relaxed));
+                    acc
+                })
+            },
+            flush_us_sum: c.flush_us_sum.load(Ordering::Relaxed),
         }
     }
 }
@@ -361,6 +388,15 @@ impl Flusher {
                 let us = started.elapsed().as_micros() as u64;
                 c.flushes.fetch_add(1, Ordering::Relaxed);
                 c.last_flush_us.store(us, Ordering::Relaxed);
+                c.flush_us_sum.fetch_add(us, Ordering::Relaxed);
+                // Slower than the last bound: only in the count (the `+Inf` bucket).
+                if let Some(b) = FLUSH_BUCKETS_US
+                    .iter()
+                    .position(|le| us <= *le)
+                    .and_then(|i| c.flush_buckets.get(i))
+                {
+                    b.fetch_add(1, Ordering::Relaxed);
+                }
                 c.last_flush_at_ms.store(crate::now_ms(), Ordering::Relaxed);
                 let mut rows_total = 0;
                 let n = batches.len();
