@@ -308,6 +308,12 @@ fn ci(no_install: bool) -> Result<()> {
             ]);
             run("cargo clippy (web)", c)
         })?;
+        st.run("web unit tests (native)", || {
+            // The dashboard's pure functions (state colours, formatting); not a default member.
+            let mut c = cargo();
+            c.args(["test", "-p", "foureyes-web", "--bins", "--locked"]);
+            run("cargo test (web)", c)
+        })?;
         st.run("cargo build --bins", || {
             // End-to-end tests start these binaries as separate processes.
             let mut c = cargo();
