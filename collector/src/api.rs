@@ -983,7 +983,8 @@ async fn stream(
         .map(|s| {
             StreamCursor::decode(s).ok_or_else(|| ApiError::bad_request("invalid Last-Event-ID"))
         })
-        .transpose()?;
+        .transpose()?
+        .map(|from| c.stream.known(from));
     let sub = c.stream.subscribe(filter.clone());
     let mut replay = Vec::new();
     let mut pos = resume.unwrap_or_default();

@@ -181,8 +181,8 @@ impl Reset {
 
 /// Reads the rows after `from` that `filter` wants, at most `max` rows of the tenant's in all.
 /// When more are left, the replay stops with a [`Reset`] that jumps to the store's head: the
-/// client is told of the gap instead of silently missing it. An `s1.` id knows no correlation or
-/// alert position: those kinds start at the head (live only, as they were when it was handed out).
+/// client is told of the gap instead of silently missing it. `from` should have been through
+/// [`Hub::known`] before the client subscribed.
 pub fn replay(
     c: &Collector,
     scope: &Scope,
@@ -191,16 +191,7 @@ pub fn replay(
     max: usize,
 ) -> Result<Replay, foureyes_store::StoreError> {
     let max = max.max(1);
-    let mut from = from;
-    if from.corr_key < 0 || from.alert_key < 0 {
-        let head = c.store.stream_head(&SystemScope::collector_internal())?;
-        if from.corr_key < 0 {
-            from.corr_key = head.corr_key;
-        }
-        if from.alert_key < 0 {
-            from.alert_key = head.alert_key;
-        }
-    }
+    let from = c.stream.known(from);
     let mut out = Replay {
         events: Vec::new(),
         pos: from,
@@ -265,6 +256,8 @@ pub struct TestGauge {
 pub struct HubCounters {
     pub events: AtomicU64,
     pub dropped_clients: AtomicU64,
+    /// Stays 0 now that the hub reads correlations back from the store (nothing is queued to
+    /// drop); kept so the exported series does not vanish from dashboards.
     pub dropped_correlations: AtomicU64,
     pub correlations_open: AtomicI64,
     pub correlations_pending: AtomicI64,
@@ -335,6 +328,27 @@ impl Hub {
 
     pub fn position(&self) -> StreamCursor {
         *lock(&self.position)
+    }
+
+    /// `from` with the kinds it has no position for (an `s1.` id knows none for correlations
+    /// and alerts) set to where the hub's fan-out is: those kinds start live, as they did when
+    /// the id was handed out. Called before subscribing, so a row the hub hands out in between
+    /// is replayed from the store rather than missed.
+    pub fn known(&self, from: StreamCursor) -> StreamCursor {
+        let at = self.position();
+        StreamCursor {
+            corr_key: if from.corr_key < 0 {
+                at.corr_key
+            } else {
+                from.corr_key
+            },
+            alert_key: if from.alert_key < 0 {
+                at.alert_key
+            } else {
+                from.alert_key
+            },
+            ..from
+        }
     }
 
     pub fn gauges(&self) -> Vec<((String, String), TestGauge)> {
