@@ -67,12 +67,15 @@ pub fn fmt_loss(v: f64) -> String {
     format!("{:.0} %", v * 100.0)
 }
 
-/// Green, amber or red for a test, from its latest result; grey without any.
+/// Green, amber or red for a test, from its latest result; stale when results stopped coming;
+/// grey without any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Health {
     Green,
     Amber,
     Red,
+    /// No result for three intervals: no data, which says nothing about the target.
+    Stale,
     Unknown,
 }
 
@@ -82,24 +85,29 @@ impl Health {
             Health::Green => "green",
             Health::Amber => "amber",
             Health::Red => "red",
+            Health::Stale => "stale",
             Health::Unknown => "unknown",
         }
     }
 }
 
-/// Honest state: a failing latest run is red, any loss or a silent test (no result for three
-/// intervals) is amber, never green by default.
+/// Honest state: a silent test (no result for three intervals, at least 30 s) is stale whatever
+/// its last run said, since a node that stopped reporting is no data, not a target that is down;
+/// otherwise a failing latest run is red, any loss amber; never green by default.
 pub fn health(test: &pb::Test, latest: Option<&pb::ProbeResult>, now: i64) -> Health {
     let Some(r) = latest else {
         return Health::Unknown;
     };
+    let stale_after = (i64::from(test.interval_ms) * 3).max(30_000);
+    if now - ts_ms(&r.received_at) > stale_after {
+        return Health::Stale;
+    }
     let ok = r.status == pb::Status::Ok as i32;
     let degraded = r.status == pb::Status::Degraded as i32;
     if (!ok && !degraded) || r.loss >= 1.0 {
         return Health::Red;
     }
-    let stale_after = (i64::from(test.interval_ms) * 3).max(30_000);
-    if degraded || r.loss > 0.0 || now - ts_ms(&r.received_at) > stale_after {
+    if degraded || r.loss > 0.0 {
         return Health::Amber;
     }
     Health::Green
@@ -225,4 +233,52 @@ pub fn as_path(a: &Option<pb::RouteAttributes>) -> String {
                 .join(" ")
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(status: pb::Status, loss: f64, received_ms: i64) -> pb::ProbeResult {
+        pb::ProbeResult {
+            status: status as i32,
+            loss,
+            received_at: Some(foureyes_proto::timestamp_from_ms(received_ms)),
+            ..Default::default()
+        }
+    }
+
+    /// A node that stopped reporting leaves its last result in place: once it is older than three
+    /// intervals (30 s at least) the test is stale, not red, even when that last run failed.
+    #[test]
+    fn staleness_wins_over_the_last_result() {
+        let test = pb::Test {
+            interval_ms: 1_000,
+            ..Default::default()
+        };
+        let now = 1_000_000;
+        let fresh = now - 1_000;
+        let old = now - 31_000;
+        let h = |s, loss, at| health(&test, Some(&result(s, loss, at)), now);
+        assert_eq!(h(pb::Status::Ok, 0.0, fresh), Health::Green);
+        assert_eq!(h(pb::Status::Ok, 0.5, fresh), Health::Amber);
+        assert_eq!(h(pb::Status::Degraded, 0.0, fresh), Health::Amber);
+        assert_eq!(h(pb::Status::Timeout, 1.0, fresh), Health::Red);
+        assert_eq!(h(pb::Status::Ok, 1.0, fresh), Health::Red);
+        for s in [pb::Status::Timeout, pb::Status::Ok, pb::Status::Degraded] {
+            assert_eq!(h(s, 1.0, old), Health::Stale, "{s:?}");
+            assert_eq!(h(s, 0.0, old), Health::Stale, "{s:?}");
+        }
+        // Three intervals when longer than 30 s.
+        let slow = pb::Test {
+            interval_ms: 60_000,
+            ..Default::default()
+        };
+        let r = result(pb::Status::Timeout, 1.0, now - 120_000);
+        assert_eq!(health(&slow, Some(&r), now), Health::Red);
+        let r = result(pb::Status::Timeout, 1.0, now - 181_000);
+        assert_eq!(health(&slow, Some(&r), now), Health::Stale);
+        assert_eq!(health(&test, None, now), Health::Unknown);
+        assert_eq!(Health::Stale.class(), "stale");
+    }
 }

@@ -983,7 +983,8 @@ async fn stream(
         .map(|s| {
             StreamCursor::decode(s).ok_or_else(|| ApiError::bad_request("invalid Last-Event-ID"))
         })
-        .transpose()?;
+        .transpose()?
+        .map(|from| c.stream.known(from));
     let sub = c.stream.subscribe(filter.clone());
     let mut replay = Vec::new();
     let mut pos = resume.unwrap_or_default();
@@ -1013,13 +1014,14 @@ async fn stream(
             let seen = match ev.name {
                 "result" => ev.key <= pos.result_key,
                 "route_event" => ev.key <= pos.event_key,
+                "correlation" => ev.key <= pos.corr_key,
+                "alert" => ev.key <= pos.alert_key,
                 _ => false,
             };
             if seen {
                 continue;
             }
-            pos.result_key = pos.result_key.max(ev.id.result_key);
-            pos.event_key = pos.event_key.max(ev.id.event_key);
+            pos = pos.max(ev.id);
             let out = sse_event(&ev, pos);
             return Some((Ok(out), Some((sub, pos))));
         }

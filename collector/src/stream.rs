@@ -13,11 +13,14 @@
 //! each committed row; the alert engine follows the same commits and takes the hub's pages
 //! ([`Hub::shared_page_after`]) rather than reading the rows a second time.
 //!
-//! Correlations have no time-ordered key (they are saved by id and updated in place), so they are
-//! published by the correlator through [`Hub::publish_correlation`] and not replayed on resume;
-//! alert transitions likewise. A resume reads at most `[stream] max_replay` rows ([`replay`]); past
-//! that it ends with a [`Reset`] (`event: reset`) that names the skipped range and jumps to the
-//! store's head, so a gap is announced rather than silent.
+//! Correlations and alert transitions take the same path: the correlator and the alert engine save
+//! them, then only wake the hub ([`Hub::publish_correlation`], [`Hub::publish_alert`]), which reads
+//! them back like any row. A correlation is saved in place as it grows and gets its verdict, but
+//! each save gives it a new change sequence (`StreamCursor::corr_key`): every change is a new event
+//! with a new id, and a resume sends each record whose latest change the client missed once, in
+//! its newest state (two changes while away arrive as one). A resume reads at most `[stream]
+//! max_replay` rows ([`replay`]); past that it ends with a [`Reset`] (`event: reset`) that names
+//! the skipped range and jumps to the store's head, so a gap is announced rather than silent.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -30,7 +33,7 @@ use std::{
 
 use foureyes_proto::v1 as pb;
 use foureyes_store::{Scope, StreamCursor, StreamItem, StreamPage, StreamRow, SystemScope, Tenant};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::state::Collector;
@@ -47,8 +50,6 @@ const READ_PAGE: usize = 5_000;
 const MAX_GAUGES: usize = 50_000;
 /// Pages kept for the alert engine, at most; when it falls further behind, it reads the store.
 const SHARED_PAGES: usize = 16;
-/// Correlations waiting for the hub; beyond this they are dropped (and counted).
-const CORRELATION_QUEUE: usize = 1_024;
 
 /// What a client asked for.
 #[derive(Clone, Debug)]
@@ -66,14 +67,14 @@ pub struct StreamFilter {
 /// One SSE event as the hub hands it to clients.
 #[derive(Clone, Debug)]
 pub struct Event {
-    /// `result`, `route_event` or `correlation`.
+    /// `result`, `route_event`, `correlation` or `alert`.
     pub name: &'static str,
     /// The stream position after this event (its SSE id).
     pub id: StreamCursor,
     /// Canonical proto3 JSON of the message.
     pub data: String,
-    /// Results key or route-events key of the row (0 for correlations): a client that replayed up to
-    /// a position skips live rows it already has.
+    /// The row's key in its kind (see [`StreamRow::key`]): a client that replayed up to a position
+    /// skips live rows it already has.
     pub key: i64,
 }
 
@@ -100,6 +101,8 @@ impl StreamFilter {
                     && self.test_id.is_none()
                     && self.agent_id.as_ref().is_none_or(|a| *a == e.agent_id)
             }
+            StreamItem::Correlation(c) => self.wants_correlation(c),
+            StreamItem::Alert(t) => self.wants_alert(t),
         }
     }
 
@@ -130,6 +133,8 @@ pub fn row_event(row: &StreamRow, id: StreamCursor) -> Option<Event> {
     let (name, data) = match &row.item {
         StreamItem::Result(r) => ("result", serde_json::to_string(r)),
         StreamItem::RouteEvent(e) => ("route_event", serde_json::to_string(e)),
+        StreamItem::Correlation(c) => ("correlation", serde_json::to_string(c)),
+        StreamItem::Alert(t) => ("alert", serde_json::to_string(t)),
     };
     Some(Event {
         name,
@@ -168,7 +173,7 @@ impl Reset {
             "replayedRows": self.replayed_rows,
             "after": self.after.encode(),
             "resumeFrom": self.resume_from.encode(),
-            "message": "replay stopped at its limit: results and route events stored after `after` up to `resumeFrom` are not sent; read them with /api/v1/results and /api/v1/route-events (from the receivedAt of the last event you have), live events follow",
+            "message": "replay stopped at its limit: rows stored after `after` up to `resumeFrom` are not sent; read them with /api/v1/results, /api/v1/route-events, /api/v1/correlations and /api/v1/alerts (from the time of the last event you have), live events follow",
         })
         .to_string()
     }
@@ -176,7 +181,8 @@ impl Reset {
 
 /// Reads the rows after `from` that `filter` wants, at most `max` rows of the tenant's in all.
 /// When more are left, the replay stops with a [`Reset`] that jumps to the store's head: the
-/// client is told of the gap instead of silently missing it.
+/// client is told of the gap instead of silently missing it. `from` should have been through
+/// [`Hub::known`] before the client subscribed.
 pub fn replay(
     c: &Collector,
     scope: &Scope,
@@ -185,6 +191,7 @@ pub fn replay(
     max: usize,
 ) -> Result<Replay, foureyes_store::StoreError> {
     let max = max.max(1);
+    let from = c.stream.known(from);
     let mut out = Replay {
         events: Vec::new(),
         pos: from,
@@ -196,10 +203,7 @@ pub fn replay(
         let page = c.store.stream_rows(scope, out.pos, limit)?;
         let mut at = out.pos;
         for row in &page.rows {
-            match row.item {
-                StreamItem::Result(_) => at.result_key = row.key,
-                StreamItem::RouteEvent(_) => at.event_key = row.key,
-            }
+            at.advance(row);
             if filter.wants_row(row)
                 && let Some(ev) = row_event(row, at)
             {
@@ -214,10 +218,7 @@ pub fn replay(
         if scanned >= max {
             // Subscribed before the replay began, so every row after the head arrives live.
             let head = c.store.stream_head(&SystemScope::collector_internal())?;
-            let resume_from = StreamCursor {
-                result_key: head.result_key.max(out.pos.result_key),
-                event_key: head.event_key.max(out.pos.event_key),
-            };
+            let resume_from = head.max(out.pos);
             out.reset = Some(Reset {
                 after: out.pos,
                 resume_from,
@@ -255,6 +256,8 @@ pub struct TestGauge {
 pub struct HubCounters {
     pub events: AtomicU64,
     pub dropped_clients: AtomicU64,
+    /// Stays 0 now that the hub reads correlations back from the store (nothing is queued to
+    /// drop); kept so the exported series does not vanish from dashboards.
     pub dropped_correlations: AtomicU64,
     pub correlations_open: AtomicI64,
     pub correlations_pending: AtomicI64,
@@ -273,8 +276,8 @@ pub struct HubCounters {
 pub struct Hub {
     clients: Mutex<Vec<Client>>,
     client_buffer: usize,
-    correlations: mpsc::Sender<pb::Correlation>,
-    correlations_rx: Mutex<Option<mpsc::Receiver<pb::Correlation>>>,
+    /// Poked after a correlation or alert transition was saved: the hub reads it back.
+    wake: Notify,
     gauges: Mutex<Gauges>,
     position: Mutex<StreamCursor>,
     /// The pages the hub read (with the cursor each was read from), for the alert engine: it
@@ -297,12 +300,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Hub {
     pub fn new(client_buffer: usize) -> Self {
-        let (tx, rx) = mpsc::channel(CORRELATION_QUEUE);
         Self {
             clients: Mutex::new(Vec::new()),
             client_buffer: client_buffer.max(1),
-            correlations: tx,
-            correlations_rx: Mutex::new(Some(rx)),
+            wake: Notify::new(),
             gauges: Mutex::new(Gauges::default()),
             position: Mutex::new(StreamCursor::default()),
             shared: Mutex::new(VecDeque::new()),
@@ -334,6 +335,27 @@ impl Hub {
         *lock(&self.position)
     }
 
+    /// `from` with the kinds it has no position for (an `s1.` id knows none for correlations
+    /// and alerts) set to where the hub's fan-out is: those kinds start live, as they did when
+    /// the id was handed out. Called before subscribing, so a row the hub hands out in between
+    /// is replayed from the store rather than missed.
+    pub fn known(&self, from: StreamCursor) -> StreamCursor {
+        let at = self.position();
+        StreamCursor {
+            corr_key: if from.corr_key < 0 {
+                at.corr_key
+            } else {
+                from.corr_key
+            },
+            alert_key: if from.alert_key < 0 {
+                at.alert_key
+            } else {
+                from.alert_key
+            },
+            ..from
+        }
+    }
+
     pub fn gauges(&self) -> Vec<((String, String), TestGauge)> {
         let mut v: Vec<_> = lock(&self.gauges)
             .by_org
@@ -348,27 +370,15 @@ impl Hub {
         v
     }
 
-    /// Called by the correlator after it saved a record. Never waits.
-    pub fn publish_correlation(&self, c: &pb::Correlation) {
-        if self.correlations.try_send(c.clone()).is_err() {
-            self.counters
-                .dropped_correlations
-                .fetch_add(1, Ordering::Relaxed);
-        }
+    /// Called by the correlator after it saved a record. Never waits: the hub reads the saved
+    /// change back (with its sequence), so live and replayed correlations are the same events.
+    pub fn publish_correlation(&self, _c: &pb::Correlation) {
+        self.wake.notify_one();
     }
 
-    /// Called by the alert engine for each transition. Never waits (a full client is dropped).
-    pub fn publish_alert(&self, t: &pb::AlertTransition) {
-        let Ok(data) = serde_json::to_string(t) else {
-            return;
-        };
-        let ev = Event {
-            name: "alert",
-            id: self.position(),
-            data,
-            key: 0,
-        };
-        self.fan_out(ev, |f| f.wants_alert(t));
+    /// Called by the alert engine after it saved a transition. Never waits (the hub reads it back).
+    pub fn publish_alert(&self, _t: &pb::AlertTransition) {
+        self.wake.notify_one();
     }
 
     /// Offers an event to every matching client; a client whose queue is full is dropped.
@@ -459,10 +469,7 @@ impl Hub {
             };
             let mut pos = from;
             for row in &page.rows {
-                match row.item {
-                    StreamItem::Result(_) => pos.result_key = row.key,
-                    StreamItem::RouteEvent(_) => pos.event_key = row.key,
-                }
+                pos.advance(row);
                 self.tap(row);
                 self.offer_row(row, pos);
             }
@@ -497,11 +504,10 @@ impl Hub {
     pub fn shared_page_after(&self, after: StreamCursor) -> Option<Arc<StreamPage>> {
         let mut q = lock(&self.shared);
         while let Some((start, page)) = q.pop_front() {
-            let last = page.last;
-            if after.result_key >= last.result_key && after.event_key >= last.event_key {
+            if after.covers(&page.last) {
                 continue;
             }
-            if start.result_key <= after.result_key && start.event_key <= after.event_key {
+            if after.covers(&start) {
                 return Some(page);
             }
             // Rows between `after` and this page's start are not here: keep it for later.
@@ -515,19 +521,6 @@ impl Hub {
     pub fn has_shared_page(&self) -> bool {
         !lock(&self.shared).is_empty()
     }
-
-    fn send_correlation(&self, corr: &pb::Correlation) {
-        let Ok(data) = serde_json::to_string(corr) else {
-            return;
-        };
-        let ev = Event {
-            name: "correlation",
-            id: self.position(),
-            data,
-            key: 0,
-        };
-        self.fan_out(ev, |f| f.wants_correlation(corr));
-    }
 }
 
 /// Runs the hub until shutdown.
@@ -538,26 +531,13 @@ pub fn spawn(c: Arc<Collector>, shutdown: CancellationToken) -> tokio::task::Joi
         *lock(&c.stream.position) = head;
         let sys = Scope::System(sys);
         let committed = c.ingest.committed();
-        let Some(mut corr_rx) = lock(&c.stream.correlations_rx).take() else {
-            return;
-        };
         // Rows written by another process (the admin CLI) have no flush to announce them.
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = committed.notified() => {}
                 _ = tick.tick() => {}
-                Some(corr) = corr_rx.recv() => {
-                    // Rows committed before the correlation go first.
-                    let c2 = c.clone();
-                    let sys2 = sys.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        c2.stream.catch_up(&c2, &sys2);
-                        c2.stream.send_correlation(&corr);
-                    })
-                    .await;
-                    continue;
-                }
+                _ = c.stream.wake.notified() => {}
                 _ = shutdown.cancelled() => return,
             }
             // SQLite reads block: keep them off the async workers.
@@ -625,6 +605,7 @@ mod tests {
         let c = |(r, e)| StreamCursor {
             result_key: r,
             event_key: e,
+            ..Default::default()
         };
         let mut row = result_row("acme", "", "t1");
         row.key = last.0;
@@ -642,6 +623,7 @@ mod tests {
         let at = |r, e| StreamCursor {
             result_key: r,
             event_key: e,
+            ..Default::default()
         };
         for (from, last) in [((0, 0), (10, 0)), ((10, 0), (20, 5)), ((20, 5), (30, 5))] {
             let (f, p) = page(from, last);

@@ -220,7 +220,7 @@ fn stream_is_live_tenant_scoped_resumable_and_drops_slow_clients() {
     let seen = take(&live, 20, "live results");
     for ev in &seen {
         assert_eq!(ev.name, "result");
-        assert!(ev.id.starts_with("s1."), "{ev:?}");
+        assert!(ev.id.starts_with("s2."), "{ev:?}");
         assert_eq!(ev.json()["agentId"], aid.as_str());
     }
     let seqs: Vec<u64> = seen.iter().map(SseEvent::seq).collect();
@@ -502,4 +502,165 @@ fn a_resume_past_the_replay_limit_sends_reset() {
         next.iter()
             .all(|e| e.name == "result" && e.seq() > stored_max)
     );
+}
+
+/// A correlation record as the correlator saves it (the test writes it into the collector's own
+/// database, as the correlator would after route changes: a BGP lab for this is `routed.rs`).
+fn correlation(id: &str, org: &str, verdict: i32) -> foureyes_proto::v1::Correlation {
+    foureyes_proto::v1::Correlation {
+        id: id.into(),
+        org: org.into(),
+        team: "noc".into(),
+        opened_at: Some(foureyes_proto::timestamp_from_ms(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64,
+        )),
+        verdict,
+        summary: format!("{id} {verdict}"),
+        ..Default::default()
+    }
+}
+
+/// Correlation changes and alert transitions stored while a client was away are replayed on
+/// `Last-Event-ID`, once each and in order (a record updated while away arrives once, in its
+/// newest state), then live ones follow; another org's never appear, on replay or live. An `s1.`
+/// id from before these kinds were resumable is still accepted (they then start live).
+#[test]
+fn resume_replays_missed_correlations_and_alert_transitions() {
+    use foureyes_store::{SqliteStore, Store, SystemScope};
+    let tmp = tempfile::tempdir().unwrap();
+    let c = Collector::start(tmp.path(), 0, "", &[]);
+    let a = Api::new(&c.api, &c.tenant("acme", "noc"));
+    let b = Api::new(&c.api, &c.tenant("other", "noc"));
+    let store = SqliteStore::open(c.data_dir.join("foureyes.sqlite")).unwrap();
+    let sys = SystemScope::collector_internal();
+    let save = |corr: &foureyes_proto::v1::Correlation, decided: bool| {
+        store.save_correlation(&sys, corr, decided).unwrap();
+    };
+    // Nobody announces these prefixes: a visibility rule fires at once (pending, then firing).
+    let dark_rule = |api: &Api, prefix: &str| -> (String, Vec<(String, String)>) {
+        let rule = api.post(
+            "/api/v1/alert-rules",
+            json!({"name": format!("dark {prefix}"),
+                   "visibility": {"prefix": prefix, "minPeers": 1}}),
+        );
+        let rid = rule["id"].as_str().unwrap().to_string();
+        let id = wait_until("the alert to fire", Duration::from_secs(60), || {
+            let v = api.get(&format!("/api/v1/alerts?rule_id={rid}&state=firing"));
+            Some(v["alerts"].as_array()?.first()?["id"].as_str()?.to_string())
+        });
+        let ts = api.get(&format!("/api/v1/alerts/{id}/transitions"))["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["from"].to_string(), t["to"].to_string()))
+            .collect();
+        (id, ts)
+    };
+    let kinds = "kinds=correlations,alerts";
+
+    // Org B listens all along.
+    let (s, b_live) = open_sse(&c.api, &b.token, kinds, None, usize::MAX);
+    assert_eq!(s, 200);
+    // The client sees one correlation live, then hangs up.
+    let (s, first) = open_sse(&c.api, &a.token, kinds, None, 1);
+    assert_eq!(s, 200);
+    save(&correlation("c-1", "acme", 0), false);
+    let got = take(&first, 1, "the first correlation live");
+    assert_eq!(got[0].name, "correlation", "{got:?}");
+    assert_eq!(got[0].json()["id"], "c-1");
+    let last_id = got[0].id.clone();
+    assert!(last_id.starts_with("s2."), "{last_id}");
+
+    // While away: a new correlation, c-1's verdict, an alert that fires; org B's too.
+    save(&correlation("c-2", "acme", 0), false);
+    save(&correlation("b-1", "other", 0), false);
+    save(&correlation("c-1", "acme", 2), true);
+    let (alert_id, transitions) = dark_rule(&a, "192.0.2.0/24");
+    assert!(transitions.len() >= 2, "{transitions:?}");
+    let (b_alert, b_transitions) = dark_rule(&b, "198.51.100.0/24");
+
+    // Back: exactly what was missed, once and in order, then live.
+    let (s, resumed) = open_sse(&c.api, &a.token, kinds, Some(&last_id), usize::MAX);
+    assert_eq!(s, 200);
+    let replayed = take(&resumed, 2 + transitions.len(), "the replay");
+    save(&correlation("c-3", "acme", 0), false);
+    let live = take(&resumed, 1, "the live correlation after the replay");
+    let corrs: Vec<(String, String)> = replayed
+        .iter()
+        .chain(&live)
+        .filter(|e| e.name == "correlation")
+        .map(|e| {
+            let v = e.json();
+            (
+                v["id"].as_str().unwrap().to_string(),
+                v["verdict"]
+                    .as_str()
+                    .unwrap_or("VERDICT_PENDING")
+                    .to_string(),
+            )
+        })
+        .collect();
+    let want = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        corrs,
+        want(&[
+            ("c-2", "VERDICT_PENDING"),
+            ("c-1", "VERDICT_DEGRADED"),
+            ("c-3", "VERDICT_PENDING")
+        ]),
+        "{replayed:?} {live:?}"
+    );
+    let alerts: Vec<(String, String)> = replayed
+        .iter()
+        .filter(|e| e.name == "alert")
+        .map(|e| {
+            let v = e.json();
+            assert_eq!(v["alertId"], alert_id.as_str(), "{v}");
+            (v["from"].to_string(), v["to"].to_string())
+        })
+        .collect();
+    assert_eq!(alerts, transitions, "every transition once, in order");
+    // Resuming from the newest id replays nothing.
+    let newest = live[0].id.clone();
+    let (_, again) = open_sse(&c.api, &a.token, kinds, Some(&newest), 1);
+    save(&correlation("c-4", "acme", 0), false);
+    let next = take(&again, 1, "live after resuming at the head");
+    assert_eq!(next[0].json()["id"], "c-4", "{next:?}");
+
+    // Org B resuming from the same position gets only its own, as does its live stream.
+    let (s, b_resumed) = open_sse(&c.api, &b.token, kinds, Some(&last_id), usize::MAX);
+    assert_eq!(s, 200);
+    for (rx, what) in [
+        (&b_resumed, "org B's replay"),
+        (&b_live, "org B's live stream"),
+    ] {
+        let got = take(rx, 1 + b_transitions.len(), what);
+        assert_eq!(got[0].name, "correlation", "{what}: {got:?}");
+        assert_eq!(got[0].json()["id"], "b-1", "{what}: {got:?}");
+        for e in &got[1..] {
+            assert_eq!(e.name, "alert", "{what}: {e:?}");
+            assert_eq!(e.json()["alertId"], b_alert.as_str(), "{what}: {e:?}");
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for rx in [&b_resumed, &b_live] {
+        if let Ok(e) = rx.try_recv() {
+            panic!("org B saw another org's event: {e:?}");
+        }
+    }
+
+    // An id from before (`s1.`, results and route events only) is still accepted; correlations
+    // then start live.
+    let (s, old) = open_sse(&c.api, &a.token, kinds, Some("s1.0.0"), 1);
+    assert_eq!(s, 200);
+    save(&correlation("c-5", "acme", 0), false);
+    let got = take(&old, 1, "live after an s1 id");
+    assert_eq!(got[0].json()["id"], "c-5", "{got:?}");
 }

@@ -3,8 +3,8 @@
 //! - `cargo xtask dev`: build and start `foureyes-collector serve --dev` (the README's first command)
 //! - `cargo xtask ci`: install what the tests need, then format, lint, build and run every test
 //!   (the README's second command; `.ci/run` calls exactly this)
-//! - `cargo xtask bench`: the benchmarks that print comparisons (`bench web`: the dashboard's
-//!   bundle size and first paint)
+//! - `cargo xtask bench`: every benchmark of the README's Performance table (`cargo bench` targets,
+//!   then the `benches/*.sh` scripts); `bench NAME` one of them, `bench list` names them
 //! - `cargo xtask web`: build the dashboard (app-web) to wasm into `<target>/web-dist`, which the
 //!   collector embeds when it is built next
 #![allow(clippy::print_stdout)]
@@ -18,6 +18,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod web;
 
 #[derive(Parser)]
@@ -40,9 +41,9 @@ enum Cmd {
         #[arg(long)]
         no_install: bool,
     },
-    /// Run the benchmarks (release builds) and print their comparisons.
+    /// Run the benchmarks (release builds) and print their figures: all of them, or one by name.
     Bench {
-        /// `web`: only the dashboard bundle size and time to first paint.
+        /// One benchmark (a `cargo bench` target or a `benches/` script name); `list` names them.
         what: Option<String>,
     },
     /// Build the web dashboard into `<target>/web-dist` (embedded by the next collector build).
@@ -307,6 +308,12 @@ fn ci(no_install: bool) -> Result<()> {
             ]);
             run("cargo clippy (web)", c)
         })?;
+        st.run("web unit tests (native)", || {
+            // The dashboard's pure functions (state colours, formatting); not a default member.
+            let mut c = cargo();
+            c.args(["test", "-p", "foureyes-web", "--bins", "--locked"]);
+            run("cargo test (web)", c)
+        })?;
         st.run("cargo build --bins", || {
             // End-to-end tests start these binaries as separate processes.
             let mut c = cargo();
@@ -385,19 +392,7 @@ fn main() -> Result<()> {
             println!("sha256 {}", hex::encode(digest));
             Ok(())
         }
-        Cmd::Bench { what } => match what.as_deref() {
-            Some("web") => web::bench(),
-            Some(other) => bail!("bench {other:?}: only `web` is a named benchmark"),
-            None => {
-                let mut c = cargo();
-                c.args(["bench", "-p", "foureyes-store", "-p", "foureyes-probes"]);
-                run("cargo bench", c)?;
-                let mut c = cargo();
-                c.args(["bench", "-p", "foureyes-collector", "--bench", "rpki"]);
-                run("cargo bench (rpki)", c)?;
-                web::bench()
-            }
-        },
+        Cmd::Bench { what } => bench::bench(what.as_deref()),
         Cmd::Web => web::build().map(|d| println!("dashboard built into {}", d.display())),
         Cmd::Lab { args } => lab(&args),
     }

@@ -232,15 +232,3 @@ pub fn report_sizes(dist: &Path) -> Result<(u64, u64)> {
     println!("  {:<44} {raw:>9} bytes  {gz:>9} gzip", "total");
     Ok((raw, gz))
 }
-
-/// `cargo xtask bench web`: the bundle's gzip size and the time to first meaningful paint in
-/// headless Chromium (`benches/web_bundle.sh` does the browser part).
-pub fn bench() -> Result<()> {
-    run("benches/web_bundle.sh", {
-        let mut c = Command::new(root().join("benches/web_bundle.sh"));
-        // xtask itself runs under the global build lock (`flock ... cargo xtask bench web`).
-        c.env("CARGO_TARGET_DIR", target_dir())
-            .env("FOUREYES_LOCK_HELD", "1");
-        c
-    })
-}

@@ -144,14 +144,15 @@ pub fn Overview() -> impl IntoView {
         tick.track();
         let now = util::now_ms();
         let res = results.read();
-        let mut c = [0usize; 4];
+        let mut c = [0usize; 5];
         for t in tests.read().iter() {
             let h = util::health(t, res.get(&t.id).and_then(|v| v.last()), now);
             let i = match h {
                 Health::Green => 0,
                 Health::Amber => 1,
                 Health::Red => 2,
-                Health::Unknown => 3,
+                Health::Stale => 3,
+                Health::Unknown => 4,
             };
             if let Some(x) = c.get_mut(i) {
                 *x += 1;
@@ -167,11 +168,12 @@ pub fn Overview() -> impl IntoView {
             <FiringAlerts />
             <p class="summary">
                 {move || {
-                    let [g, a, r, u] = counts();
+                    let [g, a, r, s, u] = counts();
                     view! {
                         <span class="green">{g} " ok"</span>
                         <span class="amber">{a} " degraded"</span>
                         <span class="red">{r} " failing"</span>
+                        <span class="stale">{s} " stale"</span>
                         <span class="unknown">{u} " no data"</span>
                     }
                 }}

@@ -484,11 +484,7 @@ impl Engine {
             let seen = self.cursor;
             for row in &page.rows {
                 // A shared page may start before our cursor: its rows up to it are done.
-                let done = match row.item {
-                    StreamItem::Result(_) => row.key <= seen.result_key,
-                    StreamItem::RouteEvent(_) => row.key <= seen.event_key,
-                };
-                if done {
+                if seen.has_seen(row) {
                     continue;
                 }
                 match &row.item {
@@ -514,12 +510,11 @@ impl Engine {
                         );
                         self.session_orgs.insert(row.org.clone());
                     }
+                    // The stream's own kinds; rules do not read them.
+                    StreamItem::Correlation(_) | StreamItem::Alert(_) => {}
                 }
             }
-            self.cursor = StreamCursor {
-                result_key: seen.result_key.max(page.last.result_key),
-                event_key: seen.event_key.max(page.last.event_key),
-            };
+            self.cursor = seen.max(page.last);
             // A page the hub read may have a newer one behind it (one poke for several reads).
             if !(page.more || (shared && self.c.stream.has_shared_page())) {
                 return;

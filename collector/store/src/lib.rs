@@ -325,36 +325,108 @@ pub struct CorrelationPage {
     pub next: Option<ResultCursor>,
 }
 
-/// A position in the live stream of rows (`/api/v1/stream`): the last results key and the last
-/// route-events key a reader has seen. Both keys only grow (see [`ResultCursor`]), so a reader that
-/// resumes from a cursor gets every later row exactly once.
+/// A position in the live stream of rows (`/api/v1/stream`): the last key a reader has seen of
+/// each kind (results, route events, correlation changes, alert transitions). Every key only grows
+/// (see [`ResultCursor`]), so a reader that resumes from a cursor gets every later row exactly once.
+///
+/// A correlation's `corr_key` is its change sequence, not its id's key: each save (opened, grown,
+/// verdict) gives the record a new, larger one, so a reader after a cursor sees each record whose
+/// latest change it missed, once, in its newest state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StreamCursor {
     pub result_key: i64,
     pub event_key: i64,
+    /// Negative when unknown (an `s1.` id from before correlations were resumable): a resume then
+    /// starts correlations at the store's head.
+    pub corr_key: i64,
+    /// Negative when unknown, like `corr_key`.
+    pub alert_key: i64,
 }
 
 impl StreamCursor {
-    const PREFIX: &'static str = "s1.";
+    const PREFIX: &'static str = "s2.";
+    const PREFIX_V1: &'static str = "s1.";
 
-    /// The SSE event id: `s1.<results key hex>.<route events key hex>`.
+    /// The SSE event id: `s2.<results>.<route events>.<correlation changes>.<alert transitions>`,
+    /// each key in hex.
     pub fn encode(&self) -> String {
-        format!("{}{:x}.{:x}", Self::PREFIX, self.result_key, self.event_key)
+        format!(
+            "{}{:x}.{:x}.{:x}.{:x}",
+            Self::PREFIX,
+            self.result_key,
+            self.event_key,
+            self.corr_key.max(0),
+            self.alert_key.max(0)
+        )
     }
 
-    /// `None` for anything this store did not hand out.
+    /// `None` for anything this store did not hand out. An `s1.` id (results and route events
+    /// only) decodes with the other two keys unknown (negative).
     pub fn decode(s: &str) -> Option<Self> {
-        let (r, e) = s.strip_prefix(Self::PREFIX)?.split_once('.')?;
         let hex = |h: &str| -> Option<i64> {
             if h.is_empty() || h.len() > 16 {
                 return None;
             }
             i64::try_from(u64::from_str_radix(h, 16).ok()?).ok()
         };
-        Some(Self {
-            result_key: hex(r)?,
-            event_key: hex(e)?,
-        })
+        if let Some(rest) = s.strip_prefix(Self::PREFIX_V1) {
+            let (r, e) = rest.split_once('.')?;
+            return Some(Self {
+                result_key: hex(r)?,
+                event_key: hex(e)?,
+                corr_key: -1,
+                alert_key: -1,
+            });
+        }
+        let mut parts = s.strip_prefix(Self::PREFIX)?.split('.');
+        let mut next = || parts.next().and_then(hex);
+        let c = Self {
+            result_key: next()?,
+            event_key: next()?,
+            corr_key: next()?,
+            alert_key: next()?,
+        };
+        parts.next().is_none().then_some(c)
+    }
+
+    /// The later of the two positions, kind by kind.
+    pub fn max(self, o: Self) -> Self {
+        Self {
+            result_key: self.result_key.max(o.result_key),
+            event_key: self.event_key.max(o.event_key),
+            corr_key: self.corr_key.max(o.corr_key),
+            alert_key: self.alert_key.max(o.alert_key),
+        }
+    }
+
+    /// Whether every kind is at or past `o`'s position.
+    pub fn covers(&self, o: &Self) -> bool {
+        self.result_key >= o.result_key
+            && self.event_key >= o.event_key
+            && self.corr_key >= o.corr_key
+            && self.alert_key >= o.alert_key
+    }
+
+    /// This cursor moved past `row`.
+    pub fn advance(&mut self, row: &StreamRow) {
+        let k = match row.item {
+            StreamItem::Result(_) => &mut self.result_key,
+            StreamItem::RouteEvent(_) => &mut self.event_key,
+            StreamItem::Correlation(_) => &mut self.corr_key,
+            StreamItem::Alert(_) => &mut self.alert_key,
+        };
+        *k = (*k).max(row.key);
+    }
+
+    /// Whether `row` is at or before this position (a reader at it has seen the row).
+    pub fn has_seen(&self, row: &StreamRow) -> bool {
+        row.key
+            <= match row.item {
+                StreamItem::Result(_) => self.result_key,
+                StreamItem::RouteEvent(_) => self.event_key,
+                StreamItem::Correlation(_) => self.corr_key,
+                StreamItem::Alert(_) => self.alert_key,
+            }
     }
 }
 
@@ -364,12 +436,17 @@ pub enum StreamItem {
     // Both boxed: the messages are hundreds of bytes and of very different sizes.
     Result(Box<pb::ProbeResult>),
     RouteEvent(Box<pb::RouteEvent>),
+    /// A correlation record as of one change (its key is the change sequence).
+    Correlation(Box<pb::Correlation>),
+    /// An alert transition (its key is the transition row's).
+    Alert(Box<pb::AlertTransition>),
 }
 
 /// One row for the stream, with the tenant it belongs to (the stream filters by it).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StreamRow {
-    /// The row's key in its table (results or route events).
+    /// The row's key in its table (results, route events, alert transitions), or a correlation's
+    /// change sequence.
     pub key: i64,
     pub org: String,
     /// Empty for an org-wide agent's rows.
@@ -377,7 +454,8 @@ pub struct StreamRow {
     pub item: StreamItem,
 }
 
-/// Rows after a [`StreamCursor`]: results, then route events, each in key order.
+/// Rows after a [`StreamCursor`]: results, route events, correlation changes, then alert
+/// transitions, each kind in key order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StreamPage {
     pub rows: Vec<StreamRow>,
@@ -568,8 +646,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<pb::Correlation>, StoreError>;
 
     // --- live stream ---
-    /// Results and route events stored after `after`, at most `limit` of each kind, scoped like
-    /// every other read. The stream hub reads with the system scope after each commit; a client
+    /// Results, route events, correlation changes and alert transitions stored after `after`, at
+    /// most `limit` of each kind, scoped like every other read. The stream hub reads with the system scope after each commit; a client
     /// resuming with `Last-Event-ID` replays with its tenant scope.
     fn stream_rows(
         &self,

@@ -354,6 +354,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (agent_id, peer, afi, net, len, path_id)
     ) WITHOUT ROWID;
     "#,
+    // Correlations on the live stream's resume (`StreamCursor::corr_key`): every save gives the
+    // record a new change sequence, larger than any before (a time-based key like the others, so
+    // deleting the newest record never lets a sequence repeat). Records saved before this step
+    // keep 0 and are not replayed.
+    r#"
+    ALTER TABLE correlations ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX correlations_seq ON correlations (seq);
+    "#,
 ];
 
 /// The version a database has after [`migrate`].

@@ -1424,6 +1424,13 @@ impl Store for SqliteStore {
             .unwrap_or_else(now_ms);
         self.write(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // The change sequence the live stream resumes by: inside the write transaction, so
+            // sequences grow in commit order.
+            let last_seq: i64 =
+                tx.query_row("SELECT coalesce(max(seq), 0) FROM correlations", [], |r| {
+                    r.get(0)
+                })?;
+            let seq = next_key(last_seq, now_ms());
             let existing: Option<i64> = tx
                 .query_row("SELECT key FROM correlations WHERE id = ?1", [&c.id], |r| {
                     r.get(0)
@@ -1432,24 +1439,24 @@ impl Store for SqliteStore {
             let key = match existing {
                 Some(k) => {
                     tx.execute(
-                        "UPDATE correlations SET final = ?2, updated_ms = ?3, body = ?4 WHERE key = ?1",
-                        params![k, decided, now_ms(), body],
+                        "UPDATE correlations SET final = ?2, updated_ms = ?3, body = ?4, seq = ?5
+                         WHERE key = ?1",
+                        params![k, decided, now_ms(), body, seq],
                     )?;
                     tx.execute("DELETE FROM correlation_tests WHERE corr_key = ?1", [k])?;
                     tx.execute("DELETE FROM correlation_prefixes WHERE corr_key = ?1", [k])?;
                     k
                 }
                 None => {
-                    let last: i64 = tx.query_row(
-                        "SELECT coalesce(max(key), 0) FROM correlations",
-                        [],
-                        |r| r.get(0),
-                    )?;
+                    let last: i64 =
+                        tx.query_row("SELECT coalesce(max(key), 0) FROM correlations", [], |r| {
+                            r.get(0)
+                        })?;
                     let k = next_key(last, opened);
                     tx.execute(
-                        "INSERT INTO correlations (key, id, org, team, final, updated_ms, body)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![k, c.id, c.org, c.team, decided, now_ms(), body],
+                        "INSERT INTO correlations (key, id, org, team, final, updated_ms, body, seq)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        params![k, c.id, c.org, c.team, decided, now_ms(), body, seq],
                     )?;
                     k
                 }
@@ -1559,17 +1566,19 @@ impl Store for SqliteStore {
                 last: after,
                 ..Default::default()
             };
-            for table in ["results", "route_events"] {
+            // (table, key column, the cursor's key for it)
+            let tables = [
+                ("results", "key", after.result_key),
+                ("route_events", "key", after.event_key),
+                ("correlations", "seq", after.corr_key),
+                ("alert_transitions", "key", after.alert_key),
+            ];
+            for (table, col, from) in tables {
                 let sql = format!(
-                    "SELECT key, org, team, body FROM {table} WHERE key > ?{} ORDER BY key LIMIT {}",
+                    "SELECT {col}, org, team, body FROM {table} WHERE {col} > ?{} ORDER BY {col} LIMIT {}",
                     w.and_sql(),
                     limit + 1
                 );
-                let from = if table == "results" {
-                    after.result_key
-                } else {
-                    after.event_key
-                };
                 // The key is bound first: the scope's parameters follow it.
                 let mut p = params(from);
                 p.rotate_right(1);
@@ -1586,19 +1595,21 @@ impl Store for SqliteStore {
                     .collect::<Result<Vec<_>, _>>()?;
                 page.more |= rows.len() > limit;
                 for (key, org, team, body) in rows.into_iter().take(limit) {
-                    let item = if table == "results" {
-                        page.last.result_key = key;
-                        StreamItem::Result(Box::new(pb::ProbeResult::decode(body.as_slice())?))
-                    } else {
-                        page.last.event_key = key;
-                        StreamItem::RouteEvent(Box::new(pb::RouteEvent::decode(body.as_slice())?))
+                    let b = body.as_slice();
+                    let item = match table {
+                        "results" => StreamItem::Result(Box::new(pb::ProbeResult::decode(b)?)),
+                        "route_events" => StreamItem::RouteEvent(Box::new(pb::RouteEvent::decode(b)?)),
+                        "correlations" => StreamItem::Correlation(Box::new(pb::Correlation::decode(b)?)),
+                        _ => StreamItem::Alert(Box::new(pb::AlertTransition::decode(b)?)),
                     };
-                    page.rows.push(StreamRow {
+                    let row = StreamRow {
                         key,
                         org,
                         team,
                         item,
-                    });
+                    };
+                    page.last.advance(&row);
+                    page.rows.push(row);
                 }
             }
             Ok(page)
@@ -1615,9 +1626,15 @@ impl Store for SqliteStore {
                     |r| r.get(0),
                 )?)
             };
+            let max_seq: i64 =
+                tx.query_row("SELECT coalesce(max(seq), 0) FROM correlations", [], |r| {
+                    r.get(0)
+                })?;
             Ok(StreamCursor {
                 result_key: max("results")?,
                 event_key: max("route_events")?,
+                corr_key: max_seq,
+                alert_key: max("alert_transitions")?,
             })
         })
     }

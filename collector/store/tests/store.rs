@@ -931,6 +931,7 @@ fn stream_rows_are_scoped_and_resume_exactly_after_a_cursor() {
             .map(|r| match &r.item {
                 foureyes_store::StreamItem::Result(x) => (r.org.clone(), x.seq),
                 foureyes_store::StreamItem::RouteEvent(e) => (r.org.clone(), e.seq),
+                other => panic!("only results were stored: {other:?}"),
             })
             .collect();
         (v, page)
@@ -980,9 +981,84 @@ fn stream_rows_are_scoped_and_resume_exactly_after_a_cursor() {
         "s1.1.zz",
         "r1.10",
         "s1.ffffffffffffffff.1",
+        "s2.1.1.1",
+        "s2.1.1.1.1.1",
+        "s2.1.1.1.-1",
     ] {
         assert_eq!(foureyes_store::StreamCursor::decode(bad), None, "{bad}");
     }
+}
+
+/// Each save of a correlation is a new change on the stream: a later, larger key, so a reader
+/// after the first save gets the record again (once, in its newest state), scoped by tenant.
+/// Alert transitions come in key order too, and cursors of every kind survive encoding.
+#[test]
+fn correlation_changes_and_alert_transitions_are_stream_rows() {
+    use foureyes_store::{AlertStore, StreamCursor, StreamItem};
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    tenants(&s);
+    let corr = |id: &str, o: &str, summary: &str| pb::Correlation {
+        id: id.into(),
+        org: o.into(),
+        team: "x".into(),
+        summary: summary.into(),
+        ..Default::default()
+    };
+    let rows = |scope: &Scope, from| {
+        let page = s.stream_rows(scope, from, 100).unwrap();
+        let v: Vec<String> = page
+            .rows
+            .iter()
+            .map(|r| match &r.item {
+                StreamItem::Correlation(c) => format!("{}:{}", c.id, c.summary),
+                StreamItem::Alert(t) => format!("alert:{}", t.alert_id),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        (v, page.last)
+    };
+    s.save_correlation(&sys(), &corr("c-1", "a", "open"), false)
+        .unwrap();
+    let (v, after_first) = rows(&org("a"), StreamCursor::default());
+    assert_eq!(v, vec!["c-1:open"]);
+    s.save_correlation(&sys(), &corr("o-1", "b", "open"), false)
+        .unwrap();
+    s.save_correlation(&sys(), &corr("c-1", "a", "verdict"), true)
+        .unwrap();
+    // Org a: c-1 again, in its new state; never org b's record.
+    let (v, last) = rows(&org("a"), after_first);
+    assert_eq!(v, vec!["c-1:verdict"]);
+    assert!(last.corr_key > after_first.corr_key);
+    // From the start, each record once, in the order of its latest change.
+    let (v, _) = rows(&sys_scope(), StreamCursor::default());
+    assert_eq!(v, vec!["o-1:open", "c-1:verdict"]);
+    assert_eq!(s.stream_head(&sys()).unwrap().corr_key, last.corr_key);
+    // Alert transitions, tenant-scoped.
+    for (id, o) in [("al-1", "a"), ("al-2", "b"), ("al-3", "a")] {
+        let t = pb::AlertTransition {
+            alert_id: id.into(),
+            org: o.into(),
+            team: "x".into(),
+            ..Default::default()
+        };
+        let alert = pb::Alert {
+            id: id.into(),
+            org: o.into(),
+            team: "x".into(),
+            ..Default::default()
+        };
+        s.save_alert(&sys(), &alert, Some(&t)).unwrap();
+    }
+    let (v, at) = rows(&org("a"), last);
+    assert_eq!(v, vec!["alert:al-1", "alert:al-3"]);
+    assert_eq!(StreamCursor::decode(&at.encode()), Some(at));
+    assert!(at.encode().starts_with("s2."));
+    assert_eq!(rows(&org("a"), at).0, Vec::<String>::new());
+    // An id from before (results and route events only) leaves the new kinds unknown.
+    let old = StreamCursor::decode("s1.a.b").unwrap();
+    assert_eq!((old.result_key, old.event_key), (10, 11));
+    assert!(old.corr_key < 0 && old.alert_key < 0);
 }
 
 fn sys_scope() -> Scope {
