@@ -255,7 +255,7 @@ fn hysteresis_ack_and_silences_with_a_real_node() {
         "/api/v1/alert-rules",
         json!({"name": "gate down", "unreachable": {"testId": test, "windowSeconds": 2},
                "fireAfter": 3, "clearAfter": 3, "severity": "SEVERITY_CRITICAL",
-               "notifiers": ["noc-hook"], "labels": {"svc": "gate"}}),
+               "labels": {"svc": "gate"}}),
     );
     let rid = rule["id"].as_str().unwrap().to_string();
     let state = common::enroll_node(&c, root, "acme", "noc");

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::print_stdout)]
 
 pub mod bird;
+pub mod hook;
 pub mod netns;
 
 use std::{
