@@ -877,4 +877,70 @@ mod tests {
             Some(&b"sealed"[..])
         );
     }
+    #[test]
+    fn api_notifiers_are_scoped_guarded_and_never_replaced_by_the_file() {
+        let (_d, s) = store();
+        let acme = tenant("acme", None);
+        let row = |name: &str, url: &str| NotifierRow {
+            notifier: pb::Notifier {
+                name: name.into(),
+                org: "forged".into(),
+                kind: "webhook".into(),
+                settings: [("url".to_string(), url.to_string())].into(),
+                secret_names: vec!["hmac_key".into()],
+                file_managed: true,
+                ..Default::default()
+            },
+            sealed_secrets: Some(b"sealed-1".to_vec()),
+        };
+        let n = s
+            .create_notifier(&acme, row("hook", "https://a/1"))
+            .unwrap();
+        // The org comes from the scope, and an API notifier is never file-managed.
+        assert_eq!((n.org.as_str(), n.file_managed), ("acme", false));
+        assert!(matches!(
+            s.create_notifier(&acme, row("hook", "https://a/2")),
+            Err(StoreError::Conflict(_))
+        ));
+        let other = tenant("other", None);
+        assert!(s.get_notifier(&other, "hook").unwrap().is_none());
+        assert!(
+            s.update_notifier(&other, row("hook", "https://x"))
+                .unwrap()
+                .is_none()
+        );
+        assert!(!s.delete_notifier(&other, "hook").unwrap());
+        let mut changed = row("hook", "https://a/3");
+        changed.sealed_secrets = Some(b"sealed-2".to_vec());
+        s.update_notifier(&acme, changed).unwrap().unwrap();
+        assert_eq!(
+            s.get_notifier(&acme, "hook").unwrap().unwrap().settings["url"],
+            "https://a/3"
+        );
+        let sys = SystemScope::collector_internal();
+        assert_eq!(
+            s.notifier_secrets(&sys, "acme", "hook").unwrap().as_deref(),
+            Some(&b"sealed-2"[..])
+        );
+        // A rules file naming the same notifier fails instead of replacing the tenant's.
+        let mut file = row("hook", "https://file");
+        file.notifier.org = "acme".into();
+        assert!(matches!(
+            s.replace_file_managed(&sys, &[], &[file]),
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            s.get_notifier(&acme, "hook").unwrap().unwrap().settings["url"],
+            "https://a/3"
+        );
+        // Not deleted while a rule names it.
+        let mut r = rule("uses hook");
+        r.notifiers = vec!["hook".into()];
+        let r = s.create_alert_rule(&acme, r).unwrap();
+        let e = s.delete_notifier(&acme, "hook").unwrap_err();
+        assert!(e.to_string().contains("uses hook"), "{e}");
+        s.delete_alert_rule(&acme, &r.id).unwrap();
+        assert!(s.delete_notifier(&acme, "hook").unwrap());
+        assert!(s.get_notifier(&acme, "hook").unwrap().is_none());
+    }
 }
