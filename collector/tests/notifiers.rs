@@ -5,47 +5,13 @@
 
 mod common;
 
-use std::{path::Path, process::Command, time::Duration};
+use std::time::Duration;
 
-use common::{Api, Collector, bin, hook::Receiver};
+use common::{Api, Collector, admin, assert_not_in_database, hook::Receiver};
 use serde_json::{Value, json};
 
 const SECRET: &str = "api-hmac-key-7c1e93ab55d0";
 const FILE_SECRET: &str = "file-hmac-key-41f0aa9e";
-
-fn admin(data: &Path, args: &[&str]) -> String {
-    let out = Command::new(bin("foureyes-collector"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn no_secret_in_db(data: &Path, secret: &str) {
-    let mut seen = 0;
-    for f in std::fs::read_dir(data).unwrap().flatten() {
-        if f.file_name()
-            .to_string_lossy()
-            .starts_with("foureyes.sqlite")
-        {
-            seen += 1;
-            let bytes = std::fs::read(f.path()).unwrap();
-            assert!(
-                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                "{:?} holds a notifier secret in plaintext",
-                f.path()
-            );
-        }
-    }
-    assert!(seen > 0, "no database file in {}", data.display());
-}
 
 /// Status and error text of a call expected to fail.
 fn refused(api: &Api, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
@@ -313,8 +279,8 @@ fn tenants_create_use_change_and_delete_their_own_notifiers() {
         "{s} {e}"
     );
 
-    no_secret_in_db(&data, SECRET);
-    no_secret_in_db(&data, FILE_SECRET);
+    assert_not_in_database(&data, SECRET);
+    assert_not_in_database(&data, FILE_SECRET);
     let log = c.proc.log_text();
     assert!(log.contains("notification sent"), "{log}");
     assert!(
