@@ -44,7 +44,7 @@ pub fn routes() -> Router<Arc<Collector>> {
             get(list_notifiers).post(super::notifiers::create),
         )
         .route(
-            "/api/v1/notifiers/{name}",
+            "/api/v1/notifiers/{id}",
             get(super::notifiers::get_one)
                 .put(super::notifiers::put)
                 .patch(super::notifiers::patch)

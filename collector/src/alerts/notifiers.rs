@@ -1,5 +1,5 @@
 //! Tenants' own notifiers: `POST /api/v1/notifiers`, `GET`/`PUT`/`PATCH`/`DELETE
-//! /api/v1/notifiers/{name}` (the list, `GET /api/v1/notifiers`, is in `api.rs`).
+//! /api/v1/notifiers/{id}` (the id is the name; the list, `GET /api/v1/notifiers`, is in `api.rs`).
 //!
 //! A notifier's name is its id: unique per org, and what alert rules name in `notifiers`. The org
 //! (and, for a team token, the team) comes from the caller's credential, never from the body, and
@@ -61,7 +61,7 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
-        path: "/api/v1/notifiers/{name}",
+        path: "/api/v1/notifiers/{id}",
         summary: "Get a notifier (never its secrets: secretNames says which are set)",
         request: None,
         response: Some("foureyes.v1.Notifier"),
@@ -69,7 +69,7 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "put",
-        path: "/api/v1/notifiers/{name}",
+        path: "/api/v1/notifiers/{id}",
         summary: "Replace a notifier's settings; an omitted secret keeps the sealed one (not file-managed ones: 403)",
         request: None,
         response: Some("foureyes.v1.Notifier"),
@@ -77,7 +77,7 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "patch",
-        path: "/api/v1/notifiers/{name}",
+        path: "/api/v1/notifiers/{id}",
         summary: "Change some of a notifier's settings or secrets; the others stay (not file-managed ones: 403)",
         request: None,
         response: Some("foureyes.v1.Notifier"),
@@ -85,7 +85,7 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "delete",
-        path: "/api/v1/notifiers/{name}",
+        path: "/api/v1/notifiers/{id}",
         summary: "Delete a notifier (not file-managed ones: 403; not while an alert rule names it: 409)",
         request: None,
         response: None,
