@@ -316,6 +316,7 @@ async fn openapi() -> Response {
             &ROUTES
                 .iter()
                 .chain(crate::alerts::api::ROUTES)
+                .chain(crate::alerts::notifiers::ROUTES)
                 .chain(crate::peers::ROUTES)
                 .copied()
                 .collect::<Vec<_>>(),

@@ -296,6 +296,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
                 let _ = task.await;
             });
         }
+        let _ = c.alerts.target_policy.set(policy.clone());
         let task =
             crate::alerts::dispatch::spawn(c.clone(), policy, shutdown.clone()).map_err(setup)?;
         tasks.spawn(async move {

@@ -39,7 +39,17 @@ pub fn routes() -> Router<Arc<Collector>> {
             "/api/v1/silences/{id}",
             axum::routing::delete(delete_silence),
         )
-        .route("/api/v1/notifiers", get(list_notifiers))
+        .route(
+            "/api/v1/notifiers",
+            get(list_notifiers).post(super::notifiers::create),
+        )
+        .route(
+            "/api/v1/notifiers/{id}",
+            get(super::notifiers::get_one)
+                .put(super::notifiers::put)
+                .patch(super::notifiers::patch)
+                .delete(super::notifiers::delete),
+        )
         // No credential: the signed link is one (chart_link.rs).
         .route("/charts/{org}/{file}", get(super::chart_link::handler))
 }
@@ -184,6 +194,7 @@ async fn create_rule(
 ) -> Result<Response, ApiError> {
     let rule: pb::AlertRule = parse_body(&body)?;
     super::rules::validate(&rule).map_err(ApiError::bad_request)?;
+    super::notifiers::check_rule_notifiers(&c, &auth.0, &rule)?;
     let r = c
         .alerts
         .store
@@ -218,6 +229,7 @@ async fn update_rule(
     let mut rule: pb::AlertRule = parse_body(&body)?;
     rule.id = id;
     super::rules::validate(&rule).map_err(ApiError::bad_request)?;
+    super::notifiers::check_rule_notifiers(&c, &auth.0, &rule)?;
     let r = c
         .alerts
         .store

@@ -14,6 +14,8 @@
 //! - `host_addrs.rs`: the host's interface addresses for the notifier guard when the collector is
 //!   bound to an unspecified address.
 //! - `api.rs`: `/api/v1/alert-rules`, `/api/v1/alerts`, `/api/v1/silences`.
+//! - `notifiers.rs`: tenants' own notifiers (`/api/v1/notifiers`): validated, target-checked and
+//!   sealed at create/update.
 
 pub mod api;
 pub mod chart_link;
@@ -21,6 +23,7 @@ pub mod dispatch;
 mod engine;
 pub mod file;
 pub mod host_addrs;
+pub mod notifiers;
 pub mod rules;
 
 use std::{
@@ -68,6 +71,9 @@ pub struct Alerts {
     pub last_file_error: Mutex<String>,
     /// Signed chart links for Slack and PagerDuty, when `chart_base_url` is configured.
     pub chart_links: std::sync::OnceLock<chart_link::ChartLinks>,
+    /// The notifier target policy the sender enforces, set at start; the API checks tenants'
+    /// notifiers against the same one when they are created or changed.
+    pub target_policy: std::sync::OnceLock<foureyes_notify::TargetPolicy>,
 }
 
 #[derive(Default)]
@@ -99,6 +105,7 @@ impl Alerts {
             counters: AlertCounters::default(),
             last_file_error: Mutex::new(String::new()),
             chart_links: std::sync::OnceLock::new(),
+            target_policy: std::sync::OnceLock::new(),
         }
     }
 

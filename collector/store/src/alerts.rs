@@ -112,6 +112,22 @@ pub trait AlertStore: Send + Sync + 'static {
     // --- notifiers ---
     /// The public part only: secrets never leave through this.
     fn notifiers(&self, scope: &Scope) -> Result<Vec<pb::Notifier>, StoreError>;
+    /// Needs a tenant scope: the org comes from it, a team scope always owns the notifier and an
+    /// org-wide scope may name an existing team. Names are unique per org (file-managed ones
+    /// included): a taken name is a `Conflict`.
+    fn create_notifier(&self, scope: &Scope, n: NotifierRow) -> Result<pb::Notifier, StoreError>;
+    /// The public part of one notifier visible to `scope`.
+    fn get_notifier(&self, scope: &Scope, name: &str) -> Result<Option<pb::Notifier>, StoreError>;
+    /// Replaces the notifier named `n.notifier.name` (its settings and sealed secrets as given).
+    /// `None` when no such notifier is visible; file-managed ones are refused.
+    fn update_notifier(
+        &self,
+        scope: &Scope,
+        n: NotifierRow,
+    ) -> Result<Option<pb::Notifier>, StoreError>;
+    /// False when no such notifier is visible. File-managed ones, and ones an alert rule of the
+    /// org still names, are refused (`Invalid`, naming the rules).
+    fn delete_notifier(&self, scope: &Scope, name: &str) -> Result<bool, StoreError>;
     /// The sealed secrets of one notifier, for the sender.
     fn notifier_secrets(
         &self,

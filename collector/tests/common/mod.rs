@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::print_stdout)]
 
 pub mod bird;
+pub mod hook;
 pub mod netns;
 
 use std::{
@@ -204,18 +205,7 @@ impl Collector {
 
     /// Runs an admin command against this collector's data dir; returns stdout.
     pub fn admin(&self, args: &[&str]) -> String {
-        let out = Command::new(bin("foureyes-collector"))
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "admin {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        admin(&self.data_dir, args)
     }
 
     pub fn tenant(&self, org: &str, team: &str) -> String {
@@ -229,6 +219,43 @@ impl Collector {
             "token", "create", "--org", org, "--team", team, "--ttl", ttl,
         ])
     }
+}
+
+/// Runs an admin command against a data dir (a collector need not run yet); returns stdout.
+pub fn admin(data_dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(bin("foureyes-collector"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "admin {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Fails when any SQLite file in `data_dir` (database, WAL, shared memory) holds `secret` in
+/// plaintext.
+pub fn assert_not_in_database(data_dir: &Path, secret: &str) {
+    let mut seen = 0;
+    for f in std::fs::read_dir(data_dir).unwrap().flatten() {
+        if f.file_name()
+            .to_string_lossy()
+            .starts_with("foureyes.sqlite")
+        {
+            seen += 1;
+            let bytes = std::fs::read(f.path()).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{:?} holds the secret in plaintext",
+                f.path()
+            );
+        }
+    }
+    assert!(seen > 0, "no database file in {}", data_dir.display());
 }
 
 pub fn enroll(collector_addr: &str, token: &str, state: &Path) -> std::process::Output {

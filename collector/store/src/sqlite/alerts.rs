@@ -16,6 +16,17 @@ use crate::{
 
 const FILE_MANAGED: &str = "rule is managed by the rules file: edit the file and send SIGHUP";
 
+const NOTIFIER_FILE_MANAGED: &str = "notifier is managed by the rules file and read-only through the API: edit the file and send SIGHUP";
+
+fn validate_notifier_name(name: &str) -> Result<(), StoreError> {
+    if name.trim().is_empty() || name.len() > 200 {
+        return Err(StoreError::Invalid(
+            "notifier name: 1 to 200 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn decode<M: Message + Default>(b: &[u8]) -> Result<M, StoreError> {
     Ok(M::decode(b)?)
 }
@@ -246,11 +257,25 @@ impl AlertStore for SqliteStore {
                 ensure_tenant(&tx, &p.org, &p.team)?;
                 let mut p = p.clone();
                 p.file_managed = true;
-                tx.execute(
-                    "INSERT OR REPLACE INTO notifiers (org, name, team, file_managed, body, sealed_secrets)
+                // File notifiers were deleted above, so a taken name is an API-created one: the
+                // file's notifier is the one that conflicts (it must not replace a tenant's).
+                let r = tx.execute(
+                    "INSERT INTO notifiers (org, name, team, file_managed, body, sealed_secrets)
                      VALUES (?1, ?2, ?3, 1, ?4, ?5)",
                     params![p.org, p.name, p.team, p.encode_to_vec(), n.sealed_secrets],
-                )?;
+                );
+                match r {
+                    Ok(_) => {}
+                    Err(rusqlite::Error::SqliteFailure(e, _))
+                        if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        return Err(StoreError::Conflict(format!(
+                            "notifier named {:?} in org {:?} (created through the API)",
+                            p.name, p.org
+                        )));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             tx.commit()?;
             Ok(())
@@ -505,6 +530,148 @@ impl AlertStore for SqliteStore {
             .flatten())
         })
     }
+
+    fn create_notifier(&self, scope: &Scope, n: NotifierRow) -> Result<pb::Notifier, StoreError> {
+        let t = tenant_of(scope, "creating a notifier")?;
+        let mut p = n.notifier;
+        validate_notifier_name(&p.name)?;
+        p.org = t.org.clone();
+        p.team = owning_team(t, &p.team);
+        p.file_managed = false;
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            ensure_tenant(&tx, &p.org, &p.team)?;
+            let r = tx.execute(
+                "INSERT INTO notifiers (org, name, team, file_managed, body, sealed_secrets)
+                 VALUES (?1, ?2, ?3, 0, ?4, ?5)",
+                params![p.org, p.name, p.team, p.encode_to_vec(), n.sealed_secrets],
+            );
+            match r {
+                Ok(_) => {}
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    return Err(StoreError::Conflict(format!(
+                        "notifier named {:?} in org {:?}",
+                        p.name, p.org
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            tx.commit()?;
+            Ok(p)
+        })
+    }
+
+    fn get_notifier(&self, scope: &Scope, name: &str) -> Result<Option<pb::Notifier>, StoreError> {
+        let w = Where::default()
+            .and("name = ?", name.to_string())
+            .scope(scope, "");
+        self.read(|c| {
+            let body: Option<Vec<u8>> = c
+                .prepare_cached(&format!("SELECT body FROM notifiers{}", w.sql()))?
+                .query_row(params_from_iter(&w.params), |r| r.get(0))
+                .optional()?;
+            body.map(|b| decode(&b)).transpose()
+        })
+    }
+
+    fn update_notifier(
+        &self,
+        scope: &Scope,
+        n: NotifierRow,
+    ) -> Result<Option<pb::Notifier>, StoreError> {
+        let mut p = n.notifier;
+        let w = Where::default()
+            .and("name = ?", p.name.clone())
+            .scope(scope, "");
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let sql = format!("SELECT org, team, file_managed FROM notifiers{}", w.sql());
+            let Some((org, team, file)) = tx
+                .query_row(&sql, params_from_iter(&w.params), |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, bool>(2)?,
+                    ))
+                })
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            if file {
+                return Err(StoreError::Invalid(NOTIFIER_FILE_MANAGED.into()));
+            }
+            p.org = org;
+            p.team = match scope.tenant() {
+                Some(t) => owning_team(t, &p.team),
+                None => team,
+            };
+            p.file_managed = false;
+            ensure_tenant(&tx, &p.org, &p.team)?;
+            tx.execute(
+                "UPDATE notifiers SET team = ?3, body = ?4, sealed_secrets = ?5
+                 WHERE org = ?1 AND name = ?2",
+                params![p.org, p.name, p.team, p.encode_to_vec(), n.sealed_secrets],
+            )?;
+            tx.commit()?;
+            Ok(Some(p))
+        })
+    }
+
+    fn delete_notifier(&self, scope: &Scope, name: &str) -> Result<bool, StoreError> {
+        let w = Where::default()
+            .and("name = ?", name.to_string())
+            .scope(scope, "");
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let sql = format!("SELECT org, file_managed FROM notifiers{}", w.sql());
+            let Some((org, file)) = tx
+                .query_row(&sql, params_from_iter(&w.params), |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
+                })
+                .optional()?
+            else {
+                return Ok(false);
+            };
+            if file {
+                return Err(StoreError::Invalid(NOTIFIER_FILE_MANAGED.into()));
+            }
+            // Rules of the whole org, not only the caller's team: an org-wide rule naming a team's
+            // notifier would otherwise lose its notifications without anyone being told.
+            let mut users: Vec<String> = {
+                let mut st = tx.prepare_cached(&format!(
+                    "SELECT body FROM alert_rules WHERE org = ?1 LIMIT {MAX_ALERT_ROWS}"
+                ))?;
+                let bodies = st
+                    .query_map([&org], |r| r.get::<_, Vec<u8>>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut users = Vec::new();
+                for b in bodies {
+                    let r: pb::AlertRule = decode(&b)?;
+                    if r.notifiers.iter().any(|n| n == name) {
+                        users.push(format!("{:?}", r.name));
+                    }
+                }
+                users
+            };
+            if !users.is_empty() {
+                users.sort();
+                users.truncate(10);
+                return Err(StoreError::Invalid(format!(
+                    "notifier {name:?} is used by alert rule(s) {}: remove it from them first",
+                    users.join(", ")
+                )));
+            }
+            tx.execute(
+                "DELETE FROM notifiers WHERE org = ?1 AND name = ?2",
+                params![org, name],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -709,5 +876,71 @@ mod tests {
                 .as_deref(),
             Some(&b"sealed"[..])
         );
+    }
+    #[test]
+    fn api_notifiers_are_scoped_guarded_and_never_replaced_by_the_file() {
+        let (_d, s) = store();
+        let acme = tenant("acme", None);
+        let row = |name: &str, url: &str| NotifierRow {
+            notifier: pb::Notifier {
+                name: name.into(),
+                org: "forged".into(),
+                kind: "webhook".into(),
+                settings: [("url".to_string(), url.to_string())].into(),
+                secret_names: vec!["hmac_key".into()],
+                file_managed: true,
+                ..Default::default()
+            },
+            sealed_secrets: Some(b"sealed-1".to_vec()),
+        };
+        let n = s
+            .create_notifier(&acme, row("hook", "https://a/1"))
+            .unwrap();
+        // The org comes from the scope, and an API notifier is never file-managed.
+        assert_eq!((n.org.as_str(), n.file_managed), ("acme", false));
+        assert!(matches!(
+            s.create_notifier(&acme, row("hook", "https://a/2")),
+            Err(StoreError::Conflict(_))
+        ));
+        let other = tenant("other", None);
+        assert!(s.get_notifier(&other, "hook").unwrap().is_none());
+        assert!(
+            s.update_notifier(&other, row("hook", "https://x"))
+                .unwrap()
+                .is_none()
+        );
+        assert!(!s.delete_notifier(&other, "hook").unwrap());
+        let mut changed = row("hook", "https://a/3");
+        changed.sealed_secrets = Some(b"sealed-2".to_vec());
+        s.update_notifier(&acme, changed).unwrap().unwrap();
+        assert_eq!(
+            s.get_notifier(&acme, "hook").unwrap().unwrap().settings["url"],
+            "https://a/3"
+        );
+        let sys = SystemScope::collector_internal();
+        assert_eq!(
+            s.notifier_secrets(&sys, "acme", "hook").unwrap().as_deref(),
+            Some(&b"sealed-2"[..])
+        );
+        // A rules file naming the same notifier fails instead of replacing the tenant's.
+        let mut file = row("hook", "https://file");
+        file.notifier.org = "acme".into();
+        assert!(matches!(
+            s.replace_file_managed(&sys, &[], &[file]),
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            s.get_notifier(&acme, "hook").unwrap().unwrap().settings["url"],
+            "https://a/3"
+        );
+        // Not deleted while a rule names it.
+        let mut r = rule("uses hook");
+        r.notifiers = vec!["hook".into()];
+        let r = s.create_alert_rule(&acme, r).unwrap();
+        let e = s.delete_notifier(&acme, "hook").unwrap_err();
+        assert!(e.to_string().contains("uses hook"), "{e}");
+        s.delete_alert_rule(&acme, &r.id).unwrap();
+        assert!(s.delete_notifier(&acme, "hook").unwrap());
+        assert!(s.get_notifier(&acme, "hook").unwrap().is_none());
     }
 }
