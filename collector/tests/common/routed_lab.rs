@@ -48,6 +48,11 @@ pub struct RoutedLab {
     /// Third octet of the targets' /24.
     pub targets: u8,
     children: Vec<Child>,
+    /// Set before [`RoutedLab::start`]: bgpd loads its `bmp` module and streams BMP (IPv4
+    /// unicast, pre- and post-policy) to this station `(address, port)`, and originates the
+    /// root link's prefix itself, so the listener's direct session holds a route that does not
+    /// come from the upstream.
+    pub bmp_station: Option<(String, u16)>,
 }
 
 impl RoutedLab {
@@ -72,6 +77,7 @@ impl RoutedLab {
             net,
             targets,
             children: Vec::new(),
+            bmp_station: None,
         };
         let (r, u) = (&lab.router_ns, &lab.upstream_ns);
         let (vr, vu, vru) = (
@@ -231,9 +237,10 @@ protocol bgp up {{
                  router bgp 65001\n bgp router-id 198.19.{n}.1\n no bgp ebgp-requires-policy\n\
                  \x20neighbor 198.19.{n1}.2 remote-as 65010\n neighbor 198.19.{n1}.2 timers connect 1\n\
                  \x20neighbor 198.19.{n}.2 remote-as 65002\n neighbor 198.19.{n}.2 timers connect 1\n\
-                 \x20neighbor 198.19.{n}.2 shutdown\n\
+                 \x20neighbor 198.19.{n}.2 shutdown\n{bmp}\
                  exit\n",
-                log = self.path("bgpd.log").display()
+                log = self.path("bgpd.log").display(),
+                bmp = self.bmp_conf(),
             ),
         )
         .unwrap();
@@ -276,6 +283,11 @@ protocol bgp up {{
             "-l",
             &format!("198.19.{n1}.1"),
         ])
+        .args(if self.bmp_station.is_some() {
+            &["-M", "bmp"][..]
+        } else {
+            &[]
+        })
         .arg("-f")
         .arg(self.path("bgpd.conf"))
         .arg("-i")
@@ -330,6 +342,23 @@ protocol bgp up {{
         );
     }
 
+    /// bgpd's `router bgp` lines for [`RoutedLab::bmp_station`]. Pre-policy monitoring reads
+    /// the Adj-RIB-In, which FRR 8.4 keeps only with soft-reconfiguration inbound
+    /// (FRRouting/frr#10240).
+    fn bmp_conf(&self) -> String {
+        let Some((addr, port)) = &self.bmp_station else {
+            return String::new();
+        };
+        let (n, n1) = (self.net, self.net + 1);
+        format!(
+            " address-family ipv4 unicast\n  network 198.19.{n}.0/24\n\
+             \x20 neighbor 198.19.{n1}.2 soft-reconfiguration inbound\n exit-address-family\n\
+             \x20bmp targets fe\n  bmp connect {addr} port {port} min-retry 100 max-retry 1000\n\
+             \x20 bmp monitor ipv4 unicast pre-policy\n  bmp monitor ipv4 unicast post-policy\n\
+             \x20exit\n"
+        )
+    }
+
     fn spawn(&mut self, mut cmd: Command) {
         cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
         self.children.push(cmd.spawn().unwrap());
@@ -338,14 +367,20 @@ protocol bgp up {{
     /// Re-reads the upstream's config after [`announce`] (BIRD sends the differences).
     pub fn reconfigure(&self, routes: &str) {
         self.announce(routes);
+        let reply = self.upstream_birdc(&["configure"]).to_lowercase();
+        assert!(reply.contains("reconfigured"), "{reply}");
+    }
+
+    /// Runs `birdc ARGS` against the upstream's BIRD (e.g. `disable up` to end its session with
+    /// the router); returns the reply.
+    pub fn upstream_birdc(&self, args: &[&str]) -> String {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.upstream_ns, "birdc", "-s"])
             .arg(self.path("bird.ctl"))
-            .arg("configure")
+            .args(args)
             .output()
             .unwrap();
-        let reply = String::from_utf8_lossy(&out.stdout).to_lowercase();
-        assert!(reply.contains("reconfigured"), "{reply}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The router's kernel routes (what zebra installed).
