@@ -105,10 +105,11 @@ fn assert_gobgp_received_no_update(lab: &Lab, neighbor: &str) {
 }
 
 /// Over an IPv6 transport GoBGP (3.10) rewrites an eBGP next hop to its IPv6 session address for
-/// IPv4 routes too and sends them in MP_REACH_NLRI with a 16-octet next hop, although RFC 8950
-/// (extended next hop) was not negotiated; the listener treats that as an unusable MP_REACH_NLRI
-/// (AFI/SAFI disable for IPv4). The global export policy sets GoBGP's IPv4 address as the IPv4
-/// next hop, which it would use over an IPv4 transport anyway.
+/// IPv4 routes too and sends them in MP_REACH_NLRI with an IPv6 next hop, although RFC 8950
+/// (extended next hop) was not negotiated; the listener takes it as an unusable MP_REACH_NLRI
+/// (`update_error` "MP_REACH_NLRI next hop length", AFI/SAFI disable for IPv4). The global export
+/// policy sets GoBGP's IPv4 address as the IPv4 next hop, which it uses over an IPv4 transport
+/// anyway.
 const PASSIVE_CONF: &str = r#"
 [global.config]
   as = 65001
