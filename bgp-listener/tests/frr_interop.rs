@@ -2,8 +2,12 @@
 //!
 //! Two kinds of session, each run over an IPv4 and over an IPv6 transport, each one router
 //! start-up covering IPv4 and IPv6 unicast together:
-//! - passive listener, eBGP, FRR dials, ADD-PATH for IPv4 (`addpath-tx-all-paths`);
-//! - active listener, iBGP (so LOCAL_PREF is sent), the listener dials FRR, ADD-PATH for IPv6.
+//! - passive listener, eBGP, FRR dials, `addpath-tx-all-paths` for IPv4;
+//! - active listener, iBGP (so LOCAL_PREF is sent), the listener dials FRR, the same for IPv6.
+//!
+//! FRR 8.4 advertises ADD-PATH send for every family it carries whether or not
+//! `addpath-tx-all-paths` is set there, so both families are negotiated in both sessions and
+//! every event carries FRR's path id.
 //!
 //! Each announces, changes attributes (MED, communities, LOCAL_PREF, AS path prepend) through
 //! route-maps, withdraws, and checks the `--format jsonl` events. Receive-only proof from FRR's
@@ -189,6 +193,11 @@ fn frr_dials_the_passive_listener_ebgp_addpath_change_withdraw_receive_only(t: T
     assert_eq!(est["families"], json!(["ipv4-unicast", "ipv6-unicast"]));
     assert_eq!(est["four_octet_as"], true);
     assert_eq!(est["graceful_restart"], true);
+    assert_eq!(
+        est["add_path"],
+        json!(["ipv4-unicast", "ipv6-unicast"]),
+        "FRR 8.4 advertises ADD-PATH send for every family it carries"
+    );
     wait_initial(
         &mut w,
         &[
@@ -219,6 +228,10 @@ fn frr_dials_the_passive_listener_ebgp_addpath_change_withdraw_receive_only(t: T
     assert_eq!(v6["afi_safi"], "ipv6-unicast");
     assert_eq!(v6["next_hop"], ROUTER_V6);
     assert_eq!(v6["communities"], json!(["65001:600"]));
+    assert!(
+        v6["path_id"].as_u64().is_some(),
+        "ADD-PATH: FRR's v6 paths carry a path id: {v6}"
+    );
     find(&ev, "announce", "2001:2:0:b::/64");
     let mark = w.events.seen.len();
 
@@ -334,6 +347,11 @@ fn the_active_listener_dials_frr_ibgp_local_pref_change_withdraw_receive_only(t:
     });
     assert_eq!(est["peer"], t.router);
     assert_eq!(est["families"], json!(["ipv4-unicast", "ipv6-unicast"]));
+    assert_eq!(
+        est["add_path"],
+        json!(["ipv4-unicast", "ipv6-unicast"]),
+        "FRR 8.4 advertises ADD-PATH send for every family it carries"
+    );
     wait_initial(
         &mut w,
         &[
@@ -353,6 +371,10 @@ fn the_active_listener_dials_frr_ibgp_local_pref_change_withdraw_receive_only(t:
     assert_eq!(a1["local_pref"], 200);
     assert_eq!(a1["med"], 10);
     assert_eq!(a1["next_hop"], ROUTER_V4);
+    assert!(
+        a1["path_id"].as_u64().is_some(),
+        "ADD-PATH: FRR's v4 paths carry a path id: {a1}"
+    );
     find(&ev, "announce", "198.19.3.0/24");
     let v6 = find(&ev, "announce", "2001:2:0:a::/64");
     assert_eq!(v6["local_pref"], 200);
