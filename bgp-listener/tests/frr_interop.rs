@@ -1,9 +1,13 @@
 //! Interop with a real FRR `bgpd` (Debian `frr`) in a network namespace, over a veth pair.
 //!
-//! Two sessions, each one router start-up covering IPv4 and IPv6 unicast together:
-//! - passive listener, eBGP, FRR dials over IPv4, ADD-PATH for IPv4 (`addpath-tx-all-paths`);
-//! - active listener, iBGP (so LOCAL_PREF is sent), the listener dials FRR over IPv6, ADD-PATH for
-//!   IPv6.
+//! Two kinds of session, each run over an IPv4 and over an IPv6 transport, each one router
+//! start-up covering IPv4 and IPv6 unicast together:
+//! - passive listener, eBGP, FRR dials, `addpath-tx-all-paths` for IPv4;
+//! - active listener, iBGP (so LOCAL_PREF is sent), the listener dials FRR, the same for IPv6.
+//!
+//! FRR 8.4 advertises ADD-PATH send for every family it carries whether or not
+//! `addpath-tx-all-paths` is set there, so both families are negotiated in both sessions and
+//! every event carries FRR's path id.
 //!
 //! Each announces, changes attributes (MED, communities, LOCAL_PREF, AS path prepend) through
 //! route-maps, withdraws, and checks the `--format jsonl` events. Receive-only proof from FRR's
@@ -12,9 +16,11 @@
 //!
 //! bgpd runs without zebra (`-Z`), as root (`-S`), with its config, pid file, vty socket and log
 //! in the lab's temp dir, so parallel instances never share a path. Without zebra FRR does not know
-//! the interface addresses, so the route-maps set the next hops the test expects
-//! (`set ipv6 next-hop global`, `set ip next-hop`); `no bgp network import-check` lets `network`
-//! statements announce without a RIB route.
+//! the interface addresses, so the route-maps set the next hops the test expects for both families
+//! whatever the transport (`set ipv6 next-hop global`, `set ip next-hop`); `no bgp network
+//! import-check` lets `network` statements announce without a RIB route. The configs name the
+//! listener by its IPv4 (passive) or IPv6 (active) address; `passive_conf`/`active_conf` put in the
+//! transport's.
 
 mod common;
 
@@ -110,10 +116,12 @@ const PASSIVE_CONF: &str = r#"
 ip prefix-list P2 seq 5 permit 198.19.2.0/24
 route-map OUT4 permit 10
  match ip address prefix-list P2
+ set ip next-hop 198.18.0.1
  set metric 20
  set community 65001:200
 exit
 route-map OUT4 permit 20
+ set ip next-hop 198.18.0.1
  set community 65001:100
  set large-community 65001:1:2
 exit
@@ -148,32 +156,48 @@ router bgp 65001
 exit
 "#;
 
+/// `PASSIVE_CONF` with FRR's neighbor at the listener's address on transport `t`.
+fn passive_conf(t: Transport) -> String {
+    PASSIVE_CONF.replace(LISTENER_V4, t.listener)
+}
+
+/// `ACTIVE_CONF` with FRR's neighbor at the listener's address on transport `t`.
+fn active_conf(t: Transport) -> String {
+    ACTIVE_CONF.replace(LISTENER_V6, t.listener)
+}
+
 #[test]
-fn frr_dials_the_passive_listener_ebgp_ipv4_ipv6_addpath_change_withdraw_receive_only() {
+fn frr_dials_the_passive_listener_over_ipv4() {
+    frr_dials_the_passive_listener_ebgp_addpath_change_withdraw_receive_only(Transport::V4);
+}
+
+#[test]
+fn frr_dials_the_passive_listener_over_ipv6() {
+    frr_dials_the_passive_listener_ebgp_addpath_change_withdraw_receive_only(Transport::V6);
+}
+
+fn frr_dials_the_passive_listener_ebgp_addpath_change_withdraw_receive_only(t: Transport) {
     let mut lab = frr_lab("frp");
     lab.start_capture();
-    let mut w = lab.watch(&[
-        "--local-as",
-        "65002",
-        "--peer",
-        ROUTER_V4,
-        "--remote-as",
-        "65001",
-        "--listen",
-        LISTENER_V4,
-    ]);
+    let mut w = lab.watch(&t.passive_args("65002", "65001"));
     // Give the listener a moment to bind before FRR dials (FRR retries every second anyway).
     std::thread::sleep(Duration::from_millis(300));
-    start_bgpd(&mut lab, PASSIVE_CONF);
+    start_bgpd(&mut lab, &passive_conf(t));
 
     let est = w.events.wait("session established", |e| {
         e["type"] == "session_established"
     });
+    assert_eq!(est["peer"], t.router);
     assert_eq!(est["peer_as"], 65001);
     assert_eq!(est["peer_router_id"], ROUTER_V4);
     assert_eq!(est["families"], json!(["ipv4-unicast", "ipv6-unicast"]));
     assert_eq!(est["four_octet_as"], true);
     assert_eq!(est["graceful_restart"], true);
+    assert_eq!(
+        est["add_path"],
+        json!(["ipv4-unicast", "ipv6-unicast"]),
+        "FRR 8.4 advertises ADD-PATH send for every family it carries"
+    );
     wait_initial(
         &mut w,
         &[
@@ -204,6 +228,10 @@ fn frr_dials_the_passive_listener_ebgp_ipv4_ipv6_addpath_change_withdraw_receive
     assert_eq!(v6["afi_safi"], "ipv6-unicast");
     assert_eq!(v6["next_hop"], ROUTER_V6);
     assert_eq!(v6["communities"], json!(["65001:600"]));
+    assert!(
+        v6["path_id"].as_u64().is_some(),
+        "ADD-PATH: FRR's v6 paths carry a path id: {v6}"
+    );
     find(&ev, "announce", "2001:2:0:b::/64");
     let mark = w.events.seen.len();
 
@@ -224,7 +252,7 @@ fn frr_dials_the_passive_listener_ebgp_ipv4_ipv6_addpath_change_withdraw_receive
             "address-family ipv6 unicast",
             "no network 2001:2:0:b::/64",
             "end",
-            "clear bgp ipv4 unicast 198.18.0.2 soft out",
+            &format!("clear bgp ipv4 unicast {} soft out", t.listener),
         ],
     );
     let ch = w
@@ -253,9 +281,9 @@ fn frr_dials_the_passive_listener_ebgp_ipv4_ipv6_addpath_change_withdraw_receive
     let status = w.stop();
     assert!(status.success(), "listener exit: {status}");
     std::thread::sleep(Duration::from_millis(500));
-    assert_frr_received_no_update(&lab, LISTENER_V4);
+    assert_frr_received_no_update(&lab, t.listener);
     let pcap = lab.stop_capture();
-    let sent = assert_receive_only(&pcap, ip(LISTENER_V4), ip(ROUTER_V4));
+    let sent = assert_receive_only(&pcap, t.listener_ip(), t.router_ip());
     assert_eq!(sent.last(), Some(&3), "ends with our Cease: {sent:?}");
     assert_eq!(
         sent.iter().filter(|t| **t == 3).count(),
@@ -271,6 +299,7 @@ route-map OUT4 permit 10
  set metric 10
 exit
 route-map OUT6 permit 10
+ set ipv6 next-hop global 2001:2::1
  set local-preference 200
  set extcommunity rt 65001:7
 exit
@@ -299,26 +328,30 @@ exit
 "#;
 
 #[test]
-fn the_active_listener_dials_frr_ibgp_over_ipv6_local_pref_change_withdraw_receive_only() {
+fn the_active_listener_dials_frr_over_ipv4() {
+    the_active_listener_dials_frr_ibgp_local_pref_change_withdraw_receive_only(Transport::V4);
+}
+
+#[test]
+fn the_active_listener_dials_frr_over_ipv6() {
+    the_active_listener_dials_frr_ibgp_local_pref_change_withdraw_receive_only(Transport::V6);
+}
+
+fn the_active_listener_dials_frr_ibgp_local_pref_change_withdraw_receive_only(t: Transport) {
     let mut lab = frr_lab("fra");
-    start_bgpd(&mut lab, ACTIVE_CONF);
+    start_bgpd(&mut lab, &active_conf(t));
     lab.start_capture();
-    let mut w = lab.watch(&[
-        "--local-as",
-        "65001",
-        "--peer",
-        ROUTER_V6,
-        "--remote-as",
-        "65001",
-        "--connect",
-        "--router-id",
-        LISTENER_V4,
-    ]);
+    let mut w = lab.watch(&t.active_args("65001", "65001"));
     let est = w.events.wait("session established", |e| {
         e["type"] == "session_established"
     });
-    assert_eq!(est["peer"], ROUTER_V6);
+    assert_eq!(est["peer"], t.router);
     assert_eq!(est["families"], json!(["ipv4-unicast", "ipv6-unicast"]));
+    assert_eq!(
+        est["add_path"],
+        json!(["ipv4-unicast", "ipv6-unicast"]),
+        "FRR 8.4 advertises ADD-PATH send for every family it carries"
+    );
     wait_initial(
         &mut w,
         &[
@@ -330,7 +363,7 @@ fn the_active_listener_dials_frr_ibgp_over_ipv6_local_pref_change_withdraw_recei
     );
     let ev = w.events.seen.clone();
     let a1 = find(&ev, "announce", "198.19.1.0/24");
-    assert_eq!(a1["peer"], ROUTER_V6);
+    assert_eq!(a1["peer"], t.router);
     assert_eq!(
         a1["as_path"], "",
         "iBGP: FRR's own routes have an empty path"
@@ -338,6 +371,10 @@ fn the_active_listener_dials_frr_ibgp_over_ipv6_local_pref_change_withdraw_recei
     assert_eq!(a1["local_pref"], 200);
     assert_eq!(a1["med"], 10);
     assert_eq!(a1["next_hop"], ROUTER_V4);
+    assert!(
+        a1["path_id"].as_u64().is_some(),
+        "ADD-PATH: FRR's v4 paths carry a path id: {a1}"
+    );
     find(&ev, "announce", "198.19.3.0/24");
     let v6 = find(&ev, "announce", "2001:2:0:a::/64");
     assert_eq!(v6["local_pref"], 200);
@@ -372,8 +409,8 @@ fn the_active_listener_dials_frr_ibgp_over_ipv6_local_pref_change_withdraw_recei
             "address-family ipv6 unicast",
             "no network 2001:2:0:b::/64",
             "end",
-            "clear bgp ipv4 unicast 2001:2::2 soft out",
-            "clear bgp ipv6 unicast 2001:2::2 soft out",
+            &format!("clear bgp ipv4 unicast {} soft out", t.listener),
+            &format!("clear bgp ipv6 unicast {} soft out", t.listener),
         ],
     );
     assert_dual_stack_changes(&mut w.events, mark, "65001");
@@ -381,9 +418,9 @@ fn the_active_listener_dials_frr_ibgp_over_ipv6_local_pref_change_withdraw_recei
     let status = w.stop();
     assert!(status.success(), "listener exit: {status}");
     std::thread::sleep(Duration::from_millis(500));
-    assert_frr_received_no_update(&lab, LISTENER_V6);
+    assert_frr_received_no_update(&lab, t.listener);
     let pcap = lab.stop_capture();
-    let sent = assert_receive_only(&pcap, ip(LISTENER_V6), ip(ROUTER_V6));
+    let sent = assert_receive_only(&pcap, t.listener_ip(), t.router_ip());
     assert_eq!(sent.last(), Some(&3), "ends with our Cease: {sent:?}");
     assert_eq!(
         sent.iter().filter(|t| **t == 3).count(),
@@ -583,7 +620,7 @@ fn max_prefix_teardown_holds_frr_off_for_the_idle_hold() {
         "8",
     ]);
     std::thread::sleep(Duration::from_millis(300));
-    start_bgpd(&mut lab, PASSIVE_CONF);
+    start_bgpd(&mut lab, &passive_conf(Transport::V4));
     w.events.wait("session established", |e| {
         e["type"] == "session_established"
     });

@@ -110,6 +110,16 @@ fn good(med_value: u32) -> Vec<(u8, Vec<u8>)> {
     ]
 }
 
+/// The good attributes for an external (`internal == false`) or internal peer: an internal peer
+/// also sends LOCAL_PREF 100, after the MED.
+fn good_for(internal: bool, med_value: u32) -> Vec<(u8, Vec<u8>)> {
+    let mut g = good(med_value);
+    if internal {
+        g.insert(4, (5, attr(0x40, 5, &[0, 0, 0, 100])));
+    }
+    g
+}
+
 /// How a row changes the good attributes (the MED is always 2 in the malformed UPDATE, 1 before).
 enum Edit {
     /// Replace the attribute of this type with these bytes (in its place).
@@ -120,9 +130,9 @@ enum Edit {
     Append(Vec<u8>),
 }
 
-fn edited(edit: &Edit) -> Vec<u8> {
+fn edited(internal: bool, edit: &Edit) -> Vec<u8> {
     let mut out = Vec::new();
-    for (t, bytes) in good(2) {
+    for (t, bytes) in good_for(internal, 2) {
         match edit {
             Edit::Replace(rt, new) if *rt == t => out.extend_from_slice(new),
             Edit::Remove(rt) if *rt == t => {}
@@ -304,6 +314,64 @@ fn rows() -> Vec<Row> {
     ]
 }
 
+/// The rules for attributes only an internal peer may send (RFC 7606 §7.5, §7.9, §7.10), for the
+/// iBGP pass: from an internal peer a malformed one is treat-as-withdraw, a good one is kept
+/// (LOCAL_PREF decoded, ORIGINATOR_ID and CLUSTER_LIST opaque). From an external peer the same
+/// attributes are discarded whatever their form (the eBGP rows in `rows`).
+fn ibgp_rows() -> Vec<Row> {
+    use Edit::*;
+    use Expect::*;
+    let mut reflected = attr(0x80, 9, &[198, 18, 0, 9]);
+    reflected.extend(attr(0x80, 10, &[198, 18, 0, 9, 198, 18, 0, 10]));
+    vec![
+        Row {
+            rule: "LOCAL_PREF of 3 octets from an internal peer (RFC 7606 §7.5)",
+            edit: Replace(5, attr(0x40, 5, &[0, 0, 1])),
+            expect: Withdraw(5),
+        },
+        Row {
+            rule: "LOCAL_PREF of 5 octets from an internal peer (RFC 7606 §7.5)",
+            edit: Replace(5, attr(0x40, 5, &[0, 0, 0, 0, 100])),
+            expect: Withdraw(5),
+        },
+        Row {
+            rule: "attribute flags: LOCAL_PREF marked optional from an internal peer (RFC 7606 §3 c)",
+            edit: Replace(5, attr(0xc0, 5, &[0, 0, 0, 100])),
+            expect: Withdraw(5),
+        },
+        Row {
+            rule: "ORIGINATOR_ID of 3 octets from an internal peer (RFC 7606 §7.9)",
+            edit: Append(attr(0x80, 9, &[198, 18, 0])),
+            expect: Withdraw(9),
+        },
+        Row {
+            rule: "ORIGINATOR_ID of 8 octets from an internal peer (RFC 7606 §7.9)",
+            edit: Append(attr(0x80, 9, &[198, 18, 0, 9, 198, 18, 0, 9])),
+            expect: Withdraw(9),
+        },
+        Row {
+            rule: "CLUSTER_LIST length not a multiple of 4 from an internal peer (RFC 7606 §7.10)",
+            edit: Append(attr(0x80, 10, &[198, 18, 0, 9, 1])),
+            expect: Withdraw(10),
+        },
+        Row {
+            rule: "empty CLUSTER_LIST from an internal peer (RFC 7606 §7.10)",
+            edit: Append(attr(0x80, 10, &[])),
+            expect: Withdraw(10),
+        },
+        Row {
+            rule: "a good LOCAL_PREF from an internal peer is taken in",
+            edit: Replace(5, attr(0x40, 5, &[0, 0, 0, 200])),
+            expect: Kept(&["med", "local_pref"]),
+        },
+        Row {
+            rule: "a good ORIGINATOR_ID and CLUSTER_LIST from an internal peer are kept",
+            edit: Append(reflected),
+            expect: Kept(&["med", "other"]),
+        },
+    ]
+}
+
 /// Session resets: the malformed UPDATE (whole message) and the NOTIFICATION code/subcode.
 fn reset_rows() -> Vec<(&'static str, Vec<u8>, (u8, u8))> {
     let good_attrs: Vec<u8> = good(1).into_iter().flat_map(|(_, b)| b).collect();
@@ -361,9 +429,14 @@ fn reset_rows() -> Vec<(&'static str, Vec<u8>, (u8, u8))> {
 }
 
 fn watch(lab: &Lab) -> Watch {
+    watch_as(lab, "65002")
+}
+
+/// The passive listener with local AS `local_as` (65001 makes the raw peer internal).
+fn watch_as(lab: &Lab, local_as: &str) -> Watch {
     lab.watch(&[
         "--local-as",
-        "65002",
+        local_as,
         "--peer",
         ROUTER_V4,
         "--remote-as",
@@ -562,31 +635,32 @@ fn v6_rows(w: &mut Watch, peer: &mut RawPeer) {
     );
 }
 
-#[test]
-fn each_rfc7606_rule_has_its_exact_outcome_on_the_wire() {
-    let lab = Lab::new("raw");
-    let mut w = watch(&lab);
-    let mut peer = RawPeer::connect(&lab);
-    w.events
-        .wait("established", |e| e["type"] == "session_established");
-
-    for (n, row) in rows().into_iter().enumerate() {
+/// Sends each row's malformed UPDATE for a prefix announced just before with the good attributes
+/// (for an internal or external peer), asserts its exact outcome, and that the session is still
+/// up after it.
+fn run_rows(w: &mut Watch, peer: &mut RawPeer, rows: Vec<Row>, internal: bool) {
+    // The LOCAL_PREF a discard row leaves on the route: the internal peer's, none from outside.
+    let lp = if internal { json!(100) } else { Value::Null };
+    for (n, row) in rows.into_iter().enumerate() {
         let i = u8::try_from(n + 1).expect("few rows");
         let prefix = prefix_v4(i);
         let rule = row.rule;
         // Announce first, with MED 1 and the good ATOMIC_AGGREGATE and AGGREGATOR.
-        let attrs: Vec<u8> = good(1).into_iter().flat_map(|(_, b)| b).collect();
+        let attrs: Vec<u8> = good_for(internal, 1)
+            .into_iter()
+            .flat_map(|(_, b)| b)
+            .collect();
         peer.send(&update(&[], &attrs, &nlri_v4(i)));
         w.events.wait(&format!("announce before {rule}"), |e| {
             is(e, "announce", &prefix)
         });
         let mark = w.events.seen.len();
-        peer.send(&update(&[], &edited(&row.edit), &nlri_v4(i)));
+        peer.send(&update(&[], &edited(internal, &row.edit), &nlri_v4(i)));
         match row.expect {
             Expect::Withdraw(t) => {
                 w.events
                     .wait_from(mark, LONG, rule, |e| is(e, "withdraw", &prefix));
-                let errs = errors_since(&w, mark);
+                let errs = errors_since(w, mark);
                 assert!(
                     errs.len() == 1
                         && errs[0]["action"] == "treat-as-withdraw"
@@ -600,8 +674,8 @@ fn each_rfc7606_rule_has_its_exact_outcome_on_the_wire() {
                     .wait_from(mark, LONG, rule, |e| is(e, "attribute_change", &prefix));
                 assert_eq!(ch["changed"], json!(changed), "{rule}: {ch}");
                 assert_eq!(ch["med"], 2, "{rule}: the first MED is the one kept");
-                assert!(ch["local_pref"].is_null(), "{rule}: {ch}");
-                let errs = errors_since(&w, mark);
+                assert_eq!(ch["local_pref"], lp, "{rule}: {ch}");
+                let errs = errors_since(w, mark);
                 assert!(
                     errs.len() == 1
                         && errs[0]["action"] == "attribute-discard"
@@ -614,12 +688,23 @@ fn each_rfc7606_rule_has_its_exact_outcome_on_the_wire() {
                     .events
                     .wait_from(mark, LONG, rule, |e| is(e, "attribute_change", &prefix));
                 assert_eq!(ch["changed"], json!(changed), "{rule}: {ch}");
-                let errs = errors_since(&w, mark);
+                let errs = errors_since(w, mark);
                 assert!(errs.is_empty(), "{rule}: no RFC 7606 action: {errs:#?}");
             }
         }
-        assert_still_up(&mut w, &mut peer, i, rule);
+        assert_still_up(w, peer, i, rule);
     }
+}
+
+#[test]
+fn each_rfc7606_rule_has_its_exact_outcome_on_the_wire() {
+    let lab = Lab::new("raw");
+    let mut w = watch(&lab);
+    let mut peer = RawPeer::connect(&lab);
+    w.events
+        .wait("established", |e| e["type"] == "session_established");
+
+    run_rows(&mut w, &mut peer, rows(), false);
 
     // Treat-as-withdraw also covers prefixes in MP_REACH_NLRI (RFC 7606 §5.3).
     let v6_nh = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
@@ -719,6 +804,31 @@ fn each_rfc7606_rule_has_its_exact_outcome_on_the_wire() {
             .count(),
         resets + 1,
         "one session for all the rows that keep it up, then one per reset, then the last one"
+    );
+    let status = w.stop();
+    assert!(status.success(), "listener exit: {status}");
+}
+
+/// The iBGP pass: the listener and the raw peer in the same AS, the internal-only rules with their
+/// exact outcomes on one session that never resets.
+#[test]
+fn ibgp_only_attribute_rules_from_an_internal_peer_are_treat_as_withdraw() {
+    let lab = Lab::new("rawi");
+    let mut w = watch_as(&lab, "65001");
+    let mut peer = RawPeer::connect(&lab);
+    let est = w
+        .events
+        .wait("established", |e| e["type"] == "session_established");
+    assert_eq!(est["peer_as"], 65001, "iBGP: {est}");
+    run_rows(&mut w, &mut peer, ibgp_rows(), true);
+    assert_eq!(
+        w.events
+            .seen
+            .iter()
+            .filter(|e| e["type"] == "session_established")
+            .count(),
+        1,
+        "one session for every row"
     );
     let status = w.stop();
     assert!(status.success(), "listener exit: {status}");

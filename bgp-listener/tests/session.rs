@@ -420,6 +420,119 @@ fn updates_become_announce_change_withdraw_and_end_of_rib_events() {
     assert_eq!(s.rib().count(Family::Ipv4Unicast), 1);
 }
 
+/// The attributes of the held route in the one-kind-at-a-time test: ORIGIN, AS_PATH, NEXT_HOP,
+/// EXTENDED_COMMUNITIES and LARGE_COMMUNITIES from the arguments, a fixed MED and COMMUNITIES.
+fn one_kind_attrs(origin: u8, nh: [u8; 4], ext: [u8; 8], large: [u32; 3]) -> Vec<u8> {
+    let mut a = attr(0x40, 1, &[origin]);
+    a.extend(as_path4(&[65001, 65010]));
+    a.extend(attr(0x40, 3, &nh));
+    a.extend(attr(0x80, 4, &[0, 0, 0, 5]));
+    a.extend(attr(0xc0, 8, &[0xfd, 0xe9, 0, 1]));
+    a.extend(attr(0xc0, 16, &ext));
+    let large: Vec<u8> = large.iter().flat_map(|v| v.to_be_bytes()).collect();
+    a.extend(attr(0xc0, 32, &large));
+    a
+}
+
+/// Each of origin, next hop, extended communities and large communities changed alone on a held
+/// route gives one attribute change naming exactly that kind, with the old and new values; an
+/// identical re-announcement after each gives nothing.
+#[test]
+fn each_attribute_kind_changed_alone_is_an_attribute_change_naming_only_that_kind() {
+    let mut s = established(cfg(), &full_caps(PEER_AS));
+    let nlri = [24, 10, 0, 0];
+    let rt_7 = [0, 2, 0xfd, 0xe9, 0, 0, 0, 7];
+    let rt_8 = [0, 2, 0xfd, 0xe9, 0, 0, 0, 8];
+    let nh1 = [198, 18, 0, 1];
+    let nh3 = [198, 18, 0, 3];
+    let first = one_kind_attrs(0, nh1, rt_7, [65001, 1, 2]);
+    let out = s.handle(t(5), Input::Received(update(&[], &first, &nlri)));
+    let ch = route_changes(&out);
+    let [(Family::Ipv4Unicast, RouteChange::Announce { route, .. })] = ch.as_slice() else {
+        panic!("{ch:?}")
+    };
+    assert_eq!(route.attrs.origin, Some(0));
+    assert_eq!(route.attrs.extended_communities, vec![rt_7]);
+    assert_eq!(route.attrs.large_communities, vec![[65001, 1, 2]]);
+
+    // (what changes, the attributes after the change, a check of the old and new route)
+    type Check = fn(&foureyes_bgp_listener::event::Route, &foureyes_bgp_listener::event::Route);
+    let steps: [(AttrKind, Vec<u8>, Check); 4] = [
+        (
+            AttrKind::Origin,
+            one_kind_attrs(2, nh1, rt_7, [65001, 1, 2]),
+            |old, new| {
+                assert_eq!((old.attrs.origin, new.attrs.origin), (Some(0), Some(2)));
+            },
+        ),
+        (
+            AttrKind::NextHop,
+            one_kind_attrs(2, nh3, rt_7, [65001, 1, 2]),
+            |old, new| {
+                assert_eq!(old.next_hop, Some("198.18.0.1".parse().expect("ip")));
+                assert_eq!(new.next_hop, Some("198.18.0.3".parse().expect("ip")));
+            },
+        ),
+        (
+            AttrKind::ExtendedCommunities,
+            one_kind_attrs(2, nh3, rt_8, [65001, 1, 2]),
+            |old, new| {
+                assert_eq!(
+                    old.attrs.extended_communities,
+                    vec![[0, 2, 0xfd, 0xe9, 0, 0, 0, 7]]
+                );
+                assert_eq!(
+                    new.attrs.extended_communities,
+                    vec![[0, 2, 0xfd, 0xe9, 0, 0, 0, 8]]
+                );
+            },
+        ),
+        (
+            AttrKind::LargeCommunities,
+            one_kind_attrs(2, nh3, rt_8, [65001, 1, 3]),
+            |old, new| {
+                assert_eq!(old.attrs.large_communities, vec![[65001, 1, 2]]);
+                assert_eq!(new.attrs.large_communities, vec![[65001, 1, 3]]);
+            },
+        ),
+    ];
+    let mut at = 6;
+    for (kind, attrs, check) in steps {
+        let out = s.handle(t(at), Input::Received(update(&[], &attrs, &nlri)));
+        let ch = route_changes(&out);
+        let [
+            (
+                Family::Ipv4Unicast,
+                RouteChange::AttributeChange {
+                    prefix,
+                    previous,
+                    route,
+                    changed,
+                },
+            ),
+        ] = ch.as_slice()
+        else {
+            panic!("{kind:?}: want one attribute change, got {ch:?}")
+        };
+        assert_eq!(prefix.to_string(), "10.0.0.0/24");
+        assert_eq!(
+            changed.iter().collect::<Vec<_>>(),
+            [kind],
+            "{kind:?} changed alone"
+        );
+        check(previous, route);
+        // The same attributes again: the route is as held, no event.
+        let out = s.handle(t(at + 1), Input::Received(update(&[], &attrs, &nlri)));
+        assert_eq!(
+            route_changes(&out),
+            vec![],
+            "{kind:?}: identical re-announce"
+        );
+        at += 2;
+    }
+    assert_eq!(s.rib().count(Family::Ipv4Unicast), 1);
+}
+
 #[test]
 fn rfc7606_outcomes_keep_the_session_up_or_reset_it_where_required() {
     let nlri = [24, 10, 0, 0];

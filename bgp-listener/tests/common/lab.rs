@@ -30,6 +30,72 @@ pub const LISTENER_V6: &str = "2001:2::2";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// The address family a session runs over (the TCP transport), independent of the families the
+/// session carries: every interop test runs once per transport, each session carrying IPv4 and
+/// IPv6 unicast together.
+#[derive(Clone, Copy, Debug)]
+pub struct Transport {
+    /// The router's end of the veth pair in this family.
+    pub router: &'static str,
+    /// The listener's end.
+    pub listener: &'static str,
+}
+
+impl Transport {
+    pub const V4: Transport = Transport {
+        router: ROUTER_V4,
+        listener: LISTENER_V4,
+    };
+    pub const V6: Transport = Transport {
+        router: ROUTER_V6,
+        listener: LISTENER_V6,
+    };
+
+    pub fn router_ip(self) -> IpAddr {
+        ip(self.router)
+    }
+
+    pub fn listener_ip(self) -> IpAddr {
+        ip(self.listener)
+    }
+
+    /// The arguments for a passive listener on this transport (the router id is given because an
+    /// IPv6 listen address has no IPv4 address to take it from).
+    pub fn passive_args(
+        self,
+        local_as: &'static str,
+        remote_as: &'static str,
+    ) -> Vec<&'static str> {
+        vec![
+            "--local-as",
+            local_as,
+            "--peer",
+            self.router,
+            "--remote-as",
+            remote_as,
+            "--listen",
+            self.listener,
+            "--router-id",
+            LISTENER_V4,
+        ]
+    }
+
+    /// The arguments for an active listener dialling the router on this transport.
+    pub fn active_args(self, local_as: &'static str, remote_as: &'static str) -> Vec<&'static str> {
+        vec![
+            "--local-as",
+            local_as,
+            "--peer",
+            self.router,
+            "--remote-as",
+            remote_as,
+            "--connect",
+            "--router-id",
+            LISTENER_V4,
+        ]
+    }
+}
+
 pub fn ip(s: &str) -> IpAddr {
     s.parse().expect("test address")
 }
