@@ -1,7 +1,7 @@
 //! `watch` as the issue runs it, in network namespaces (needs root, iproute2, tcpdump): the
 //! issue's own example, `--listen 0.0.0.0:179` without `--router-id`, takes the BGP identifier
 //! from the accepted connection's local address; `--multihop N` sends every segment with TTL N
-//! (tcpdump on the veth, IPv4 header byte 8).
+//! (tcpdump on the veth, IPv4 header byte 8). Also the settings `watch` refuses up front.
 
 mod common;
 
@@ -123,4 +123,46 @@ fn multihop_sends_every_segment_with_that_ttl() {
     assert!(ttls.iter().all(|t| *t == 7), "TTLs sent: {ttls:?}");
     // And the router's side is untouched (the OS default), so the capture can tell them apart.
     assert!(ttls_from(&pcap, ip(ROUTER_V4)).iter().all(|t| *t != 7));
+}
+
+/// Settings refused before any socket is opened: each exits non-zero naming the problem.
+#[test]
+fn impossible_settings_are_clear_errors_not_panics() {
+    let base = [
+        "watch",
+        "--peer",
+        "127.0.0.1",
+        "--remote-as",
+        "65001",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    for (extra, want) in [
+        (
+            &["--local-as", "65002", "--quiet-period", "inf"][..],
+            "--quiet-period",
+        ),
+        (
+            &["--local-as", "65002", "--quiet-period", "1e30"][..],
+            "--quiet-period",
+        ),
+        (
+            &["--local-as", "65002", "--no-ipv4", "--no-ipv6"][..],
+            "address family",
+        ),
+        (
+            &["--no-four-octet-as", "--local-as", "4200000000"][..],
+            "4-octet AS",
+        ),
+    ] {
+        let out = std::process::Command::new(common::lab::listener_bin())
+            .args(base)
+            .args(extra)
+            .output()
+            .expect("run the listener");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {err}");
+        assert!(err.contains(want), "{extra:?}: {err}");
+        assert!(!err.contains("panicked"), "{extra:?}: {err}");
+    }
 }
