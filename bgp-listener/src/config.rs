@@ -22,6 +22,9 @@
 //! hold_time = 30
 //! add_path = false
 //! extended_messages = false     # RFC 8654 (default true)
+//! ipv6 = false                  # address families advertised: ipv4, ipv6 (default true each;
+//!                               # not both off)
+//! four_octet_as = false         # RFC 6793 capability (default true; needs local_as <= 65535)
 //! stale_routes_time = 360       # graceful restart: stale routes wait this long for End-of-RIB
 //! max_prefixes = 1000000        # warn past this many routes per family
 //! max_prefixes_teardown = false # and tear the session down only if this says so
@@ -114,6 +117,15 @@ pub struct PeerConfig {
     /// Advertise Extended Messages (RFC 8654): UPDATEs up to 65535 octets when the peer does too.
     #[serde(default = "yes")]
     pub extended_messages: bool,
+    /// Advertise (and accept routes for) IPv4 unicast.
+    #[serde(default = "yes")]
+    pub ipv4: bool,
+    /// Advertise (and accept routes for) IPv6 unicast.
+    #[serde(default = "yes")]
+    pub ipv6: bool,
+    /// Advertise 4-octet AS numbers (RFC 6793).
+    #[serde(default = "yes")]
+    pub four_octet_as: bool,
     /// Warn (a `prefix_limit` event) when the peer's routes in one family exceed this.
     #[serde(default)]
     pub max_prefixes: Option<u32>,
@@ -261,6 +273,9 @@ impl ListenerConfig {
             }
             s.add_path = p.add_path;
             s.extended_message = p.extended_messages;
+            s.families = crate::session::families(p.ipv4, p.ipv6);
+            s.four_octet_as = p.four_octet_as;
+            s.check().map_err(|e| bad(format!("peer {name}: {e}")))?;
             if p.max_prefixes_teardown && p.max_prefixes.is_none() {
                 return Err(bad(format!(
                     "peer {name}: max_prefixes_teardown needs max_prefixes"

@@ -217,6 +217,8 @@ struct Driver {
     contender: Option<Link>,
     /// The last session state emitted, for a resync snapshot's session marker.
     last_state: resync::LastState,
+    /// Where the count of UPDATE messages is published (`run_counting`).
+    updates: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Driver {
@@ -251,6 +253,12 @@ impl Driver {
         let mut outputs = std::mem::take(&mut self.outputs);
         self.session
             .handle_into(SystemTime::now(), input, &mut outputs);
+        if let Some(u) = &self.updates {
+            u.store(
+                self.session.updates_received(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         let mut close_primary = false;
         for o in outputs.drain(..) {
             match o {
@@ -372,6 +380,20 @@ impl Driver {
     /// A new connection from the peer: the connection if there is none, else a contender (a
     /// newer contender replaces an older one).
     async fn connected(&mut self, stream: TcpStream, dir: Direction) -> Result<(), DriverError> {
+        if self.session.config().router_id.is_unspecified() {
+            // No configured identifier: the local IPv4 address of this connection (the one the
+            // peer dialled, or ours when we dialled), known before our OPEN goes out.
+            match stream.local_addr().map(|a| canonical(a.ip())) {
+                Ok(IpAddr::V4(id)) => {
+                    tracing::info!(router_id = %id, "BGP identifier taken from the connection's local address");
+                    self.session.set_router_id(id);
+                }
+                other => {
+                    tracing::warn!(local = ?other, "no IPv4 local address to take the BGP identifier from; connection closed (give a router id)");
+                    return Ok(());
+                }
+            }
+        }
         if self.primary.is_none() {
             self.primary = Some(Link::new(stream));
             let input = match dir {
@@ -420,14 +442,48 @@ pub struct ResyncLink {
     pub held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
+/// [`run_with`] that also publishes the number of UPDATE messages received in `updates` (for
+/// `watch --format summary`: events count prefixes, not messages).
+pub async fn run_counting(
+    cfg: SessionConfig,
+    conn: Connection,
+    transport: Transport,
+    events: impl Into<EventSink>,
+    stop: watch::Receiver<bool>,
+    updates: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Result<(), DriverError> {
+    run_inner(
+        cfg,
+        conn,
+        transport,
+        events.into(),
+        stop,
+        None,
+        Some(updates),
+    )
+    .await
+}
+
 /// [`run_with`] that also answers resync requests with snapshots of its Adj-RIB-In.
 pub async fn run_resyncing(
     cfg: SessionConfig,
     conn: Connection,
     transport: Transport,
     events: EventSink,
+    stop: watch::Receiver<bool>,
+    resync: Option<ResyncLink>,
+) -> Result<(), DriverError> {
+    run_inner(cfg, conn, transport, events, stop, resync, None).await
+}
+
+async fn run_inner(
+    cfg: SessionConfig,
+    conn: Connection,
+    transport: Transport,
+    events: EventSink,
     mut stop: watch::Receiver<bool>,
     resync: Option<ResyncLink>,
+    updates: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 ) -> Result<(), DriverError> {
     let (mut requests, held) = match resync {
         Some(mut r) => {
@@ -453,6 +509,7 @@ pub async fn run_resyncing(
         primary: None,
         contender: None,
         last_state: resync::LastState::default(),
+        updates,
     };
     let mut buf = vec![0u8; 64 * 1024];
     let mut cbuf = vec![0u8; 4096];

@@ -17,6 +17,7 @@
 //!   of its events.
 //! - [`mrt`]: MRT (RFC 6396) reading: decompression, record framing, records to events.
 //! - [`replay`]: the `replay` command (MRT files printed as `watch` events).
+//! - [`fuzzing`]: the bodies of the cargo-fuzz targets, shared with `tests/fuzz_regressions.rs`.
 //! - [`resync`]: when and how `run` sends the collector a snapshot of its tables after the spool
 //!   dropped events.
 
@@ -28,6 +29,7 @@ pub mod event;
 pub mod event_jsonl;
 #[cfg(feature = "agent")]
 pub mod export;
+pub mod fuzzing;
 pub mod iana;
 pub mod mrt;
 pub mod replay;

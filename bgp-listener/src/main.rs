@@ -96,8 +96,9 @@ enum Cmd {
         /// Port to dial with --connect.
         #[arg(long, default_value_t = BGP_PORT)]
         peer_port: u16,
-        /// BGP identifier; defaults to the --listen address when it is a specific IPv4 address, and is
-        /// required otherwise.
+        /// BGP identifier. Default: the --listen address when it is a specific IPv4 address;
+        /// otherwise (e.g. --listen 0.0.0.0, or --connect) the local IPv4 address of the TCP
+        /// connection with the peer, taken on connect before our OPEN. Required for an IPv6 peer.
         #[arg(long)]
         router_id: Option<Ipv4Addr>,
         /// Proposed hold time in seconds (0 or 3..=65535).
@@ -128,6 +129,16 @@ enum Cmd {
         /// Do not advertise Extended Messages (RFC 8654); UPDATEs are then bounded by 4096 octets.
         #[arg(long)]
         no_extended_messages: bool,
+        /// Do not advertise IPv4 unicast (the peer's IPv4 routes are then ignored).
+        #[arg(long)]
+        no_ipv4: bool,
+        /// Do not advertise IPv6 unicast (the peer's IPv6 routes are then ignored).
+        #[arg(long)]
+        no_ipv6: bool,
+        /// Do not advertise 4-octet AS (RFC 6793): the peer then sends 2-octet AS_PATHs with
+        /// AS4_PATH, merged back on receipt. Needs --local-as <= 65535.
+        #[arg(long)]
+        no_four_octet_as: bool,
         /// Warn (a `prefix_limit` event) when the peer's routes in one family exceed N; again
         /// only after the count fell below 90 % of N.
         #[arg(long, value_name = "N")]
@@ -259,6 +270,9 @@ async fn main() -> Result<()> {
             stale_routes_time,
             no_add_path,
             no_extended_messages,
+            no_ipv4,
+            no_ipv6,
+            no_four_octet_as,
             max_prefixes,
             max_prefixes_teardown,
             max_prefixes_idle_hold,
@@ -282,14 +296,31 @@ async fn main() -> Result<()> {
             let router_id = match (router_id, listen.map(|l| l.ip())) {
                 (Some(id), _) => id,
                 (None, Some(IpAddr::V4(ip))) if !ip.is_unspecified() => ip,
-                _ => bail!("--router-id is required unless --listen names an IPv4 address"),
+                // Unspecified: the driver takes the connection's local IPv4 address.
+                (None, _) if peer.to_canonical().is_ipv4() => Ipv4Addr::UNSPECIFIED,
+                _ => bail!(
+                    "--router-id is required for an IPv6 peer unless --listen names an IPv4 address"
+                ),
             };
+            // Bounded so that no deadline computed from it can overflow a clock.
+            const MAX_QUIET: f64 = 1e6;
+            let quiet_period = Duration::try_from_secs_f64(quiet_period.max(0.0))
+                .ok()
+                .filter(|_| quiet_period <= MAX_QUIET)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--quiet-period must be a number of seconds from 0 to {MAX_QUIET}, got {quiet_period}"
+                    )
+                })?;
             let mut cfg = SessionConfig::new(local_as, remote_as, router_id, peer);
             cfg.hold_time = hold_time;
             cfg.graceful_restart = !no_graceful_restart;
             cfg.stale_routes_time = std::time::Duration::from_secs(stale_routes_time);
             cfg.add_path = !no_add_path;
             cfg.extended_message = !no_extended_messages;
+            cfg.families = foureyes_bgp_listener::session::families(!no_ipv4, !no_ipv6);
+            cfg.four_octet_as = !no_four_octet_as;
+            cfg.check().map_err(anyhow::Error::msg)?;
             cfg.max_prefixes = max_prefixes.map(|limit| MaxPrefixes {
                 limit,
                 teardown: max_prefixes_teardown,
@@ -313,7 +344,7 @@ async fn main() -> Result<()> {
                 session: cfg,
                 format: format.into(),
                 exit_on_eor,
-                quiet_period: Duration::from_secs_f64(quiet_period.max(0.0)),
+                quiet_period,
                 transport,
             };
             let mut out = std::io::stdout().lock();

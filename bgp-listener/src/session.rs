@@ -67,6 +67,18 @@ impl MaxPrefixes {
     }
 }
 
+/// The families a peer's `ipv4`/`ipv6` switches (config and `watch` flags) leave on.
+pub fn families(ipv4: bool, ipv6: bool) -> Vec<Family> {
+    Family::ALL
+        .iter()
+        .copied()
+        .filter(|f| match f {
+            Family::Ipv4Unicast => ipv4,
+            Family::Ipv6Unicast => ipv6,
+        })
+        .collect()
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionConfig {
     pub local_as: u32,
@@ -75,7 +87,14 @@ pub struct SessionConfig {
     pub peer: IpAddr,
     /// Proposed hold time in seconds: 0 or at least 3.
     pub hold_time: u16,
+    /// The families we advertise (Multiprotocol capability, RFC 4760). A family left out is not
+    /// negotiated: the peer's routes in it are ignored (legacy IPv4 NLRI and MP attributes alike,
+    /// without a NOTIFICATION; see `update::parse_mp`).
     pub families: Vec<Family>,
+    /// Advertise 4-octet AS numbers (RFC 6793). Off, the peer treats us as an OLD speaker: it
+    /// sends 2-octet AS_PATHs with AS_TRANS and an AS4_PATH, which the decoder merges back (RFC
+    /// 6793 §4.2.3). Needs a local AS that fits in 2 octets ([`SessionConfig::check`]).
+    pub four_octet_as: bool,
     /// Advertise graceful restart in helper form, so that the peer sends End-of-RIB, and keep the
     /// peer's routes as stale over its restarts.
     pub graceful_restart: bool,
@@ -98,12 +117,29 @@ impl SessionConfig {
             peer,
             hold_time: 90,
             families: Family::ALL.to_vec(),
+            four_octet_as: true,
             graceful_restart: true,
             add_path: true,
             stale_routes_time: STALE_ROUTES_TIME,
             max_prefixes: None,
             extended_message: true,
         }
+    }
+
+    /// Settings no session can run with: no family at all, or a 4-octet local AS without the
+    /// 4-octet AS capability (an OLD speaker's OPEN would carry AS_TRANS, 23456, and nothing else
+    /// would tell the peer our real AS, so its `remote-as` check must fail).
+    pub fn check(&self) -> Result<(), String> {
+        if self.families.is_empty() {
+            return Err("at least one address family (IPv4 or IPv6) must stay enabled".into());
+        }
+        if !self.four_octet_as && self.local_as > u32::from(u16::MAX) {
+            return Err(format!(
+                "local AS {} needs the 4-octet AS capability (RFC 6793); it cannot be switched off",
+                self.local_as
+            ));
+        }
+        Ok(())
     }
 
     /// The peer as events name it.
@@ -125,6 +161,7 @@ impl SessionConfig {
                     Vec::new()
                 },
                 extended_message: self.extended_message,
+                four_octet_as: self.four_octet_as,
             },
         }
     }
@@ -208,6 +245,9 @@ struct Contender {
 #[derive(Debug)]
 pub struct Session {
     cfg: SessionConfig,
+    /// UPDATE messages received in Established, over the session's life (`watch --format
+    /// summary` prints their rate).
+    updates_received: u64,
     state: State,
     framer: Framer,
     rib: AdjRibIn,
@@ -241,6 +281,7 @@ impl Session {
     pub fn new(cfg: SessionConfig) -> Self {
         Session {
             cfg,
+            updates_received: 0,
             state: State::Idle,
             framer: Framer::new(),
             rib: AdjRibIn::new(),
@@ -273,6 +314,18 @@ impl Session {
 
     pub fn config(&self) -> &SessionConfig {
         &self.cfg
+    }
+
+    /// UPDATE messages received while Established, counted over every connection.
+    pub fn updates_received(&self) -> u64 {
+        self.updates_received
+    }
+
+    /// Sets the BGP identifier before an OPEN goes out: a config with the unspecified identifier
+    /// (0.0.0.0, `watch` without `--router-id`) takes the connection's local IPv4 address, which
+    /// the driver knows on connect, before the session sends its OPEN.
+    pub fn set_router_id(&mut self, id: Ipv4Addr) {
+        self.cfg.router_id = id;
     }
 
     /// Families whose stale routes are kept over a graceful restart.
@@ -521,6 +574,7 @@ impl Session {
             (State::Established, msg::KEEPALIVE) => self.hold_due = true,
             (State::Established, msg::UPDATE) => {
                 self.hold_due = true;
+                self.updates_received += 1;
                 let kind = if self.cfg.local_as == self.cfg.remote_as {
                     SessionKind::Internal
                 } else {
@@ -620,7 +674,7 @@ impl Session {
             peer_router_id: open.router_id,
             hold_time: hold,
             keepalive: hold / 3,
-            four_octet_as: open.four_octet_as.is_some(),
+            four_octet_as: self.cfg.four_octet_as && open.four_octet_as.is_some(),
             add_path: if self.cfg.add_path {
                 families
                     .iter()

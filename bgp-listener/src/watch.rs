@@ -557,6 +557,31 @@ fn final_line(format: Format, t: &Transfer, rule: DoneRule, secs: f64) -> String
 }
 
 /// Runs `watch` until the transfer is complete (with `exit_on_eor`) or `shutdown` resolves.
+/// The per-second line of `--format summary`: `PEER STATE v4 N v6 M updates/s U routes/s R`.
+/// `updates/s` counts UPDATE messages; `routes/s` counts route events (announce, withdraw,
+/// attribute change: one per prefix, so several per UPDATE when prefixes share attributes).
+pub fn summary_line(
+    peer: IpAddr,
+    state: &str,
+    transfer: &Transfer,
+    updates_per_sec: f64,
+    routes_per_sec: f64,
+) -> String {
+    let v4 = transfer
+        .counts
+        .get(&Family::Ipv4Unicast)
+        .copied()
+        .unwrap_or(0);
+    let v6 = transfer
+        .counts
+        .get(&Family::Ipv6Unicast)
+        .copied()
+        .unwrap_or(0);
+    format!(
+        "{peer} {state} v4 {v4} v6 {v6} updates/s {updates_per_sec:.0} routes/s {routes_per_sec:.0}"
+    )
+}
+
 pub async fn watch<W: Write>(
     opts: WatchOptions,
     conn: Connection,
@@ -568,17 +593,20 @@ pub async fn watch<W: Write>(
     // events of the channel before.
     let (tx, mut rx) = mpsc::channel::<Vec<Event>>(4);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut task = tokio::spawn(driver::run_with(
+    let updates = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut task = tokio::spawn(driver::run_counting(
         opts.session,
         conn,
         opts.transport,
         tx,
         stop_rx,
+        updates.clone(),
     ));
     let mut transfer = Transfer::default();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut shutdown = std::pin::pin!(shutdown);
     let mut summary_at = SystemTime::now();
+    let mut summary_events = 0u64;
     let mut summary_updates = 0u64;
     let mut state = "connecting";
     let mut result = None;
@@ -637,13 +665,19 @@ pub async fn watch<W: Write>(
                 if opts.format == Format::Summary
                     && now.duration_since(summary_at).unwrap_or_default() >= Duration::from_secs(1)
                 {
-                    let secs = now.duration_since(summary_at).unwrap_or_default().as_secs_f64();
-                    let rate = transfer.updates.saturating_sub(summary_updates) as f64 / secs.max(0.001);
-                    let v4 = transfer.counts.get(&Family::Ipv4Unicast).copied().unwrap_or(0);
-                    let v6 = transfer.counts.get(&Family::Ipv6Unicast).copied().unwrap_or(0);
-                    writeln!(out, "{peer} {state} v4 {v4} v6 {v6} events/s {rate:.0}")?;
+                    let secs = now.duration_since(summary_at).unwrap_or_default().as_secs_f64().max(0.001);
+                    let n = updates.load(std::sync::atomic::Ordering::Relaxed);
+                    let line = summary_line(
+                        peer,
+                        state,
+                        &transfer,
+                        n.saturating_sub(summary_updates) as f64 / secs,
+                        transfer.updates.saturating_sub(summary_events) as f64 / secs,
+                    );
+                    writeln!(out, "{line}")?;
                     summary_at = now;
-                    summary_updates = transfer.updates;
+                    summary_updates = n;
+                    summary_events = transfer.updates;
                 }
             }
             _ = &mut shutdown => break,

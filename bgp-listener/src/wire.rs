@@ -454,9 +454,13 @@ pub struct LocalCapabilities {
     /// Extended Messages (RFC 8654): we accept messages up to 65535 octets. We never send
     /// anything longer than 4096 either way.
     pub extended_message: bool,
+    /// 4-octet AS (RFC 6793): the capability carrying our AS. Without it, an AS above 65535 would
+    /// go out as AS_TRANS only (`SessionConfig::check` refuses that).
+    pub four_octet_as: bool,
 }
 
-/// An OPEN the listener sends. 4-octet AS (RFC 6793) is always advertised.
+/// An OPEN the listener sends. My Autonomous System is AS_TRANS (23456) when the AS does not fit
+/// in 2 octets (RFC 6793 §4.1); the capability then carries the real one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpenMessage {
     pub local_as: u32,
@@ -500,8 +504,10 @@ pub fn encode(msg: &Outgoing) -> Vec<u8> {
                 caps.extend_from_slice(&f.afi().to_be_bytes());
                 caps.extend_from_slice(&[0, f.safi()]);
             }
-            caps.extend_from_slice(&[cap::FOUR_OCTET_AS, 4]);
-            caps.extend_from_slice(&o.local_as.to_be_bytes());
+            if o.capabilities.four_octet_as {
+                caps.extend_from_slice(&[cap::FOUR_OCTET_AS, 4]);
+                caps.extend_from_slice(&o.local_as.to_be_bytes());
+            }
             if !o.capabilities.add_path_receive.is_empty() {
                 let n = o.capabilities.add_path_receive.len().min(40);
                 caps.extend_from_slice(&[cap::ADD_PATH, u8::try_from(n * 4).unwrap_or(0)]);

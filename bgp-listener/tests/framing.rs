@@ -165,6 +165,7 @@ fn open_encodes_the_receive_only_capability_set() {
             graceful_restart_time: Some(120),
             add_path_receive: foureyes_bgp_listener::wire::Family::ALL.to_vec(),
             extended_message: true,
+            four_octet_as: true,
         },
     });
     let bytes = encode(&o);

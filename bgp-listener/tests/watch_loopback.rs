@@ -228,3 +228,140 @@ async fn text_and_summary_formats_print_readable_lines_and_the_same_final_rule()
         }
     }
 }
+
+/// Summary lines: `PEER STATE v4 N v6 M updates/s U routes/s R`, as fields.
+fn summary_lines(out: &[u8]) -> Vec<(String, u64, u64, f64, f64)> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f.as_slice() {
+                [
+                    "127.0.0.1",
+                    state,
+                    "v4",
+                    v4,
+                    "v6",
+                    v6,
+                    "updates/s",
+                    u,
+                    "routes/s",
+                    r,
+                ] => Some((
+                    (*state).to_owned(),
+                    v4.parse().expect("v4"),
+                    v6.parse().expect("v6"),
+                    u.parse().expect("updates/s"),
+                    r.parse().expect("routes/s"),
+                )),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn summary_prints_a_line_per_second_with_counts_update_messages_and_route_events() {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    // 10 UPDATEs of 10 IPv4 prefixes each and one IPv6 UPDATE: 11 messages, 101 routes.
+    let mut msgs: Vec<Vec<u8>> = (0..10u8)
+        .map(|i| {
+            let nlri: Vec<u8> = (0..10u8).flat_map(|j| [24, 198, 19, i * 10 + j]).collect();
+            update(
+                &[],
+                &base_attrs(&[65001, 65010 + u32::from(i)], [127, 0, 0, 1]),
+                &nlri,
+            )
+        })
+        .collect();
+    let mut nh = [0u8; 16];
+    nh[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    nh[15] = 1;
+    let mut v6 = base_attrs(&[65001], [127, 0, 0, 1]);
+    v6.extend(mp_reach_v6(nh, &[32, 0x20, 0x01, 0x0d, 0xb8]));
+    msgs.push(update(&[], &v6, &[]));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let p = tokio::spawn(async move {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        let mut framer = Framer::new();
+        s.write_all(&open_with(65001, 90, [127, 0, 0, 1], &full_caps(65001)))
+            .await
+            .expect("write");
+        read_types(&mut s, &mut framer, 4).await;
+        s.write_all(&keepalive()).await.expect("write");
+        for m in msgs {
+            s.write_all(&m).await.expect("write");
+        }
+        // Quiet for a few summary periods (no End-of-RIB: the session stays up), then stop.
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let _ = stop_tx.send(());
+        s
+    });
+    let mut o = opts(true);
+    o.format = Format::Summary;
+    o.exit_on_eor = false;
+    let mut out = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        watch(o, Connection::Passive(l), &mut out, async {
+            let _ = stop_rx.await;
+        }),
+    )
+    .await
+    .expect("in time")
+    .expect("watch");
+    let _s = p.await.expect("peer");
+    let lines = summary_lines(&out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(lines.len() >= 2, "a line per second over 3.5 s: {text}");
+    let (updates, routes) = lines
+        .iter()
+        .fold((0.0, 0.0), |(u, r), l| (u + l.3, r + l.4));
+    assert!(updates >= 1.0, "UPDATE messages counted: {text}");
+    // 101 routes in 11 messages: a rate of messages, not of prefixes.
+    assert!(routes > 5.0 * updates, "{text}");
+    let last = lines.last().expect("line");
+    assert_eq!(
+        last,
+        &("established".to_owned(), 100, 1, 0.0, 0.0),
+        "the quiet last second: {text}"
+    );
+}
+
+#[tokio::test]
+async fn without_a_router_id_the_open_carries_the_connections_local_ipv4() {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let mut o = opts(true);
+    // What `watch --listen 0.0.0.0` without --router-id configures.
+    o.session.router_id = std::net::Ipv4Addr::UNSPECIFIED;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let w = tokio::spawn(async move {
+        let mut out = Vec::new();
+        watch(o, Connection::Passive(l), &mut out, async {
+            let _ = stop_rx.await;
+        })
+        .await
+        .map_err(|e| e.to_string())
+    });
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut framer = Framer::new();
+    let mut buf = [0u8; 4096];
+    let open = loop {
+        if let Some(f) = framer.next_frame().expect("valid") {
+            break f;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("OPEN in time")
+            .expect("read");
+        assert!(n > 0, "closed before an OPEN");
+        framer.push(&buf[..n]);
+    };
+    assert_eq!(open.kind, 1);
+    // Version, My AS, Hold Time, then the BGP Identifier.
+    assert_eq!(open.body.get(5..9), Some(&[127, 0, 0, 1][..]));
+    let _ = stop_tx.send(());
+    assert_eq!(w.await.expect("join"), Ok(None));
+}

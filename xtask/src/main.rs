@@ -218,6 +218,19 @@ fn install() -> Result<()> {
             })?;
         }
     }
+    // The fuzz stage builds with `cargo +nightly fuzz` (sanitizer flags need nightly).
+    let nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "-V"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !nightly {
+        run("rustup toolchain install nightly", {
+            let mut c = Command::new("rustup");
+            c.args(["toolchain", "install", "nightly", "--profile", "minimal"]);
+            c
+        })?;
+    }
     if !have("cargo-fuzz") {
         run("cargo install cargo-fuzz", {
             let mut c = Command::new("cargo");
@@ -237,7 +250,8 @@ fn install() -> Result<()> {
 }
 
 /// Every cargo-fuzz target in fuzz/, each run for a bounded time in CI. A crash fails the run;
-/// keep its input as a regression test next to the decoder.
+/// keep its input in fuzz/regressions/<target>/ (bgp-listener/tests/fuzz_regressions.rs replays
+/// it on stable in every test run).
 const FUZZ_TARGETS: &[&str] = &["bgp_session", "bgp_update", "bmp", "mrt"];
 const FUZZ_SECONDS: u32 = 20;
 
@@ -248,23 +262,25 @@ fn fuzz(target: &str, seconds: u32) -> Result<()> {
         .map(|o| String::from_utf8_lossy(&o.stdout).contains("nightly"))
         .unwrap_or(false);
     if !nightly {
-        bail!("fuzzing needs the nightly toolchain (`rustup toolchain install nightly`)");
+        bail!("fuzzing needs the nightly toolchain (`cargo xtask install` installs it)");
     }
+    // libFuzzer writes new inputs to the first directory (gitignored) and reads the committed
+    // seeds and regressions, so a short run starts from real messages, not from nothing.
+    let fuzz_dir = root().join("fuzz");
+    let corpus = fuzz_dir.join("corpus").join(target);
+    std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
     let mut c = Command::new("cargo");
-    c.current_dir(root().join("fuzz"))
+    c.current_dir(&fuzz_dir)
         // Sanitizer builds must not share (and invalidate) the main target dir.
         .env(
             "CARGO_TARGET_DIR",
             target_dir().with_file_name("foureyes-fuzz-target"),
         )
-        .args([
-            "+nightly",
-            "fuzz",
-            "run",
-            target,
-            "--",
-            &format!("-max_total_time={seconds}"),
-        ]);
+        .args(["+nightly", "fuzz", "run", target])
+        .arg(&corpus)
+        .arg(fuzz_dir.join("seeds").join(target))
+        .arg(fuzz_dir.join("regressions").join(target))
+        .args(["--", &format!("-max_total_time={seconds}")]);
     run(&format!("cargo fuzz run {target}"), c)
 }
 
