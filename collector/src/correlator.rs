@@ -184,7 +184,7 @@ fn sys() -> Scope {
 }
 
 /// The address a test probes, if it names one (host, URL host, DNS server).
-fn target_host(t: &pb::Test) -> Option<String> {
+pub(crate) fn target_host(t: &pb::Test) -> Option<String> {
     use pb::probe_config::Kind;
     let host = match t.config.as_ref()?.kind.as_ref()? {
         Kind::Icmp(c) => c.host.clone(),

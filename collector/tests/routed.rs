@@ -155,6 +155,14 @@ fn a_withdraw_upstream_breaks_forwarding_and_is_correlated_as_unreachable() {
                            "fireAfter": 1, "clearAfter": 2, "notifiers": ["hook"]}),
     );
     assert!(rule["id"].is_string(), "{rule}");
+    // A rule about the prefix itself: its notification charts a test the prefix routes.
+    let vis = api.post(
+        "/api/v1/alert-rules",
+        serde_json::json!({"name": "/24 visible", "severity": "SEVERITY_WARNING",
+                           "visibility": {"prefix": t24, "minPeers": 1},
+                           "fireAfter": 1, "clearAfter": 1, "notifiers": ["hook"]}),
+    );
+    assert!(vis["id"].is_string(), "{vis}");
 
     // Negative control: a prefix covering no target.
     let with_other = format!("{base}    route 10.97.0.0/16 blackhole;\n");
@@ -211,7 +219,9 @@ fn a_withdraw_upstream_breaks_forwarding_and_is_correlated_as_unreachable() {
     assert_eq!(last_status(&api, &ids["b"]).as_deref(), Some("STATUS_OK"));
 
     // The alert fired and its notification arrived, signed, with the chart.
-    let firing = hook.wait("the firing notification", |b| b["state"] == "firing");
+    let firing = hook.wait("the firing notification", |b| {
+        b["state"] == "firing" && b["alert"]["subject"] == ids["a"].as_str()
+    });
     assert_eq!(firing.body["org"], "acme");
     assert_eq!(firing.body["severity"], "critical");
     assert_eq!(
@@ -232,6 +242,17 @@ fn a_withdraw_upstream_breaks_forwarding_and_is_correlated_as_unreachable() {
         "signature header {sig:?}"
     );
     assert!(firing.header("x-foureyes-timestamp").is_some());
+    // The prefix's own alert carries the chart of a test whose target the /24 routes.
+    let lost = hook.wait("the /24 visibility notification", |b| {
+        b["state"] == "firing" && b["alert"]["subject"] == t24.as_str()
+    });
+    assert!(
+        lost.body["chart_png_base64"]
+            .as_str()
+            .is_some_and(|s| s.len() > 1000),
+        "no chart for the prefix alert: {}",
+        lost.body
+    );
     let alert_id = firing.body["alert_id"].as_str().unwrap().to_string();
     let alert = api.get(&format!("/api/v1/alerts/{alert_id}"));
     assert_eq!(alert["state"], "ALERT_STATE_FIRING", "{alert}");
@@ -241,7 +262,9 @@ fn a_withdraw_upstream_breaks_forwarding_and_is_correlated_as_unreachable() {
     wait_until("a answering again", Duration::from_secs(60), || {
         (last_status(&api, &ids["a"]).as_deref() == Some("STATUS_OK")).then_some(())
     });
-    let resolved = hook.wait("the all-clear", |b| b["state"] == "resolved");
+    let resolved = hook.wait("the all-clear", |b| {
+        b["state"] == "resolved" && b["alert"]["subject"] == ids["a"].as_str()
+    });
     assert_eq!(resolved.body["dedup_key"], firing.body["dedup_key"]);
     assert_eq!(resolved.body["alert_id"], alert_id.as_str());
 

@@ -20,7 +20,7 @@ use foureyes_notify::{
     SenderOptions, Series, Severity, SmtpConfig, SmtpSecurity, TargetPolicy, Unit,
 };
 use foureyes_proto::v1 as pb;
-use foureyes_store::{CorrelationFilter, ResultFilter, Scope, Tenant};
+use foureyes_store::{CorrelationFilter, IpPrefix, PrefixMatch, ResultFilter, Scope, Tenant};
 use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
@@ -218,10 +218,60 @@ fn test_of(alert: &pb::Alert) -> Option<String> {
     id.starts_with("t-").then(|| id.to_string())
 }
 
-/// Latency and loss of the alert's test per agent, from before the alert until now, with the
-/// route changes correlated with the test as markers. `None` for alerts about no test.
+/// For an alert about a prefix (withdrawn, visibility, origin change, more-specific, unexpected
+/// AS, RPKI invalid): a test of the rule's tenant whose target the prefix routes, so the chart
+/// shows what the route change did to the tenant's own measurements. First a test whose IP
+/// literal target lies in the prefix (read from the tests themselves, so it does not wait for the
+/// correlator), else a test a correlation of that prefix (or one inside it) touched since
+/// `from_ms` (targets named by host, as the correlator resolved them). `None`: no test involved.
+fn test_of_prefix(c: &Collector, scope: &Scope, alert: &pb::Alert, from_ms: i64) -> Option<String> {
+    let prefix = IpPrefix::parse(&alert.subject).ok()?;
+    let routes = |ip: std::net::IpAddr| {
+        ip.is_ipv4() == prefix.addr.is_ipv4() && IpPrefix::new(ip, prefix.len) == prefix
+    };
+    let mut after: Option<String> = None;
+    loop {
+        let page = c.store.list_tests(scope, after.as_deref(), 1000).ok()?;
+        if let Some(t) = page.iter().find(|t| {
+            crate::correlator::target_host(t)
+                .and_then(|h| h.parse().ok())
+                .is_some_and(routes)
+        }) {
+            return Some(t.id.clone());
+        }
+        match page.last() {
+            Some(t) if page.len() == 1000 => after = Some(t.id.clone()),
+            _ => break,
+        }
+    }
+    [PrefixMatch::Exact, PrefixMatch::Within]
+        .into_iter()
+        .find_map(|how| {
+            let page = c
+                .store
+                .correlations(
+                    scope,
+                    &CorrelationFilter {
+                        from_ms: Some(from_ms),
+                        prefix: Some((prefix, how)),
+                        ..Default::default()
+                    },
+                    None,
+                    16,
+                )
+                .ok()?;
+            page.correlations
+                .iter()
+                .flat_map(|corr| corr.tests.iter())
+                .map(|t| t.test_id.clone())
+                .find(|id| !id.is_empty())
+        })
+}
+
+/// Latency and loss of the alert's test per agent (for an alert about a prefix, of a test the
+/// prefix routes: [`test_of_prefix`]), from before the alert until now, with the route changes
+/// correlated with the test as markers. `None` when no test is involved.
 pub(super) fn chart(c: &Collector, alert: &pb::Alert) -> Option<Chart> {
-    let test_id = test_of(alert)?;
     let scope = Scope::Tenant(Tenant {
         org: alert.org.clone(),
         team: None,
@@ -232,6 +282,19 @@ pub(super) fn chart(c: &Collector, alert: &pb::Alert) -> Option<Chart> {
         .map(foureyes_proto::timestamp_ms)
         .unwrap_or_else(crate::server::now_ms);
     let from = started - CHART_BEFORE_MS;
+    let (test_id, title) = match test_of(alert) {
+        Some(t) => (t, format!("{} ({})", alert.rule_name, alert.subject)),
+        None => {
+            // Only the rule's own team's tests (or the whole org's, for an org-wide rule).
+            let team_scope = Scope::Tenant(Tenant {
+                org: alert.org.clone(),
+                team: (!alert.team.is_empty()).then(|| alert.team.clone()),
+            });
+            let t = test_of_prefix(c, &team_scope, alert, from)?;
+            let title = format!("{} ({}): test {t}", alert.rule_name, alert.subject);
+            (t, title)
+        }
+    };
     let filter = ResultFilter {
         test_id: Some(test_id.clone()),
         from_ms: Some(from),
@@ -309,7 +372,7 @@ pub(super) fn chart(c: &Collector, alert: &pb::Alert) -> Option<Chart> {
         })
         .unwrap_or_default();
     Some(Chart {
-        title: format!("{} ({})", alert.rule_name, alert.subject),
+        title,
         series,
         markers,
     })
