@@ -52,6 +52,20 @@ fn owning_team(t: &Tenant, asked: &str) -> String {
     }
 }
 
+/// The (org, team, file-managed) of the row of `table` that `w` (which carries the caller's
+/// scope) selects: what an update of a rule or a notifier keeps and checks.
+fn owner_row(
+    c: &Connection,
+    table: &str,
+    w: &Where,
+) -> Result<Option<(String, String, bool)>, StoreError> {
+    let sql = format!("SELECT org, team, file_managed FROM {table}{}", w.sql());
+    Ok(c.query_row(&sql, params_from_iter(&w.params), |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
+    .optional()?)
+}
+
 fn validate_rule_name(name: &str) -> Result<(), StoreError> {
     if name.trim().is_empty() || name.len() > 200 {
         return Err(StoreError::Invalid("rule name: 1 to 200 characters".into()));
@@ -155,17 +169,7 @@ impl AlertStore for SqliteStore {
             .scope(scope, "");
         self.write(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let sql = format!("SELECT org, team, file_managed FROM alert_rules{}", w.sql());
-            let Some((org, team, file)) = tx
-                .query_row(&sql, params_from_iter(&w.params), |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, bool>(2)?,
-                    ))
-                })
-                .optional()?
-            else {
+            let Some((org, team, file)) = owner_row(&tx, "alert_rules", &w)? else {
                 return Ok(None);
             };
             if file {
@@ -587,17 +591,7 @@ impl AlertStore for SqliteStore {
             .scope(scope, "");
         self.write(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let sql = format!("SELECT org, team, file_managed FROM notifiers{}", w.sql());
-            let Some((org, team, file)) = tx
-                .query_row(&sql, params_from_iter(&w.params), |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, bool>(2)?,
-                    ))
-                })
-                .optional()?
-            else {
+            let Some((org, team, file)) = owner_row(&tx, "notifiers", &w)? else {
                 return Ok(None);
             };
             if file {
